@@ -1,0 +1,53 @@
+"""Pure, jit-compatible IRL and preference objectives for language models.
+
+Conventions (shapes, masks, EOS handling, reductions) follow SPEC §0: per-token
+objectives take `TokenStats` `[B, T]` and a response mask `where`, and return
+per-token or per-example values that the caller reduces with the `(sum, count)`
+helpers in `reductions`.
+"""
+
+from irl_jax.losses.dpo import StepAdvantages as StepAdvantages
+from irl_jax.losses.dpo import advantage_weighted_steps as advantage_weighted_steps
+from irl_jax.losses.dpo import dpo as dpo
+from irl_jax.losses.dpo import ipo as ipo
+from irl_jax.losses.dpo import preference_margin as preference_margin
+from irl_jax.losses.dpo import prefix_mask as prefix_mask
+from irl_jax.losses.dpo import step_advantages as step_advantages
+from irl_jax.losses.dpo import step_log_probs as step_log_probs
+from irl_jax.losses.grpo import GRPOExtras as GRPOExtras
+from irl_jax.losses.grpo import demo_policy_similarity as demo_policy_similarity
+from irl_jax.losses.grpo import dynamic_reward_scale as dynamic_reward_scale
+from irl_jax.losses.grpo import grpo as grpo
+from irl_jax.losses.grpo import grpo_advantages as grpo_advantages
+from irl_jax.losses.inverse_q_star import InverseQStarExtras as InverseQStarExtras
+from irl_jax.losses.inverse_q_star import gather_response as gather_response
+from irl_jax.losses.inverse_q_star import inverse_q_star as inverse_q_star
+from irl_jax.losses.inverse_q_star import inverse_q_star_kl as inverse_q_star_kl
+from irl_jax.losses.iq_learn import IQLearnExtras as IQLearnExtras
+from irl_jax.losses.iq_learn import IQLearnOnlineExtras as IQLearnOnlineExtras
+from irl_jax.losses.iq_learn import implied_rewards as implied_rewards
+from irl_jax.losses.iq_learn import iq_learn as iq_learn
+from irl_jax.losses.iq_learn import iq_learn_online as iq_learn_online
+from irl_jax.losses.iq_learn import iq_learn_online_from_terms as iq_learn_online_from_terms
+from irl_jax.losses.iq_learn import next_state_values as next_state_values
+from irl_jax.losses.iq_learn import sequence_rewards as sequence_rewards
+from irl_jax.losses.max_margin import max_margin as max_margin
+from irl_jax.losses.max_margin import reward_accuracy as reward_accuracy
+from irl_jax.losses.mle import mle as mle
+from irl_jax.losses.mle import token_entropy as token_entropy
+from irl_jax.losses.preference import bradley_terry as bradley_terry
+from irl_jax.losses.preference import linear_bradley_terry_mle as linear_bradley_terry_mle
+from irl_jax.losses.preference import pairwise_split as pairwise_split
+from irl_jax.losses.preference import pessimistic_policy_values as pessimistic_policy_values
+from irl_jax.losses.preference import plackett_luce as plackett_luce
+from irl_jax.losses.reductions import MaskedMean as MaskedMean
+from irl_jax.losses.reductions import Normaliser as Normaliser
+from irl_jax.losses.reductions import masked_sum_count as masked_sum_count
+from irl_jax.losses.reductions import normalise as normalise
+from irl_jax.losses.reductions import safe_divide as safe_divide
+from irl_jax.losses.reductions import sequence_mean as sequence_mean
+from irl_jax.losses.reductions import sequence_sum_count as sequence_sum_count
+from irl_jax.losses.reductions import token_mean as token_mean
+from irl_jax.losses.token_stats import TokenStats as TokenStats
+from irl_jax.losses.token_stats import chunked_soft_q_stats as chunked_soft_q_stats
+from irl_jax.losses.token_stats import soft_q_stats as soft_q_stats
