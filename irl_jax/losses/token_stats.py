@@ -113,7 +113,8 @@ def chunked_soft_q_stats(hidden, unembedding, targets, *, chunk_size: int = 4096
     chunk_size: vocabulary columns per chunk (static); clipped to `V`.
 
   Returns:
-    `TokenStats(q, v)`, each `[B, T]` float32; matmuls accumulate in float32.
+    `TokenStats(q, v)`, each `[B, T]` float32 (float64 for float64 inputs under
+    x64); matmuls accumulate in that dtype.
   """
   fn = "chunked_soft_q_stats"
   _checks.check_rank(fn, "hidden", hidden, 3, "[B, T, D]")
@@ -138,6 +139,10 @@ def chunked_soft_q_stats(hidden, unembedding, targets, *, chunk_size: int = 4096
   return TokenStats(q=q.reshape(b, t), v=v.reshape(b, t))
 
 
+def _acc_dtype(h, w):
+  return _checks.compute_dtype(h, w)
+
+
 def _chunk_logits(h, w, i, chunk: int):
   """Logits of vocabulary chunk `i` in float32, with repeated columns at -inf.
 
@@ -148,7 +153,7 @@ def _chunk_logits(h, w, i, chunk: int):
   nominal = i * chunk
   start = jnp.minimum(nominal, vocab - chunk)
   w_c = jax.lax.dynamic_slice_in_dim(w, start, chunk, axis=1)
-  logits = jnp.dot(h, w_c, preferred_element_type=jnp.float32)
+  logits = jnp.dot(h, w_c, preferred_element_type=_acc_dtype(h, w))
   cols = start + jnp.arange(chunk)
   fresh = cols >= nominal
   return jnp.where(fresh[None, :], logits, -jnp.inf), w_c, start, cols, fresh
@@ -177,11 +182,8 @@ def _chunked_forward(h, w, tg, chunk: int):
     q = q + jnp.sum(jnp.where(hits, logits, 0.0), axis=-1)
     return m_new, s, q
 
-  init = (
-      jnp.full((n,), -jnp.inf, jnp.float32),
-      jnp.zeros((n,), jnp.float32),
-      jnp.zeros((n,), jnp.float32),
-  )
+  acc = _acc_dtype(h, w)
+  init = (jnp.full((n,), -jnp.inf, acc), jnp.zeros((n,), acc), jnp.zeros((n,), acc))
   m, s, q = jax.lax.fori_loop(0, num_chunks, body, init)
   return q, m + jnp.log(s)
 
@@ -196,6 +198,7 @@ def _chunked_bwd(chunk: int, residuals, cotangents):
   g_q, g_v = cotangents
   num_chunks = -(-w.shape[1] // chunk)
   mm_dtype = jnp.promote_types(h.dtype, w.dtype)
+  acc = _acc_dtype(h, w)
 
   def body(i, carry):
     dh, dw = carry
@@ -204,13 +207,13 @@ def _chunked_bwd(chunk: int, residuals, cotangents):
     hits = _target_hits(tg, cols, fresh)
     dlogits = g_v[:, None] * probs + jnp.where(hits, g_q[:, None], 0.0)
     dlogits = dlogits.astype(mm_dtype)
-    dh = dh + jnp.dot(dlogits, w_c.T, preferred_element_type=jnp.float32)
-    dw_c = jnp.dot(h.T, dlogits, preferred_element_type=jnp.float32)
+    dh = dh + jnp.dot(dlogits, w_c.T, preferred_element_type=acc)
+    dw_c = jnp.dot(h.T, dlogits, preferred_element_type=acc)
     prev = jax.lax.dynamic_slice_in_dim(dw, start, chunk, axis=1)
     dw = jax.lax.dynamic_update_slice_in_dim(dw, prev + dw_c, start, axis=1)
     return dh, dw
 
-  init = (jnp.zeros(h.shape, jnp.float32), jnp.zeros(w.shape, jnp.float32))
+  init = (jnp.zeros(h.shape, acc), jnp.zeros(w.shape, acc))
   dh, dw = jax.lax.fori_loop(0, num_chunks, body, init)
   return dh.astype(h.dtype), dw.astype(w.dtype), None
 
