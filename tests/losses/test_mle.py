@@ -40,7 +40,8 @@ def test_token_entropy():
   # Uniform over 4 tokens: log 4; a banned token (-inf) is left out: log 3.
   logits = jnp.array([[[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, -jnp.inf]]])
   where = jnp.array([[True, True]])
-  np.testing.assert_allclose(token_entropy(logits, where=where), [[np.log(4), np.log(3)]], rtol=1e-6)
+  want = [[np.log(4), np.log(3)]]
+  np.testing.assert_allclose(token_entropy(logits, where=where), want, rtol=1e-6)
   grad = jax.grad(lambda x: jnp.sum(token_entropy(x, where=where)))(logits)
   assert np.all(np.isfinite(grad))
   rng = np.random.default_rng(1)

@@ -66,7 +66,7 @@ def test_safe_divide_and_masked_mean_add():
   np.testing.assert_array_equal(safe_divide(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0])), [0, 0.5])
   g = jax.grad(lambda d: safe_divide(1.0, d))(0.0)
   assert float(g) == 0.0
-  m = MaskedMean(jnp.float32(3.0), jnp.float32(2.0)) + MaskedMean(jnp.float32(1.0), jnp.float32(2.0))
+  m = MaskedMean(jnp.float32(3.0), jnp.float32(2.0)) + MaskedMean(jnp.float32(1), jnp.float32(2))
   np.testing.assert_allclose(m.mean(), 1.0)
 
 

@@ -79,7 +79,7 @@ def test_negative_padding_ids_are_clipped_and_large_ids_raise():
   logits, _ = _inputs((1, 3, 5))
   stats = soft_q_stats(logits, jnp.array([[-100, 2, 4]]))
   assert np.all(np.isfinite(stats.q))
-  with pytest.raises(ValueError, match="token id 5.*vocabulary of size 5"):
+  with pytest.raises(ValueError, match=r"token id 5.*vocabulary of size 5"):
     soft_q_stats(logits, jnp.array([[0, 5, 1]]))
   with pytest.raises(ValueError, match=r"\(2, 3\).*\(1, 3\)"):
     soft_q_stats(logits, jnp.zeros((2, 3), jnp.int32))
