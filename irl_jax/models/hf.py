@@ -1,0 +1,267 @@
+"""Read and write Hugging Face checkpoints (config.json + safetensors) without torch.
+
+`from_pretrained(path)` loads a local directory in Hugging Face layout —
+`config.json` and `model.safetensors` or shards `model-0000x-of-0000y.safetensors`
+with `model.safetensors.index.json` — into a `Transformer`. `save_pretrained`
+writes the same layout, so a trained policy opens in `transformers` unchanged.
+Tokenizer files in the directory are left to `transformers.AutoTokenizer`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors
+import safetensors.numpy
+from flax import nnx
+
+from irl_jax.models.config import ModelConfig, from_hf_config, to_hf_config
+from irl_jax.models.transformer import Transformer
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+
+# Buffers some checkpoints store that carry no parameters.
+_IGNORED = (
+    re.compile(r"(^|\.)h\.\d+\.attn\.(masked_)?bias$"),
+    re.compile(r"rotary_emb\.inv_freq$"),
+)
+
+
+def _layout(config: ModelConfig) -> Iterator[tuple[str, str, str]]:
+  """`(hf_key, irl_jax path, transform)` for every tensor of the family.
+
+  Transforms: "" (as is), "T" (torch Linear `[out, in]` <-> kernel `[in, out]`),
+  "qkv:i" (slice i of GPT-2's fused `c_attn`).
+  """
+  c = config
+  if c.model_type == "gpt2":
+    yield "wte.weight", "embed", ""
+    yield "wpe.weight", "pos_embed", ""
+    for i in range(c.num_layers):
+      p, q = f"h.{i}.", f"layers/{i}/"
+      for hf, ours in (("ln_1", "attn_norm"), ("ln_2", "mlp_norm")):
+        yield p + hf + ".weight", q + ours + "/scale", ""
+        yield p + hf + ".bias", q + ours + "/bias", ""
+      for j, name in enumerate("qkv"):
+        yield p + "attn.c_attn.weight", q + f"attn/{name}/kernel", f"qkv:{j}"
+        yield p + "attn.c_attn.bias", q + f"attn/{name}/bias", f"qkv:{j}"
+      for hf, ours in (("attn.c_proj", "attn/o"), ("mlp.c_fc", "mlp/up"),
+                       ("mlp.c_proj", "mlp/down")):
+        yield p + hf + ".weight", q + ours + "/kernel", ""  # Conv1D is already [in, out]
+        yield p + hf + ".bias", q + ours + "/bias", ""
+    yield "ln_f.weight", "final_norm/scale", ""
+    yield "ln_f.bias", "final_norm/bias", ""
+  else:
+    yield "model.embed_tokens.weight", "embed", ""
+    for i in range(c.num_layers):
+      p, q = f"model.layers.{i}.", f"layers/{i}/"
+      yield p + "input_layernorm.weight", q + "attn_norm/scale", ""
+      yield p + "post_attention_layernorm.weight", q + "mlp_norm/scale", ""
+      for name in "qkvo":
+        yield p + f"self_attn.{name}_proj.weight", q + f"attn/{name}/kernel", "T"
+        if (c.qkv_bias and name != "o") or (c.out_bias and name == "o"):
+          yield p + f"self_attn.{name}_proj.bias", q + f"attn/{name}/bias", ""
+      for name in ("gate", "up", "down"):
+        yield p + f"mlp.{name}_proj.weight", q + f"mlp/{name}/kernel", "T"
+        if c.mlp_bias:
+          yield p + f"mlp.{name}_proj.bias", q + f"mlp/{name}/bias", ""
+    yield "model.norm.weight", "final_norm/scale", ""
+  if not c.tie_embeddings:
+    yield "lm_head.weight", "lm_head", "T"
+
+
+def _read_tensors(path: str) -> dict[str, np.ndarray]:
+  index = os.path.join(path, INDEX_NAME)
+  single = os.path.join(path, WEIGHTS_NAME)
+  if os.path.exists(index):
+    with open(index) as f:
+      weight_map = json.load(f)["weight_map"]
+    files = sorted(set(weight_map.values()))
+  elif os.path.exists(single):
+    files = [WEIGHTS_NAME]
+  else:
+    raise FileNotFoundError(
+        f"no weights in {path}: expected {WEIGHTS_NAME} or {INDEX_NAME} with its shards "
+        "(irl_jax reads safetensors only)."
+    )
+  tensors = {}
+  for name in files:
+    file = os.path.join(path, name)
+    if not os.path.exists(file):
+      raise FileNotFoundError(f"{INDEX_NAME} in {path} lists shard {name}, which is missing.")
+    with safetensors.safe_open(file, framework="numpy") as f:
+      for key in f.keys():
+        tensors[key] = f.get_tensor(key)
+  return tensors
+
+
+def read_config(path: str) -> tuple[ModelConfig, dict]:
+  file = os.path.join(path, CONFIG_NAME)
+  if not os.path.exists(file):
+    raise FileNotFoundError(f"{file} not found: not a Hugging Face model directory.")
+  with open(file) as f:
+    raw = json.load(f)
+  return from_hf_config(raw), raw
+
+
+def from_pretrained(
+    path: str,
+    *,
+    dtype: Any = jnp.float32,
+    compute_dtype: Any | None = None,
+    remat: bool = False,
+) -> Transformer:
+  """Load a Hugging Face checkpoint directory into a `Transformer`.
+
+  Args:
+    path: local directory with `config.json` and safetensors weights.
+    dtype: parameter dtype (weights are cast to it).
+    compute_dtype: activation dtype; defaults to `dtype`. Logits and token
+      statistics are float32 regardless.
+    remat: rematerialise each block in the backward pass.
+
+  Raises:
+    FileNotFoundError: no config or weights (or a shard listed in the index
+      is missing).
+    ValueError: unsupported architecture, or weights that do not match the
+      config — the message lists missing and unexpected keys and shape
+      mismatches.
+  """
+  config, raw = read_config(path)
+  tensors = _read_tensors(path)
+  if config.model_type == "gpt2":
+    tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+  params, used, problems = {}, set(), []
+  for hf_key, ours, transform in _layout(config):
+    if hf_key not in tensors:
+      problems.append(f"missing: {hf_key}")
+      continue
+    used.add(hf_key)
+    x = tensors[hf_key]
+    if transform == "T":
+      x = x.T
+    elif transform.startswith("qkv:"):
+      x = np.split(x, 3, axis=-1)[int(transform[4:])]
+    params[ours] = x
+  unexpected = [
+      k for k in tensors
+      if k not in used and not any(p.search(k) for p in _IGNORED)
+      and not (config.tie_embeddings and k == "lm_head.weight")
+  ]
+  problems += [f"unexpected: {k}" for k in sorted(unexpected)]
+  model = nnx.eval_shape(lambda: Transformer(
+      config, rngs=nnx.Rngs(0), param_dtype=dtype, dtype=compute_dtype or dtype, remat=remat))
+  graphdef, state = nnx.split(model)
+  flat = nnx.to_flat_state(state)
+  for p, var in flat:
+    key = "/".join(str(x) for x in p)
+    if key not in params:
+      continue  # reported as missing above
+    want = tuple(var.get_value().shape)
+    if tuple(params[key].shape) != want:
+      got = tuple(params[key].shape)
+      problems.append(f"shape mismatch: {key} has {got}, config implies {want}")
+      continue
+    var.set_value(jnp.asarray(params[key], dtype))
+  if problems:
+    shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+    raise ValueError(
+        f"weights in {path} do not match its {config.model_type} config "
+        f"({len(problems)} problems):\n  {shown}"
+    )
+  model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+  model.hf_config_json = json.dumps(raw)
+  return model
+
+
+def _parse_size(size: int | str) -> int:
+  if isinstance(size, int):
+    return size
+  m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", size.upper())
+  if not m:
+    raise ValueError(f"max_shard_size {size!r}: use bytes or a string like '5GB'.")
+  return int(float(m.group(1)) * {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[m.group(2)])
+
+
+def hf_state_dict(model: Transformer) -> dict[str, np.ndarray]:
+  """The model's parameters under Hugging Face names and layouts (host NumPy arrays)."""
+  config = model.config
+  flat = {
+      "/".join(str(x) for x in p): v.get_value()
+      for p, v in nnx.to_flat_state(nnx.state(model))
+  }
+  out: dict[str, np.ndarray] = {}
+  fused: dict[str, list] = {}
+  prefix = "transformer." if config.model_type == "gpt2" else ""
+  for hf_key, ours, transform in _layout(config):
+    x = np.asarray(jax.device_get(flat[ours]))
+    if hf_key == "lm_head.weight":
+      out[hf_key] = np.ascontiguousarray(x.T)
+    elif transform == "T":
+      out[prefix + hf_key] = np.ascontiguousarray(x.T)
+    elif transform.startswith("qkv:"):
+      fused.setdefault(prefix + hf_key, [None] * 3)[int(transform[4:])] = x
+    else:
+      out[prefix + hf_key] = np.ascontiguousarray(x)
+  for key, parts in fused.items():
+    out[key] = np.concatenate(parts, axis=-1)
+  return out
+
+
+def save_pretrained(
+    model: Transformer, path: str, *, tokenizer=None, max_shard_size: int | str = "5GB"
+) -> None:
+  """Write `model` as a Hugging Face checkpoint directory `transformers` can open.
+
+  Args:
+    model: a `Transformer` (e.g. from `from_pretrained`, possibly trained).
+    path: output directory (created).
+    tokenizer: optional `transformers` tokenizer saved alongside.
+    max_shard_size: above this many bytes the weights are split into shards
+      with an index file, as `transformers` does.
+  """
+  os.makedirs(path, exist_ok=True)
+  base = json.loads(getattr(model, "hf_config_json", "{}"))
+  config = to_hf_config(model.config, base)
+  dtype = np.dtype(jax.dtypes.canonicalize_dtype(model.param_dtype))
+  config["dtype"] = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}.get(
+      dtype.name, "float32")
+  tensors = hf_state_dict(model)
+  limit = _parse_size(max_shard_size)
+  shards, current, size = [], {}, 0
+  for key in sorted(tensors):
+    nbytes = tensors[key].nbytes
+    if current and size + nbytes > limit:
+      shards.append(current)
+      current, size = {}, 0
+    current[key] = tensors[key]
+    size += nbytes
+  shards.append(current)
+  for stale in (WEIGHTS_NAME, INDEX_NAME):
+    if os.path.exists(os.path.join(path, stale)):
+      os.remove(os.path.join(path, stale))
+  if len(shards) == 1:
+    safetensors.numpy.save_file(shards[0], os.path.join(path, WEIGHTS_NAME),
+                                metadata={"format": "pt"})
+  else:
+    weight_map = {}
+    for i, shard in enumerate(shards):
+      name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+      safetensors.numpy.save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
+      weight_map.update(dict.fromkeys(shard, name))
+    total = sum(t.nbytes for t in tensors.values())
+    with open(os.path.join(path, INDEX_NAME), "w") as f:
+      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+  with open(os.path.join(path, CONFIG_NAME), "w") as f:
+    json.dump(config, f, indent=2)
+  if tokenizer is not None:
+    tokenizer.save_pretrained(path)

@@ -1,0 +1,349 @@
+"""A decoder-only transformer in Flax NNX covering GPT-2, Llama, Qwen2, Mistral and Gemma.
+
+The families differ only in switches of `ModelConfig`: LayerNorm or RMSNorm
+(Gemma's `1 + w`), plain GELU or gated SwiGLU/GeGLU MLPs, learned positions or
+RoPE (with Llama-3 and linear scaling), grouped-query attention, attention
+biases, tied or untied unembedding, Mistral's sliding window.
+
+Inputs may be left- or right-padded (`attention_mask`) or packed (several
+sequences per row with `segment_ids`; positions restart in each segment and
+attention never crosses segments). Parameters carry logical partitioning
+names (`vocab`, `embed`, `heads`, `kv_heads`, `mlp`) that the training
+system maps to mesh axes.
+
+Dimensions: `B` batch, `T` query positions, `S` key positions, `L` cache
+length, `D` width, `H` query heads, `K` key/value heads, `G = H/K`,
+`hd` head width, `F` MLP width, `V` vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from irl_jax.models.config import ModelConfig
+
+Cache = list[dict[str, jax.Array]]
+
+_INIT_STD = 0.02
+
+
+def _param(rngs: nnx.Rngs | None, shape, dtype, sharding, init: str = "normal") -> nnx.Param:
+  if init == "ones":
+    value = jnp.ones(shape, dtype)
+  elif init == "zeros" or rngs is None:
+    value = jnp.zeros(shape, dtype)
+  else:
+    value = (_INIT_STD * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+  # Annotations only: the trainer places parameters on its mesh.
+  return nnx.Param(value, out_sharding=sharding, eager_sharding=False)
+
+
+class Linear(nnx.Module):
+  """`y = x @ kernel + bias` with `kernel [in, out]`."""
+
+  def __init__(self, in_features, out_features, *, use_bias, sharding, rngs, param_dtype, dtype):
+    self.kernel = _param(rngs, (in_features, out_features), param_dtype, sharding)
+    self.bias = _param(None, (out_features,), param_dtype, sharding[-1:]) if use_bias else None
+    self.dtype = dtype
+
+  def __call__(self, x):
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class Norm(nnx.Module):
+  """RMSNorm (`w·x/rms(x)`, Gemma: `(1 + w)·x/rms(x)`) or LayerNorm, computed in float32."""
+
+  def __init__(self, config: ModelConfig, *, param_dtype):
+    d = config.hidden_size
+    self.kind = config.norm
+    self.eps = config.norm_eps
+    self.offset = config.norm_offset
+    self.scale = _param(None, (d,), param_dtype, ("embed",), "zeros" if self.offset else "ones")
+    self.bias = _param(None, (d,), param_dtype, ("embed",)) if self.kind == "layer" else None
+
+  def __call__(self, x):
+    dtype = x.dtype
+    x32 = x.astype(jnp.float32)
+    if self.kind == "layer":
+      mean = jnp.mean(x32, -1, keepdims=True)
+      var = jnp.mean(jnp.square(x32 - mean), -1, keepdims=True)
+      y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+      return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+              ).astype(dtype)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), -1, keepdims=True) + self.eps)
+    if self.offset:
+      return (y * (self.offset + self.scale[...].astype(jnp.float32))).astype(dtype)
+    # transformers' Llama norm casts back to the input dtype before scaling.
+    return self.scale[...].astype(dtype) * y.astype(dtype)
+
+
+def _activation(name: str):
+  return {
+      "silu": jax.nn.silu,
+      "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+      "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+  }[name]
+
+
+class MLP(nnx.Module):
+  def __init__(self, config: ModelConfig, *, rngs, param_dtype, dtype):
+    d, f, b = config.hidden_size, config.intermediate_size, config.mlp_bias
+    kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype, use_bias=b)
+    self.gated = config.mlp == "gated"
+    self.act = config.activation
+    self.up = Linear(d, f, sharding=("embed", "mlp"), **kw)
+    self.gate = Linear(d, f, sharding=("embed", "mlp"), **kw) if self.gated else None
+    self.down = Linear(f, d, sharding=("mlp", "embed"), **kw)
+
+  def __call__(self, x):
+    act = _activation(self.act)
+    h = act(self.gate(x)) * self.up(x) if self.gated else act(self.up(x))
+    return self.down(h)
+
+
+def rotate_half(x):
+  half = x.shape[-1] // 2
+  return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+class Attention(nnx.Module):
+  def __init__(self, config: ModelConfig, *, rngs, param_dtype, dtype):
+    c = config
+    d, hd = c.hidden_size, c.head_dim
+    kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype)
+    self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, hd
+    self.q = Linear(d, c.num_heads * hd, use_bias=c.qkv_bias, sharding=("embed", "heads"), **kw)
+    self.k = Linear(d, c.num_kv_heads * hd, use_bias=c.qkv_bias, sharding=("embed", "kv_heads"),
+                    **kw)
+    self.v = Linear(d, c.num_kv_heads * hd, use_bias=c.qkv_bias, sharding=("embed", "kv_heads"),
+                    **kw)
+    self.o = Linear(c.num_heads * hd, d, use_bias=c.out_bias, sharding=("heads", "embed"), **kw)
+    self.rope = c.positions == "rope"
+
+  def __call__(self, x, rope, mask, cache=None, cache_index=None):
+    b, t, _ = x.shape
+    k_heads, g, hd = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+    q = self.q(x).reshape(b, t, k_heads, g, hd)
+    k = self.k(x).reshape(b, t, k_heads, hd)
+    v = self.v(x).reshape(b, t, k_heads, hd)
+    if self.rope:
+      cos, sin = rope
+      q = q * cos[:, :, None, None] + rotate_half(q) * sin[:, :, None, None]
+      k = k * cos[:, :, None] + rotate_half(k) * sin[:, :, None]
+    new_cache = None
+    if cache is not None:
+      start = (0, cache_index, 0, 0)
+      k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
+      v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+      new_cache = {"k": k, "v": v}
+      k, v = k.astype(x.dtype), v.astype(x.dtype)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (hd**-0.5)
+    # A finite fill keeps rows with no visible key (padding queries) free of NaN.
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, -1)
+    return self.o(out), new_cache
+
+
+class Block(nnx.Module):
+  def __init__(self, config: ModelConfig, *, rngs, param_dtype, dtype):
+    kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype)
+    self.attn_norm = Norm(config, param_dtype=param_dtype)
+    self.attn = Attention(config, **kw)
+    self.mlp_norm = Norm(config, param_dtype=param_dtype)
+    self.mlp = MLP(config, **kw)
+
+  def __call__(self, x, rope, mask, cache=None, cache_index=None):
+    h, new_cache = self.attn(self.attn_norm(x), rope, mask, cache, cache_index)
+    x = x + h
+    return x + self.mlp(self.mlp_norm(x)), new_cache
+
+
+def _block_call(block, x, rope, mask, cache, cache_index):
+  return block(x, rope, mask, cache, cache_index)
+
+
+_remat_block_call = nnx.remat(_block_call)
+
+
+def segment_positions(segment_ids) -> jax.Array:
+  """Position of each token within its (contiguous) segment, `[B, T]`."""
+  t = segment_ids.shape[1]
+  idx = jnp.broadcast_to(jnp.arange(t), segment_ids.shape)
+  starts = jnp.concatenate(
+      [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+  )
+  return idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+
+
+def padded_positions(attention_mask) -> jax.Array:
+  """Positions that count only real tokens (left padding starts real text at 0), `[B, T]`."""
+  return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+class Transformer(nnx.Module):
+  """Decoder-only language model.
+
+  Example:
+    >>> model = Transformer(config, rngs=nnx.Rngs(0))
+    >>> logits = model(input_ids, attention_mask=mask)              # [B, T, V] float32
+    >>> hidden = model(input_ids, attention_mask=mask, return_hidden=True)
+    >>> stats = chunked_soft_q_stats(hidden, model.unembedding(), targets)
+  """
+
+  def __init__(
+      self,
+      config: ModelConfig,
+      *,
+      rngs: nnx.Rngs,
+      param_dtype: Any = jnp.float32,
+      dtype: Any = jnp.float32,
+      remat: bool = False,
+  ):
+    c = config
+    self.config = c
+    self.param_dtype, self.dtype, self.remat = param_dtype, dtype, remat
+    self.embed = _param(rngs, (c.vocab_size, c.hidden_size), param_dtype, ("vocab", "embed"))
+    self.pos_embed = (
+        _param(rngs, (c.max_position_embeddings, c.hidden_size), param_dtype, (None, "embed"))
+        if c.positions == "learned" else None
+    )
+    kw = dict(rngs=rngs, param_dtype=param_dtype, dtype=dtype)
+    self.layers = nnx.List([Block(c, **kw) for _ in range(c.num_layers)])
+    self.final_norm = Norm(c, param_dtype=param_dtype)
+    self.lm_head = (
+        None if c.tie_embeddings
+        else _param(rngs, (c.hidden_size, c.vocab_size), param_dtype, ("embed", "vocab"))
+    )
+
+  # -- public API -------------------------------------------------------------
+
+  def unembedding(self) -> jax.Array:
+    """The output projection `[D, V]` in the compute dtype (tied: the embedding's transpose)."""
+    w = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+    return w.astype(self.dtype)
+
+  def __call__(
+      self,
+      input_ids,
+      *,
+      attention_mask=None,
+      positions=None,
+      segment_ids=None,
+      return_hidden: bool = False,
+  ) -> jax.Array:
+    """Logits `[B, T, V]` in float32, or final hidden states `[B, T, D]`.
+
+    Args:
+      input_ids: `[B, T]` token ids in `[0, V)`.
+      attention_mask: `[B, T]` true on real tokens (left or right padding).
+      positions: `[B, T]` position ids; default counts real tokens (so left
+        padding starts real text at 0) or restarts in each segment.
+      segment_ids: `[B, T]` for packed rows: tokens attend only within their
+        segment; id 0 marks padding.
+      return_hidden: return the final (normed) hidden states instead of logits.
+    """
+    input_ids = self._check_ids(input_ids)
+    b, t = input_ids.shape
+    key_valid = jnp.ones((b, t), bool) if attention_mask is None else jnp.asarray(
+        attention_mask).astype(bool)
+    if key_valid.shape != (b, t):
+      raise ValueError(f"attention_mask has shape {key_valid.shape}, expected {(b, t)}.")
+    idx = jnp.arange(t)
+    mask = (idx[None, :, None] >= idx[None, None, :]) & key_valid[:, None, :]
+    if segment_ids is not None:
+      segment_ids = jnp.asarray(segment_ids)
+      if segment_ids.shape != (b, t):
+        raise ValueError(f"segment_ids has shape {segment_ids.shape}, expected {(b, t)}.")
+      key_valid = key_valid & (segment_ids != 0)
+      mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :]) & key_valid[:, None, :]
+      if positions is None:
+        positions = segment_positions(segment_ids)
+    if positions is None:
+      positions = padded_positions(key_valid)
+    if self.config.sliding_window is not None:
+      mask = mask & ((idx[:, None] - idx[None, :]) < self.config.sliding_window)[None]
+    h, _ = self._run(input_ids, jnp.asarray(positions), mask, None, None)
+    return h if return_hidden else self._logits(h)
+
+  def init_cache(self, batch: int, length: int, dtype=None) -> Cache:
+    """An empty KV cache of `length` slots per row."""
+    c = self.config
+    shape = (batch, length, c.num_kv_heads, c.head_dim)
+    dtype = dtype or self.dtype
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.layers]
+
+  def decode(self, input_ids, *, positions, key_mask, cache: Cache, cache_index):
+    """Run `T` new tokens against the cache; returns `(logits [B, T, V], cache)`.
+
+    Args:
+      input_ids: `[B, T]` new tokens, written to slots `cache_index + [0, T)`.
+      positions: `[B, T]` their position ids.
+      key_mask: `[B, L]` slots holding real tokens once these are written.
+      cache: from `init_cache` or a previous `decode`.
+      cache_index: scalar int, the first slot to write.
+    """
+    input_ids = self._check_ids(input_ids)
+    t = input_ids.shape[1]
+    length = cache[0]["k"].shape[1]
+    q_slot = cache_index + jnp.arange(t)
+    k_slot = jnp.arange(length)
+    mask = (k_slot[None, :] <= q_slot[:, None])[None] & jnp.asarray(key_mask, bool)[:, None, :]
+    if self.config.sliding_window is not None:
+      mask = mask & ((q_slot[:, None] - k_slot[None, :]) < self.config.sliding_window)[None]
+    h, cache = self._run(input_ids, jnp.asarray(positions), mask, cache, cache_index)
+    return self._logits(h), cache
+
+  # -- internals ----------------------------------------------------------------
+
+  def _check_ids(self, input_ids):
+    input_ids = jnp.asarray(input_ids)
+    if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
+      raise ValueError(
+          f"input_ids must be integer [B, T], got shape {input_ids.shape} dtype {input_ids.dtype}."
+      )
+    if not isinstance(input_ids, jax.core.Tracer) and input_ids.size:
+      hi, lo = int(np.max(np.asarray(input_ids))), int(np.min(np.asarray(input_ids)))
+      if hi >= self.config.vocab_size or lo < 0:
+        raise ValueError(
+            f"input_ids hold token id {hi if hi >= self.config.vocab_size else lo}, outside the "
+            f"vocabulary [0, {self.config.vocab_size})."
+        )
+    return input_ids
+
+  def _rope(self, positions):
+    if self.config.positions != "rope":
+      return None
+    inv = jnp.asarray(self.config.inverse_frequencies())
+    freqs = positions.astype(jnp.float32)[..., None] * inv
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb).astype(self.dtype), jnp.sin(emb).astype(self.dtype)
+
+  def _run(self, input_ids, positions, mask, cache, cache_index):
+    c = self.config
+    h = jnp.take(self.embed[...], input_ids, axis=0)
+    if c.embed_scale:
+      h = h * jnp.asarray(c.hidden_size**0.5, self.param_dtype)
+    if self.pos_embed is not None:
+      h = h + jnp.take(self.pos_embed[...], positions, axis=0)
+    h = h.astype(self.dtype)
+    rope = self._rope(positions)
+    new_cache = [] if cache is not None else None
+    call = _remat_block_call if self.remat else _block_call
+    for i, layer in enumerate(self.layers):
+      h, layer_cache = call(layer, h, rope, mask, None if cache is None else cache[i], cache_index)
+      if cache is not None:
+        new_cache.append(layer_cache)
+    return self.final_norm(h), new_cache
+
+  def _logits(self, h):
+    return jnp.dot(h, self.unembedding(), preferred_element_type=jnp.float32)
