@@ -9,6 +9,7 @@ Tokenizer files in the directory are left to `transformers.AutoTokenizer`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import safetensors.numpy
 from flax import nnx
 
 from irl_jax.models.config import ModelConfig, from_hf_config, to_hf_config
+from irl_jax.models.heads import RewardModel
 from irl_jax.models.transformer import Transformer
 
 CONFIG_NAME = "config.json"
@@ -34,6 +36,21 @@ _IGNORED = (
     re.compile(r"(^|\.)h\.\d+\.attn\.(masked_)?bias$"),
     re.compile(r"rotary_emb\.inv_freq$"),
 )
+
+
+def _model_layout(config: ModelConfig, reward: bool) -> Iterator[tuple[str, str, str]]:
+  """`_layout` of a causal LM, or of a reward model (`backbone/` paths plus `score`)."""
+  if not reward:
+    yield from _layout(config)
+    return
+  for hf_key, ours, transform in _layout(config):
+    yield hf_key, "backbone/" + ours, transform
+  yield "score.weight", "score/kernel", "T"
+
+
+def _is_reward_checkpoint(raw: dict) -> bool:
+  arch = (raw.get("architectures") or [""])[0]
+  return arch.endswith("ForSequenceClassification")
 
 
 def _layout(config: ModelConfig) -> Iterator[tuple[str, str, str]]:
@@ -119,8 +136,11 @@ def from_pretrained(
     dtype: Any = jnp.float32,
     compute_dtype: Any | None = None,
     remat: bool = False,
-) -> Transformer:
+) -> Transformer | RewardModel:
   """Load a Hugging Face checkpoint directory into a `Transformer`.
+
+  A `*ForSequenceClassification` checkpoint with one label loads as a
+  `RewardModel` (its `score` head on the backbone).
 
   Args:
     path: local directory with `config.json` and safetensors weights.
@@ -137,11 +157,17 @@ def from_pretrained(
       mismatches.
   """
   config, raw = read_config(path)
+  reward = _is_reward_checkpoint(raw)
+  if reward:
+    labels = raw.get("num_labels", len(raw.get("id2label") or {"0": 0}))
+    if labels != 1:
+      raise ValueError(f"{path}: a reward model needs one label, the checkpoint has {labels}.")
+    config = dataclasses.replace(config, tie_embeddings=True)  # no LM head to load
   tensors = _read_tensors(path)
   if config.model_type == "gpt2":
     tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
   params, used, problems = {}, set(), []
-  for hf_key, ours, transform in _layout(config):
+  for hf_key, ours, transform in _model_layout(config, reward):
     if hf_key not in tensors:
       problems.append(f"missing: {hf_key}")
       continue
@@ -158,8 +184,12 @@ def from_pretrained(
       and not (config.tie_embeddings and k == "lm_head.weight")
   ]
   problems += [f"unexpected: {k}" for k in sorted(unexpected)]
-  model = nnx.eval_shape(lambda: Transformer(
-      config, rngs=nnx.Rngs(0), param_dtype=dtype, dtype=compute_dtype or dtype, remat=remat))
+  def build():
+    backbone = Transformer(config, rngs=nnx.Rngs(0), param_dtype=dtype,
+                           dtype=compute_dtype or dtype, remat=remat)
+    return RewardModel(backbone, rngs=nnx.Rngs(0)) if reward else backbone
+
+  model = nnx.eval_shape(build)
   graphdef, state = nnx.split(model)
   flat = nnx.to_flat_state(state)
   for p, var in flat:
@@ -192,9 +222,10 @@ def _parse_size(size: int | str) -> int:
   return int(float(m.group(1)) * {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[m.group(2)])
 
 
-def hf_state_dict(model: Transformer) -> dict[str, np.ndarray]:
+def hf_state_dict(model: Transformer | RewardModel) -> dict[str, np.ndarray]:
   """The model's parameters under Hugging Face names and layouts (host NumPy arrays)."""
-  config = model.config
+  reward = isinstance(model, RewardModel)
+  config = model.backbone.config if reward else model.config
   flat = {
       "/".join(str(x) for x in p): v.get_value()
       for p, v in nnx.to_flat_state(nnx.state(model))
@@ -202,9 +233,9 @@ def hf_state_dict(model: Transformer) -> dict[str, np.ndarray]:
   out: dict[str, np.ndarray] = {}
   fused: dict[str, list] = {}
   prefix = "transformer." if config.model_type == "gpt2" else ""
-  for hf_key, ours, transform in _layout(config):
+  for hf_key, ours, transform in _model_layout(config, reward):
     x = np.asarray(jax.device_get(flat[ours]))
-    if hf_key == "lm_head.weight":
+    if hf_key in ("lm_head.weight", "score.weight"):
       out[hf_key] = np.ascontiguousarray(x.T)
     elif transform == "T":
       out[prefix + hf_key] = np.ascontiguousarray(x.T)
@@ -218,21 +249,36 @@ def hf_state_dict(model: Transformer) -> dict[str, np.ndarray]:
 
 
 def save_pretrained(
-    model: Transformer, path: str, *, tokenizer=None, max_shard_size: int | str = "5GB"
+    model: Transformer | RewardModel,
+    path: str,
+    *,
+    tokenizer=None,
+    max_shard_size: int | str = "5GB",
 ) -> None:
   """Write `model` as a Hugging Face checkpoint directory `transformers` can open.
 
+  A `RewardModel` is written as `*ForSequenceClassification` with one label.
+
   Args:
-    model: a `Transformer` (e.g. from `from_pretrained`, possibly trained).
+    model: a `Transformer` or `RewardModel` (e.g. from `from_pretrained`).
     path: output directory (created).
     tokenizer: optional `transformers` tokenizer saved alongside.
     max_shard_size: above this many bytes the weights are split into shards
       with an index file, as `transformers` does.
   """
   os.makedirs(path, exist_ok=True)
-  base = json.loads(getattr(model, "hf_config_json", "{}"))
-  config = to_hf_config(model.config, base)
-  dtype = np.dtype(jax.dtypes.canonicalize_dtype(model.param_dtype))
+  reward = isinstance(model, RewardModel)
+  backbone = model.backbone if reward else model
+  base = json.loads(getattr(model, "hf_config_json", None) or getattr(
+      backbone, "hf_config_json", "{}"))
+  config = to_hf_config(backbone.config, base)
+  if reward:
+    config["architectures"] = [config["architectures"][0].replace(
+        "LMHeadModel", "ForSequenceClassification").replace("ForCausalLM",
+                                                            "ForSequenceClassification")]
+    config["id2label"], config["label2id"] = {"0": "LABEL_0"}, {"LABEL_0": 0}
+    config["tie_word_embeddings"] = base.get("tie_word_embeddings", False)
+  dtype = np.dtype(jax.dtypes.canonicalize_dtype(backbone.param_dtype))
   config["dtype"] = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}.get(
       dtype.name, "float32")
   tensors = hf_state_dict(model)
