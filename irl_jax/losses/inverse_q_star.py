@@ -126,10 +126,12 @@ def inverse_q_star_kl(policy_logits, optimal_logits, *, where) -> jax.Array:
   _checks.check_same_shape(fn, policy_logits=policy_logits, optimal_logits=optimal_logits)
   dtype = _checks.compute_dtype(policy_logits, optimal_logits)
   where = _checks.as_mask("where", fn, where, jnp.shape(policy_logits)[:2])
-  logp = jax.nn.log_softmax(_checks.as_float("policy_logits", fn, policy_logits, dtype), -1)
-  logo = jax.nn.log_softmax(
-      jax.lax.stop_gradient(_checks.as_float("optimal_logits", fn, optimal_logits, dtype)), -1
-  )
+  # Masked rows are zeroed before the softmax: NaN or inf there would otherwise
+  # reach the gradient as 0·NaN through log_softmax's backward pass.
+  logp = jax.nn.log_softmax(jnp.where(
+      where[..., None], _checks.as_float("policy_logits", fn, policy_logits, dtype), 0), -1)
+  logo = jax.nn.log_softmax(jnp.where(where[..., None], jax.lax.stop_gradient(
+      _checks.as_float("optimal_logits", fn, optimal_logits, dtype)), 0), -1)
   # 0·log 0 = 0 for tokens π̂* rules out (-inf logits); the inner `where`
   # keeps NaN out of the gradient w.r.t. the policy.
   support = jnp.isfinite(logo)

@@ -53,7 +53,7 @@ def token_entropy(logits, *, where) -> jax.Array:
   _checks.check_rank(fn, "logits", logits, 3, "[B, T, V]")
   logits = _checks.as_float("logits", fn, logits)
   where = _checks.as_mask("where", fn, where, logits.shape[:2])
-  logp = jax.nn.log_softmax(logits, axis=-1)
+  logp = jax.nn.log_softmax(jnp.where(where[..., None], logits, 0), axis=-1)
   # Tokens with -inf logits (banned tokens) contribute 0·log 0 = 0; the inner
   # `where` keeps that limit out of the gradient too.
   finite = jnp.isfinite(logp)

@@ -50,3 +50,12 @@ def test_token_entropy():
   want = -(p * np.log(p)).sum(-1)
   np.testing.assert_allclose(token_entropy(x.astype(np.float32), where=np.ones((2, 3), bool)),
                              want, rtol=1e-5)
+
+
+def test_token_entropy_ignores_nonfinite_masked_rows():
+  logits = jnp.array([[[0.0, 1.0, 2.0], [jnp.nan, jnp.inf, 0.0]]])
+  where = jnp.array([[True, False]])
+  ent = token_entropy(logits, where=where)
+  assert float(ent[0, 1]) == 0.0 and np.isfinite(float(ent[0, 0]))
+  grad = jax.grad(lambda x: jnp.sum(token_entropy(x, where=where)))(logits)
+  np.testing.assert_array_equal(grad[0, 1], 0.0)
