@@ -164,26 +164,26 @@ def from_pretrained(
       raise ValueError(f"{path}: a reward model needs one label, the checkpoint has {labels}.")
     config = dataclasses.replace(config, tie_embeddings=True)  # no LM head to load
   tensors = _read_tensors(path)
+  # Names as the file stores them, for error messages (GPT-2 files may or may
+  # not carry the "transformer." prefix).
+  file_key = {k: k for k in tensors}
   if config.model_type == "gpt2":
+    file_key = {k.removeprefix("transformer."): k for k in tensors}
     tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
-  params, used, problems = {}, set(), []
+  entries, used, problems = {}, set(), []
   for hf_key, ours, transform in _model_layout(config, reward):
     if hf_key not in tensors:
       problems.append(f"missing: {hf_key}")
       continue
     used.add(hf_key)
-    x = tensors[hf_key]
-    if transform == "T":
-      x = x.T
-    elif transform.startswith("qkv:"):
-      x = np.split(x, 3, axis=-1)[int(transform[4:])]
-    params[ours] = x
+    entries[ours] = (hf_key, transform)
   unexpected = [
       k for k in tensors
       if k not in used and not any(p.search(k) for p in _IGNORED)
       and not (config.tie_embeddings and k == "lm_head.weight")
   ]
-  problems += [f"unexpected: {k}" for k in sorted(unexpected)]
+  problems += [f"unexpected: {file_key[k]}" for k in sorted(unexpected)]
+
   def build():
     backbone = Transformer(config, rngs=nnx.Rngs(0), param_dtype=dtype,
                            dtype=compute_dtype or dtype, remat=remat)
@@ -194,14 +194,27 @@ def from_pretrained(
   flat = nnx.to_flat_state(state)
   for p, var in flat:
     key = "/".join(str(x) for x in p)
-    if key not in params:
+    if key not in entries:
       continue  # reported as missing above
+    hf_key, transform = entries[key]
+    x = tensors[hf_key]
     want = tuple(var.get_value().shape)
-    if tuple(params[key].shape) != want:
-      got = tuple(params[key].shape)
-      problems.append(f"shape mismatch: {key} has {got}, config implies {want}")
+    # The shape the checkpoint should store, in its own layout.
+    if transform == "T":
+      stored = want[::-1]
+    elif transform.startswith("qkv:"):
+      stored = (*want[:-1], 3 * want[-1])
+    else:
+      stored = want
+    if tuple(x.shape) != stored:
+      problems.append(
+          f"shape mismatch: {file_key[hf_key]} has {tuple(x.shape)}, config implies {stored}")
       continue
-    var.set_value(jnp.asarray(params[key], dtype))
+    if transform == "T":
+      x = x.T
+    elif transform.startswith("qkv:"):
+      x = np.split(x, 3, axis=-1)[int(transform[4:])]
+    var.set_value(jnp.asarray(x, dtype))
   if problems:
     shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
     raise ValueError(
