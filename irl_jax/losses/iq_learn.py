@@ -64,6 +64,12 @@ class IQLearnExtras(NamedTuple):
   next_values: jax.Array
   value_gap: jax.Array
 
+  @property
+  def td_residual(self) -> jax.Array:
+    """`q − γ·v_next`: the soft-Bellman (TD) residual of `Q` under zero reward,
+    which is by definition the implied reward."""
+    return self.implied_rewards
+
 
 def next_state_values(values, *, where, terminal=None, bootstrap=None) -> jax.Array:
   """`V(s_{t+1})` for every response token, `[B, T]`, zero where masked.

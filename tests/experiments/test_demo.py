@@ -17,7 +17,7 @@ def test_tables_run_and_learn():
   problem = demo.Problem(jax.random.key(0))
   k1, k2 = jax.random.split(jax.random.key(1))
   rows = demo.table1(problem, k1, steps=40, num_demos=128)
-  assert [r["method"] for r in rows][0] == "MLE" and len(rows) == 6
+  assert rows[0]["method"] == "MLE" and len(rows) == 6
   expert_nll = rows[-1]["held-out NLL"]
   for row in rows[:-1]:
     assert np.isfinite(row["held-out NLL"]) and row["held-out NLL"] >= expert_nll - 0.05

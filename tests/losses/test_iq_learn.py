@@ -121,6 +121,8 @@ def test_iq_learn_matches_reference(shape, gamma, td_weight):
   np.testing.assert_allclose(extras.implied_rewards, rewards, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(extras.next_values, v_next, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(extras.td_penalty, td_weight * rewards**2, rtol=1e-5, atol=1e-6)
+  want_residual = (q - gamma * v_next) * where  # SPEC §2: r̂ = q − γ·v_next
+  np.testing.assert_allclose(extras.td_residual, want_residual, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(extras.nll, (v - q) * where, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(extras.values, v * where, rtol=1e-6)
   np.testing.assert_allclose(extras.value_gap, (v - gamma * v_next) * where, rtol=1e-5, atol=1e-6)
