@@ -1,0 +1,121 @@
+"""The generic jit-compiled train step over any objective.
+
+An objective is `objective(model, batch, rng) -> (loss, metrics)`: `loss` a
+`MaskedMean(sum, count)` (exact across devices and micro-batches: sums and
+counts add, the mean is taken once) or a scalar mean (averaged over
+micro-batches), `metrics` a dict of scalars. The step splits the batch into
+`micro_batches` along its leading dimension, accumulates the gradient of the
+summed loss, divides by the total count, clips, applies the optimizer, and
+refuses a non-finite update (the state is kept and `train/finite` is 0, so the
+loop can stop with the last good checkpoint intact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from irl_jax.losses.reductions import MaskedMean
+from irl_jax.train.state import ModelDef, TrainState
+
+Objective = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
+
+
+def _sum_count(loss):
+  if isinstance(loss, MaskedMean):
+    return loss.sum.astype(jnp.float32), jnp.asarray(loss.count, jnp.float32)
+  return jnp.asarray(loss, jnp.float32), jnp.float32(1.0)
+
+
+def _split_micro(batch: dict, micro_batches: int) -> dict:
+  def split(x):
+    if x.shape[0] % micro_batches:
+      raise ValueError(
+          f"batch dimension {x.shape[0]} is not divisible by micro_batches={micro_batches}.")
+    return x.reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:])
+
+  return jax.tree.map(split, batch)
+
+
+def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng, *,
+                   micro_batches: int = 1):
+  """`(loss, grads, metrics)` with the loss a mean over all micro-batches' counts."""
+
+  def summed(params, mb, key):
+    loss, metrics = objective(model_def.merge(params), mb, key)
+    s, c = _sum_count(loss)
+    return s, (c, metrics)
+
+  grad_fn = jax.value_and_grad(summed, has_aux=True)
+  if micro_batches == 1:
+    (total, (count, metrics)), grads = grad_fn(params, batch, rng)
+  else:
+    micro = _split_micro(batch, micro_batches)
+    keys = jax.random.split(rng, micro_batches)
+
+    def body(carry, xs):
+      total, count, grads = carry
+      mb, key = xs
+      (s, (c, m)), g = grad_fn(params, mb, key)
+      return (total + s, count + c, jax.tree.map(jnp.add, grads, g)), m
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (total, count, grads), metrics = jax.lax.scan(
+        body, (jnp.float32(0), jnp.float32(0), zeros), (micro, keys))
+    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+  scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1e-30), 0.0)
+  grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+  return total * scale, grads, metrics
+
+
+def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule | None = None, *, micro_batches: int = 1):
+  """`step(state, batch) -> (state, metrics)`, pure (wrap it in `jax.jit`).
+
+  Metrics are `/`-namespaced scalars: `train/loss`, `train/grad_norm`,
+  `train/param_norm`, `train/learning_rate`, `train/finite`, and the
+  objective's own metrics under `train/`.
+  """
+
+  def step(state: TrainState, batch: dict):
+    rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+    loss, grads, obj_metrics = loss_and_grads(
+        model_def, objective, state.params, batch, step_rng, micro_batches=micro_batches)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = TrainState(
+        step=state.step + finite.astype(jnp.int32),
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        rng=jax.random.key_data(rng),
+    )
+    metrics = {
+        "train/loss": loss,
+        "train/grad_norm": grad_norm,
+        "train/param_norm": optax.tree.norm(state.params),
+        "train/finite": finite.astype(jnp.float32),
+    }
+    if schedule is not None:
+      metrics["train/learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+    metrics.update({f"train/{k}": jnp.asarray(v, jnp.float32) for k, v in obj_metrics.items()})
+    return new_state, metrics
+
+  return step
+
+
+def make_eval_step(model_def: ModelDef, objective: Objective):
+  """`eval_step(params, batch, rng) -> (sum, count, metrics)` for exact eval means."""
+
+  def eval_step(params, batch, rng):
+    loss, metrics = objective(model_def.merge(params), batch, rng)
+    s, c = _sum_count(loss)
+    return s, c, metrics
+
+  return eval_step

@@ -1,0 +1,106 @@
+"""Tests for irl_jax/train/step.py, optim.py and sharding.py (single process)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from irl_jax.losses import MaskedMean
+from irl_jax.models import ModelConfig, Transformer
+from irl_jax.train import objectives, optim, sharding
+from irl_jax.train.state import init_train_state, split_model
+from irl_jax.train.step import loss_and_grads, make_train_step
+
+CONFIG = ModelConfig(model_type="llama", vocab_size=17, hidden_size=16, num_layers=2, num_heads=2,
+                     num_kv_heads=1, head_dim=8, intermediate_size=32, max_position_embeddings=32)
+
+
+def _batch(seed=0, b=8, t=12):
+  rng = np.random.default_rng(seed)
+  return {"input_ids": rng.integers(1, 17, (b, t)).astype(np.int32),
+          "segment_ids": np.ones((b, t), np.int32),
+          "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+          "loss_mask": np.arange(t)[None] >= rng.integers(2, 8, (b, 1))}
+
+
+@pytest.fixture(scope="module")
+def setup():
+  model = Transformer(CONFIG, rngs=nnx.Rngs(0))
+  model_def, params = split_model(model)
+  return model, model_def, params
+
+
+def test_micro_batches_give_the_exact_token_mean(setup):
+  _, model_def, params = setup
+  batch = _batch()
+  obj = objectives.iq_learn_objective(gamma=0.9, td_weight=0.5)
+  l1, g1, _ = loss_and_grads(model_def, obj, params, batch, jax.random.key(0))
+  l4, g4, _ = jax.jit(lambda p, b: loss_and_grads(
+      model_def, obj, p, b, jax.random.key(0), micro_batches=4))(params, batch)
+  # Rows hold different numbers of targets, so averaging 4 micro-batch means would differ;
+  # sums and counts give the whole-batch token mean.
+  np.testing.assert_allclose(l4, l1, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4), strict=True):
+    np.testing.assert_allclose(a, b, atol=2e-7)
+  with pytest.raises(ValueError, match="not divisible by micro_batches=3"):
+    loss_and_grads(model_def, obj, params, batch, jax.random.key(0), micro_batches=3)
+
+
+def test_step_metrics_and_learning(setup):
+  _, model_def, params = setup
+  tx, schedule = optim.make_optimizer(learning_rate=1e-2, warmup_steps=2, total_steps=30)
+  step = jax.jit(make_train_step(model_def, objectives.mle_objective(), tx, schedule),
+                 donate_argnums=0)
+  state = init_train_state(params, tx, 0)
+  batch = _batch()
+  losses = []
+  for _ in range(30):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["train/loss"]))
+  for key in ("train/loss", "train/grad_norm", "train/param_norm", "train/learning_rate",
+              "train/finite", "train/nll", "train/tokens"):
+    assert key in metrics and np.ndim(metrics[key]) == 0
+  assert int(state.step) == 30
+  assert losses[-1] < 0.5 * losses[0]  # memorises one batch
+
+
+def test_non_finite_update_is_refused(setup):
+  _, model_def, params = setup
+  tx, schedule = optim.make_optimizer(learning_rate=1e-2, warmup_steps=1, total_steps=10)
+  inner = objectives.mle_objective()
+
+  def poisoned(model, batch, rng):
+    loss, metrics = inner(model, batch, rng)
+    return MaskedMean(loss.sum * jnp.inf, loss.count), metrics
+
+  state = init_train_state(params, tx, 0)
+  new, metrics = jax.jit(make_train_step(model_def, poisoned, tx, schedule))(state, _batch())
+  assert float(metrics["train/finite"]) == 0.0
+  assert int(new.step) == 0
+  for a, b in zip(jax.tree.leaves((state.params, state.opt_state)),
+                  jax.tree.leaves((new.params, new.opt_state)), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_schedule_warmup_and_cosine():
+  sched = optim.learning_rate_schedule(learning_rate=1.0, warmup_steps=10, total_steps=110)
+  np.testing.assert_allclose([sched(0), sched(5), sched(10)], [0.0, 0.5, 1.0], atol=1e-6)
+  np.testing.assert_allclose(sched(110), 0.1, atol=1e-6)  # cosine down to 10%
+  with pytest.raises(ValueError, match="decay"):
+    optim.learning_rate_schedule(learning_rate=1.0, warmup_steps=1, total_steps=2, decay="step")
+
+
+def test_mesh_and_partition_specs(setup):
+  model, _, _ = setup
+  mesh = sharding.make_mesh({"data": -1})
+  assert mesh.shape == {"data": 1, "fsdp": 1, "tensor": 1}
+  with pytest.raises(ValueError, match="needs 4 devices"):
+    sharding.make_mesh({"data": 4})
+  with pytest.raises(ValueError, match="unknown mesh axes"):
+    sharding.make_mesh({"model": 1})
+  spec = sharding._spec_for((16, 32), ("embed", "mlp"), jax.make_mesh(
+      (1, 1, 1), sharding.MESH_AXES))
+  assert spec == jax.sharding.PartitionSpec(None, None)  # size-1 axes replicate
+  shardings = sharding.param_shardings(model, mesh)
+  assert set(shardings) == {"embed", "final_norm", "layers", "lm_head"}
