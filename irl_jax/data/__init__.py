@@ -1,0 +1,35 @@
+"""Data: JSONL formats, TFDS builders (array_record), tokenizers and Grain pipelines."""
+
+from irl_jax.data.builders import BUILDERS as BUILDERS
+from irl_jax.data.builders import DecodedSource as DecodedSource
+from irl_jax.data.builders import Demonstrations as Demonstrations
+from irl_jax.data.builders import Gsm8k as Gsm8k
+from irl_jax.data.builders import Gsm8kConfig as Gsm8kConfig
+from irl_jax.data.builders import HhRlhf as HhRlhf
+from irl_jax.data.builders import HhRlhfConfig as HhRlhfConfig
+from irl_jax.data.builders import JsonlConfig as JsonlConfig
+from irl_jax.data.builders import ModelWrittenEvals as ModelWrittenEvals
+from irl_jax.data.builders import ModelWrittenEvalsConfig as ModelWrittenEvalsConfig
+from irl_jax.data.builders import Preferences as Preferences
+from irl_jax.data.builders import make_config as make_config
+from irl_jax.data.builders import prepare as prepare
+from irl_jax.data.formats import GSM8K_TEMPLATE as GSM8K_TEMPLATE
+from irl_jax.data.formats import BadRowError as BadRowError
+from irl_jax.data.formats import OnBadRow as OnBadRow
+from irl_jax.data.formats import RowCounts as RowCounts
+from irl_jax.data.formats import gsm8k_final_answer as gsm8k_final_answer
+from irl_jax.data.formats import read_demonstrations as read_demonstrations
+from irl_jax.data.formats import read_gsm8k as read_gsm8k
+from irl_jax.data.formats import read_hh_rlhf as read_hh_rlhf
+from irl_jax.data.formats import read_jsonl as read_jsonl
+from irl_jax.data.formats import read_model_written_evals as read_model_written_evals
+from irl_jax.data.formats import read_preferences as read_preferences
+from irl_jax.data.pipeline import LM_KEYS as LM_KEYS
+from irl_jax.data.pipeline import PREFERENCE_KEYS as PREFERENCE_KEYS
+from irl_jax.data.pipeline import SpecialIds as SpecialIds
+from irl_jax.data.pipeline import iterator_state_from_json as iterator_state_from_json
+from irl_jax.data.pipeline import iterator_state_to_json as iterator_state_to_json
+from irl_jax.data.pipeline import lm_batches as lm_batches
+from irl_jax.data.pipeline import preference_batches as preference_batches
+from irl_jax.data.pipeline import special_ids as special_ids
+from irl_jax.data.tokenizers import char_tokenizer as char_tokenizer
