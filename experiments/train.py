@@ -12,7 +12,7 @@ work directory. Multi-host: start one process per host with
 
 import json
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from irl_jax.train import loop
@@ -24,6 +24,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # keep Orbax's per-save INFO lines out of the way
   summary = loop.train(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({"final": summary}))
 

@@ -35,7 +35,7 @@ def get_config():
   c.data.batch_size = 16  # global batch (split over processes)
   c.data.eval_batch_size = 32
   c.data.packing = False
-  c.data.buckets = (24,)
+  c.data.buckets = ()  # e.g. (16, 24): pad each batch to the smallest that fits
   c.data.on_bad_row = "raise"
   c.data.max_ranking = 2
 

@@ -18,7 +18,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -147,7 +146,7 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
       learning_rate=config.optimizer.learning_rate, warmup_steps=config.optimizer.warmup_steps,
       total_steps=config.steps, decay=config.optimizer.get("decay", "cosine"),
       weight_decay=config.optimizer.get("weight_decay", 0.0),
-      clip_norm=config.optimizer.get("clip_norm", 1.0))
+      clip_norm=config.optimizer.get("clip_norm", 1.0) or None)  # 0 or None: no clipping
   objective = build_objective(config)
 
   param_sh = sharding.param_shardings(model, mesh)
@@ -178,7 +177,8 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
     state, data_state, start = restored
     if data_state is not None:
       train_iter.set_state(data_state)
-    logging.info("resumed from step %d in %s", start, workdir)
+    if jax.process_index() == 0:
+      print(f"resumed from step {start} in {workdir}", flush=True)
 
   writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
   last: dict[str, Any] = {}

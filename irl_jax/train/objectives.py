@@ -160,9 +160,12 @@ def reward_model_objective(*, ranking: str = "plackett_luce"):
       per_example = losses.plackett_luce(rewards, where=rank_mask)
     else:
       per_example = losses.pairwise_split(rewards, where=rank_mask)
-    loss = MaskedMean(jnp.sum(per_example), jnp.float32(b))
-    return loss, {"accuracy": jnp.mean((rewards[:, 0] > rewards[:, 1]).astype(jnp.float32)),
-                  "reward_margin": jnp.mean(rewards[:, 0] - rewards[:, 1])}
+    # Rows without a pair (padding rows of a last eval batch) do not count.
+    valid = jnp.sum(rank_mask, axis=1) >= 2
+    loss = masked_sum_count(per_example, valid)
+    correct = (rewards[:, 0] > rewards[:, 1]).astype(jnp.float32)
+    return loss, {"accuracy": losses.token_mean(correct, valid),
+                  "reward_margin": losses.token_mean(rewards[:, 0] - rewards[:, 1], valid)}
 
   return objective
 
@@ -183,9 +186,10 @@ def direct_preference_objective(*, kind: str, beta: float, label_smoothing: floa
     else:
       per_pair = losses.ipo(*args, beta=beta)
     margin = losses.preference_margin(*args)
-    return MaskedMean(jnp.sum(per_pair), jnp.float32(per_pair.shape[0])), {
-        "accuracy": jnp.mean((margin > 0).astype(jnp.float32)),
-        "margin": jnp.mean(margin),
+    valid = jnp.all(batch["rank_mask"][:, :2].astype(bool), axis=1)
+    return masked_sum_count(per_pair, valid), {
+        "accuracy": losses.token_mean((margin > 0).astype(jnp.float32), valid),
+        "margin": losses.token_mean(margin, valid),
     }
 
   return objective

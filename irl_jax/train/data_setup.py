@@ -1,0 +1,116 @@
+"""Build the trainer's data from a config: tokenizer, TFDS sources, Grain iterators.
+
+`config.data.format` names the reader (`demonstrations`, `preferences`,
+`hh_rlhf`, `gsm8k`, `model_written_evals`); `config.data.path` the local
+file or folder. With an empty path and `config.data.task` set, the task's
+generator writes the files into `<workdir>/data` first (smoke runs and
+experiments need no downloaded data). Each process builds the same TFDS
+dataset (process 0 first, the others after a barrier) and reads its own shard.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import jax
+from absl import logging
+
+from irl_jax import data as data_lib
+
+PREFERENCE_FORMATS = ("preferences", "hh_rlhf", "model_written_evals")
+
+
+def load_tokenizer(config):
+  path = config.tokenizer.get("path", "")
+  if path:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+  return data_lib.char_tokenizer(config.tokenizer.alphabet)
+
+
+def _barrier(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _generated_paths(config, workdir: str, preference: bool) -> tuple[str, str]:
+  """Write the task's train/eval files (identical on every process) and return their paths."""
+  task = importlib.import_module(f"experiments.tasks.{config.data.task}")
+  folder = os.path.join(workdir, "data")
+  kind = "preferences" if preference else "demonstrations"
+  write = task.write_preferences if preference else task.write_demonstrations
+  paths = []
+  for split, n, seed in (("train", config.data.num_examples, config.seed),
+                         ("eval", config.data.num_eval_examples, config.seed + 10_000)):
+    path = os.path.join(folder, f"{kind}_{split}.jsonl")
+    if not os.path.exists(path):
+      tmp = f"{path}.{jax.process_index()}.tmp"
+      write(tmp, num_examples=n, seed=seed)
+      os.replace(tmp, path)
+    paths.append(path)
+  return paths[0], paths[1]
+
+
+def build_data(config, workdir: str):
+  """`(train_iterator, eval_batches_fn, tokenizer)` for `irl_jax.train.loop.train`."""
+  from irl_jax.train.loop import PREFERENCE_OBJECTIVES
+
+  tokenizer = load_tokenizer(config)
+  d = config.data
+  preference = config.objective.name in PREFERENCE_OBJECTIVES
+  fmt = d.get("format", "") or ("preferences" if preference else "demonstrations")
+  if preference != (fmt in PREFERENCE_FORMATS):
+    raise ValueError(f"objective {config.objective.name!r} cannot train on data.format={fmt!r}.")
+  train_path, eval_path = d.get("path", ""), d.get("eval_path", "")
+  if not train_path:
+    if not d.get("task"):
+      raise ValueError("config.data.path is empty and no config.data.task generates data.")
+    train_path, eval_path = _generated_paths(config, workdir, preference)
+  data_dir = os.path.join(workdir, "tfds")
+
+  def source(path, split):
+    del split
+    return data_lib.prepare(fmt, path=path, data_dir=data_dir, split="train",
+                            on_bad_row=d.get("on_bad_row", "raise"))
+
+  if jax.process_index() == 0:
+    train_src = source(train_path, "train")
+    eval_src = source(eval_path, "eval") if eval_path else None
+  _barrier("irl_jax_data_prepared")
+  if jax.process_index() != 0:
+    train_src = source(train_path, "train")
+    eval_src = source(eval_path, "eval") if eval_path else None
+
+  if d.batch_size % jax.process_count():
+    raise ValueError(f"data.batch_size={d.batch_size} does not split over "
+                     f"{jax.process_count()} processes.")
+  per_host = d.batch_size // jax.process_count()
+  # Buckets (pad each batch to the smallest that fits) win over a fixed seq_len.
+  buckets = tuple(d.get("buckets") or ()) or None
+  common = dict(seq_len=None if buckets else d.seq_len, buckets=buckets,
+                on_bad_row=d.get("on_bad_row", "raise"))
+  if preference:
+    make = lambda src, **kw: data_lib.preference_batches(
+        src, tokenizer, max_responses=d.get("max_ranking", 2), **common, **kw)
+  else:
+    packing = d.get("packing") or None
+    packing = "first_fit" if packing is True else packing
+    make = lambda src, **kw: data_lib.lm_batches(src, tokenizer, packing=packing, **common, **kw)
+  train_ds = make(train_src, batch_size=per_host, seed=config.seed, num_epochs=None,
+                  shuffle=True, drop_remainder=True)
+  train_iter = iter(train_ds)
+
+  def eval_batches():
+    if eval_src is None:
+      return iter(())
+    per_host_eval = max(d.get("eval_batch_size", d.batch_size) // jax.process_count(), 1)
+    ds = make(eval_src, batch_size=per_host_eval, seed=0, num_epochs=1, shuffle=False,
+              drop_remainder=False)
+    return iter(ds)
+
+  logging.info("data: %s (%s), %d rows per host per step", train_path, fmt, per_host)
+  return train_iter, eval_batches, tokenizer
