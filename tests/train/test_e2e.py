@@ -83,6 +83,23 @@ def _kill_after(workdir, logged_step, checkpoint=None):
   assert not os.path.exists(workdir / "export"), "the run finished before it was killed"
 
 
+def test_export_opens_in_transformers(uninterrupted):
+  from transformers import AutoModelForCausalLM, AutoTokenizer
+
+  from irl_jax import models
+
+  path = str(uninterrupted / "export")
+  tokenizer = AutoTokenizer.from_pretrained(path)
+  ids = tokenizer("abc=", return_tensors="np")["input_ids"]
+  ours = np.asarray(models.from_pretrained(path)(ids))
+  torch_model = AutoModelForCausalLM.from_pretrained(path).eval()
+  import torch
+
+  with torch.no_grad():
+    theirs = torch_model(torch.tensor(ids)).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
 def test_sigkill_mid_run_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
   _kill_after(tmp_path, 65)
   resumed = _run(tmp_path, *LONG)

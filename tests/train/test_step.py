@@ -104,3 +104,44 @@ def test_mesh_and_partition_specs(setup):
   assert spec == jax.sharding.PartitionSpec(None, None)  # size-1 axes replicate
   shardings = sharding.param_shardings(model, mesh)
   assert set(shardings) == {"embed", "final_norm", "layers", "lm_head"}
+
+
+def test_bf16_compute_with_float32_master_weights():
+  model = Transformer(CONFIG, rngs=nnx.Rngs(0), param_dtype=jnp.float32, dtype=jnp.bfloat16)
+  model_def, params = split_model(model)
+  tx, schedule = optim.make_optimizer(learning_rate=1e-2, warmup_steps=1, total_steps=10)
+  state = init_train_state(params, tx, 0)
+  step = jax.jit(make_train_step(model_def, objectives.iq_learn_objective(
+      gamma=0.9, td_weight=0.1, chunk_size=8), tx, schedule))
+  for _ in range(3):
+    state, metrics = step(state, _batch())
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+  assert metrics["train/loss"].dtype == jnp.float32 and np.isfinite(metrics["train/loss"])
+  # Activations really are bf16: the hidden states of the merged model.
+  hidden = model_def.merge(state.params)(_batch()["input_ids"], return_hidden=True)
+  assert hidden.dtype == jnp.bfloat16
+
+
+def test_reference_log_probs_are_frozen_and_precomputed(setup):
+  from irl_jax.train.objectives import sequence_log_probs
+  from irl_jax.train.rollouts import ReferenceLogProbs
+
+  _, model_def, params = setup
+  lm = _batch(seed=3)
+  pairs = {k: v.reshape(4, 2, -1) for k, v in lm.items()}
+  ref = ReferenceLogProbs(model_def, params)
+  out = ref(pairs, params=None)
+  want = sequence_log_probs(model_def.merge(params), pairs)
+  np.testing.assert_allclose(out["ref_logps"], want, rtol=1e-6)
+  # Training the policy does not move the reference.
+  tx, schedule = optim.make_optimizer(learning_rate=1e-2, warmup_steps=1, total_steps=10)
+  step = jax.jit(make_train_step(model_def, objectives.direct_preference_objective(
+      kind="dpo", beta=0.1), tx, schedule))
+  state = init_train_state(params, tx, 0)
+  pairs["rank_mask"] = np.ones((4, 2), bool)
+  for _ in range(3):
+    state, metrics = step(state, out | {"rank_mask": pairs["rank_mask"]})
+  assert float(metrics["train/finite"]) == 1.0
+  np.testing.assert_array_equal(ref(pairs)["ref_logps"], out["ref_logps"])
+  moved = sequence_log_probs(model_def.merge(state.params), pairs)
+  assert not np.allclose(moved, out["ref_logps"])
