@@ -74,6 +74,7 @@ def make_batches(cfg: dict, seed: int = 0):
         "loss_mask": np.arange(t)[None] >= t // 4 + np.zeros((b, 1), int)}
   pairs = {k: x.reshape(b // 2, 2, t) for k, x in lm.items()}
   pairs["ref_logps"] = rng.normal(-50, 5, (b // 2, 2)).astype(np.float32)
+  pairs["rank_mask"] = np.ones((b // 2, 2), bool)
   return lm, pairs
 
 
