@@ -7,6 +7,8 @@ describes.
 import json
 import os
 
+from irl_jax.data import formats
+
 # Every character the pipeline tests use; ids are 4 + index.
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 .,?!:+-=*/#<>$\n"
 
@@ -75,3 +77,12 @@ def write_jsonl(path, rows) -> str:
       f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
   return os.fspath(path)
 
+
+# Each format's reader, by builder name.
+READERS = {
+    "demonstrations": formats.read_demonstrations,
+    "preferences": formats.read_preferences,
+    "hh_rlhf": formats.read_hh_rlhf,
+    "gsm8k": formats.read_gsm8k,
+    "model_written_evals": formats.read_model_written_evals,
+}

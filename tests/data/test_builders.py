@@ -6,18 +6,10 @@ import os
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from data_test_rows import DEMONSTRATION_ROWS, GSM8K_ROW, MWE_ROWS, write_jsonl
+from data_test_rows import DEMONSTRATION_ROWS, GSM8K_ROW, MWE_ROWS, READERS, write_jsonl
 
-from irl_jax.data import builders, formats
+from irl_jax.data import builders
 from irl_jax.data.formats import BadRowError
-
-READERS = {
-    "demonstrations": formats.read_demonstrations,
-    "preferences": formats.read_preferences,
-    "hh_rlhf": formats.read_hh_rlhf,
-    "gsm8k": formats.read_gsm8k,
-    "model_written_evals": formats.read_model_written_evals,
-}
 
 
 @pytest.fixture(scope="session")

@@ -7,26 +7,19 @@ import pickle
 
 import pytest
 from data_test_rows import (
-    GSM8K_ROW,
-    GSM8K_ROW_THOUSANDS,
-    HH_CHOSEN,
-    HH_PROMPT,
-    HH_REJECTED,
-    HH_ROW,
-    MWE_ROWS,
-    write_jsonl,
+  GSM8K_ROW,
+  GSM8K_ROW_THOUSANDS,
+  HH_CHOSEN,
+  HH_PROMPT,
+  HH_REJECTED,
+  HH_ROW,
+  MWE_ROWS,
+  READERS,
+  write_jsonl,
 )
 
 from irl_jax.data import formats
 from irl_jax.data.formats import BadRowError, RowCounts
-
-READERS = {
-    "demonstrations": formats.read_demonstrations,
-    "preferences": formats.read_preferences,
-    "hh_rlhf": formats.read_hh_rlhf,
-    "gsm8k": formats.read_gsm8k,
-    "model_written_evals": formats.read_model_written_evals,
-}
 
 # One good row per format, used as line 1 ahead of a bad row.
 GOOD = {

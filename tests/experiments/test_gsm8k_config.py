@@ -1,0 +1,47 @@
+"""The accelerator config runs as written: a pretrained checkpoint, GSM8K through TFDS, FSDP,
+bf16 compute, chunked statistics, export — here on a tiny checkpoint and file the test makes."""
+
+import json
+import os
+import subprocess
+import sys
+
+from flax import nnx
+
+from irl_jax import models
+from irl_jax.data import char_tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_gsm8k_config_trains_from_a_pretrained_checkpoint(tmp_path):
+  rows = []
+  for a in range(1, 7):
+    for b in range(1, 7):
+      rows.append({"question": f"What is {a} plus {b}?",
+                   "answer": f"{a}+{b}=<<{a}+{b}={a + b}>>{a + b}\n#### {a + b}"})
+  data = tmp_path / "train.jsonl"
+  data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  text = "".join(r["question"] + r["answer"] for r in rows) + "Question: \nAnswer:\n"
+  tokenizer = char_tokenizer("".join(sorted(set(text))))
+  config = models.ModelConfig(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
+                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+                              intermediate_size=64, max_position_embeddings=256)
+  ckpt = tmp_path / "ckpt"
+  models.save_pretrained(models.Transformer(config, rngs=nnx.Rngs(0)), str(ckpt),
+                         tokenizer=tokenizer)
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "experiments.train",
+         "--config=experiments/configs/imitate_language_gsm8k.py", f"--workdir={workdir}",
+         f"--config.model.pretrained={ckpt}", f"--config.tokenizer.path={ckpt}",
+         f"--config.data.path={data}", f"--config.data.eval_path={data}",
+         "--config.steps=2", "--config.eval_every=2", "--config.checkpoint_every=2",
+         "--config.data.batch_size=8", "--config.data.eval_batch_size=16",
+         "--config.data.buckets=(64, 96)", "--config.progress_bar=False",
+         "--config.objective.chunk_size=16"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  final = json.loads(proc.stdout.strip().splitlines()[-1])["final"]
+  assert final["train/finite"] == 1.0 and "eval/loss" in final
+  exported = models.from_pretrained(str(workdir / "export"))
+  assert exported.config.vocab_size == len(tokenizer)
