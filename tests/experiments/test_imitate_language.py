@@ -56,7 +56,7 @@ def test_colab_notebook_executes():
   client.execute()
   outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                     for o in c.get("outputs", []))
-  assert "sequence reward" in outputs
+  assert "sequence reward" in outputs and "sampled generation" in outputs
   images = [o for c in nb.cells for o in c.get("outputs", [])
             if "image/png" in o.get("data", {})]
   assert len(images) == 3
