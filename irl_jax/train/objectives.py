@@ -29,12 +29,17 @@ def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None
   token `t`.
   """
   hidden = model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
-  targets = jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
+  targets = _next_tokens(input_ids)
   if chunk_size:
     return losses.chunked_soft_q_stats(hidden, model.unembedding(), targets,
                                        chunk_size=chunk_size)
   logits = jnp.dot(hidden, model.unembedding(), preferred_element_type=jnp.float32)
   return losses.soft_q_stats(logits, targets)
+
+
+def _next_tokens(input_ids):
+  """`input_ids` shifted left by one; the last column's target is a dummy 0."""
+  return jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
 
 
 def lm_targets(loss_mask):
@@ -54,18 +59,23 @@ def mle_objective(*, chunk_size: int | None = None, entropy_bonus: float = 0.0):
 
   def objective(model, batch, rng):
     del rng
-    stats, where = _lm_batch_stats(model, batch, chunk_size)
-    per_token = losses.mle(stats, where=where)
     metrics = {}
     if entropy_bonus:
+      # One forward pass: the entropy needs the dense logits, so the stats come from them too.
       hidden = model(batch["input_ids"], segment_ids=batch["segment_ids"],
                      positions=batch["positions"], return_hidden=True)
       logits = jnp.dot(hidden, model.unembedding(), preferred_element_type=jnp.float32)
+      where = lm_targets(batch["loss_mask"].astype(bool))
+      stats = losses.soft_q_stats(logits, _next_tokens(batch["input_ids"]))
+      nll = losses.mle(stats, where=where)
       entropy = losses.token_entropy(logits, where=where)
       metrics["entropy"] = losses.token_mean(entropy, where)
-      per_token = per_token - entropy_bonus * entropy
+      per_token = nll - entropy_bonus * entropy
+    else:
+      stats, where = _lm_batch_stats(model, batch, chunk_size)
+      nll = per_token = losses.mle(stats, where=where)
     loss = masked_sum_count(per_token, where)
-    metrics["nll"] = losses.token_mean(losses.mle(stats, where=where), where)
+    metrics["nll"] = losses.token_mean(nll, where)
     metrics["tokens"] = loss.count
     return loss, metrics
 

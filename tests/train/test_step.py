@@ -145,3 +145,18 @@ def test_reference_log_probs_are_frozen_and_precomputed(setup):
   np.testing.assert_array_equal(ref(pairs)["ref_logps"], out["ref_logps"])
   moved = sequence_log_probs(model_def.merge(state.params), pairs)
   assert not np.allclose(moved, out["ref_logps"])
+
+
+def test_entropy_bonus_objective_against_dense_reference(setup):
+  model, _, _ = setup
+  batch = _batch(seed=5)
+  plain, m0 = objectives.mle_objective()(model, batch, None)
+  bonus, m1 = objectives.mle_objective(entropy_bonus=0.1)(model, batch, None)
+  logits = np.asarray(model(batch["input_ids"]), np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  entropy = -(np.exp(logp) * logp).sum(-1)
+  where = np.concatenate([batch["loss_mask"][:, 1:], np.zeros((8, 1), bool)], 1)
+  want_entropy = (entropy * where).sum() / where.sum()
+  np.testing.assert_allclose(m1["entropy"], want_entropy, rtol=1e-5)
+  np.testing.assert_allclose(m1["nll"], m0["nll"], rtol=1e-6)
+  np.testing.assert_allclose(bonus.mean(), plain.mean() - 0.1 * want_entropy, rtol=1e-5)
