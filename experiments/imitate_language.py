@@ -430,29 +430,29 @@ def plot_results(results, workdir, probe_scores):
   import matplotlib.pyplot as plt
 
   methods = results["methods"]
-  fig, ax = plt.subplots(figsize=(6, 4.5))
-  for name, r in methods.items():
+
+  def one_axis_plot(filename, draw, xlabel, ylabel, title):
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, r in methods.items():
+      draw(ax, name, r)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, filename), dpi=120)
+    plt.close(fig)
+
+  def accuracy_vs_diversity(ax, name, r):
     (a, sa), (b, sb) = r["summary"]["accuracy_t1"], r["summary"]["self_bleu_t1"]
     ax.errorbar(b, a, xerr=sb, yerr=sa, fmt="o", capsize=3, label=name)
-  ax.set_xlabel("Self-BLEU at T=1 (lower = more diverse)")
-  ax.set_ylabel("final-answer accuracy at T=1")
-  ax.set_title("accuracy vs diversity (mean ± std over seeds)")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "accuracy_vs_diversity.png"), dpi=120)
-  plt.close(fig)
 
-  fig, ax = plt.subplots(figsize=(6, 4.5))
-  for name, r in methods.items():
-    steps = [c[0] for c in r["curve"]]
-    ax.plot(steps, [np.mean(c[1]) for c in r["curve"]], label=name)
-  ax.set_xlabel("train step")
-  ax.set_ylabel("held-out NLL per token (mean over seeds)")
-  ax.set_title("learning curves")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "learning_curves.png"), dpi=120)
-  plt.close(fig)
+  def learning_curve(ax, name, r):
+    ax.plot([c[0] for c in r["curve"]], [np.mean(c[1]) for c in r["curve"]], label=name)
+
+  one_axis_plot("accuracy_vs_diversity.png", accuracy_vs_diversity,
+                "Self-BLEU at T=1 (lower = more diverse)", "final-answer accuracy at T=1",
+                "accuracy vs diversity (mean ± std over seeds)")
+  one_axis_plot("learning_curves.png", learning_curve, "train step",
+                "held-out NLL per token (mean over seeds)", "learning curves")
 
   fig, axes = plt.subplots(1, 2, figsize=(9, 4))
   iq = [n for n in methods if n.startswith("IQLearn")]
