@@ -58,11 +58,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/imitate_language", "Output direc
 # -- data ----------------------------------------------------------------------
 
 
-class Encoded(dict):
-  """Numpy arrays of an encoded dataset (LM batch keys plus prompts and raw texts)."""
-
-
-def encode(examples, tokenizer, *, seq_len: int, prompt_len: int) -> Encoded:
+def encode(examples, tokenizer, *, seq_len: int, prompt_len: int) -> dict[str, np.ndarray]:
   """BOS + prompt + response + EOS, right-padded to `seq_len`; prompts left-aligned to
   `prompt_len` for sampling. Over-long examples raise (never truncated)."""
   bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -82,7 +78,7 @@ def encode(examples, tokenizer, *, seq_len: int, prompt_len: int) -> Encoded:
     prompts[i, prompt_len - len(p):] = p
     pmask[i, prompt_len - len(p):] = True
   seg = (np.arange(seq_len)[None] < (ids != pad).sum(1, keepdims=True)).astype(np.int32)
-  return Encoded(input_ids=ids, segment_ids=seg,
+  return dict(input_ids=ids, segment_ids=seg,
                  positions=np.tile(np.arange(seq_len, dtype=np.int32), (n, 1)), loss_mask=loss,
                  prompt_ids=prompts, prompt_mask=pmask)
 
@@ -134,7 +130,7 @@ def _sample_batch(model, prompts, prompt_mask, key, max_new_tokens, eos_id):
   }
 
 
-def train_method(m, data: Encoded, heldout: Encoded, config, tokenizer, *, seeds):
+def train_method(m, data: dict, heldout: dict, config, tokenizer, *, seeds):
   """Train one method for every seed at once (vmap); returns params, curves, step time."""
   cfg = model_config(config, len(tokenizer))
   per_seed = []
@@ -204,7 +200,7 @@ def _decode(tokenizer, ids, mask) -> str:
                           skip_special_tokens=True)
 
 
-def sample_metrics(model, tokenizer, prompts: Encoded, texts, *, temperature, num_samples,
+def sample_metrics(model, tokenizer, prompts: dict, texts, *, temperature, num_samples,
                    max_new_tokens, key):
   """Accuracy, step validity and diversity of `num_samples` samples per held-out prompt."""
   out = models.generate(model, prompts["prompt_ids"], prompts["prompt_mask"], key,
@@ -257,7 +253,7 @@ def sequence_reward_fn(model_def, gamma):
   return fn
 
 
-def evaluate(m, trained, tokenizer, config, eval_prompts: Encoded, eval_texts, probe, seeds):
+def evaluate(m, trained, tokenizer, config, eval_prompts: dict, eval_texts, probe, seeds):
   """Per-seed metrics of one trained method (see `sample_metrics`, `reward_probe`)."""
   model_def = trained["model_def"]
   probe_enc, probe_scores = probe
@@ -324,8 +320,7 @@ def run(config, workdir: str, *, log=print) -> dict:
   enc = lambda ex: encode(ex, tokenizer, seq_len=config.seq_len, prompt_len=config.prompt_len)
   heldout = enc(heldout_examples)
   eval_texts = [ex["prompt"] for ex in heldout_examples[:config.num_eval_prompts]]
-  eval_prompts = Encoded({k: heldout[k][:config.num_eval_prompts]
-                          for k in ("prompt_ids", "prompt_mask")})
+  eval_prompts = {k: heldout[k][:config.num_eval_prompts] for k in ("prompt_ids", "prompt_mask")}
   probe = reward_probe(rng, eval_texts, tokenizer, config)
   seeds = list(range(config.num_seeds))
   results = {"config": config.to_dict(), "methods": {}, "sweep": {}}

@@ -139,10 +139,6 @@ def chunked_soft_q_stats(hidden, unembedding, targets, *, chunk_size: int = 4096
   return TokenStats(q=q.reshape(b, t), v=v.reshape(b, t))
 
 
-def _acc_dtype(h, w):
-  return _checks.compute_dtype(h, w)
-
-
 def _chunk_logits(h, w, i, chunk: int):
   """Logits of vocabulary chunk `i` in float32, with repeated columns at -inf.
 
@@ -153,7 +149,7 @@ def _chunk_logits(h, w, i, chunk: int):
   nominal = i * chunk
   start = jnp.minimum(nominal, vocab - chunk)
   w_c = jax.lax.dynamic_slice_in_dim(w, start, chunk, axis=1)
-  logits = jnp.dot(h, w_c, preferred_element_type=_acc_dtype(h, w))
+  logits = jnp.dot(h, w_c, preferred_element_type=_checks.compute_dtype(h, w))
   cols = start + jnp.arange(chunk)
   fresh = cols >= nominal
   return jnp.where(fresh[None, :], logits, -jnp.inf), w_c, start, cols, fresh
@@ -182,7 +178,7 @@ def _chunked_forward(h, w, tg, chunk: int):
     q = q + jnp.sum(jnp.where(hits, logits, 0.0), axis=-1)
     return m_new, s, q
 
-  acc = _acc_dtype(h, w)
+  acc = _checks.compute_dtype(h, w)
   init = (jnp.full((n,), -jnp.inf, acc), jnp.zeros((n,), acc), jnp.zeros((n,), acc))
   m, s, q = jax.lax.fori_loop(0, num_chunks, body, init)
   return q, m + jnp.log(s)
@@ -198,7 +194,7 @@ def _chunked_bwd(chunk: int, residuals, cotangents):
   g_q, g_v = cotangents
   num_chunks = -(-w.shape[1] // chunk)
   mm_dtype = jnp.promote_types(h.dtype, w.dtype)
-  acc = _acc_dtype(h, w)
+  acc = _checks.compute_dtype(h, w)
 
   def body(i, carry):
     dh, dw = carry

@@ -68,12 +68,16 @@ class Checkpoints:
   def _data_path(self, step: int, process: int) -> str:
     return os.path.join(self.directory, _DATA_DIR, f"{step}.process_{process}.json")
 
+  def due(self, step: int, *, force: bool = False) -> bool:
+    """Whether `maybe_save(step, ...)` would save (a due step not yet saved)."""
+    if not force and step % self.save_every:
+      return False
+    return not any(c.step == step for c in self._ckptr.checkpoints)
+
   def maybe_save(self, step: int, state, *, data_state: Any = None,
                  metrics: dict | None = None, force: bool = False) -> bool:
     """Start an asynchronous save of `state` at `step` if due (or `force`); returns whether."""
-    if not force and step % self.save_every:
-      return False
-    if any(c.step == step for c in self._ckptr.checkpoints):
+    if not self.due(step, force=force):
       return False
     path = self._data_path(step, jax.process_index())
     os.makedirs(os.path.dirname(path), exist_ok=True)

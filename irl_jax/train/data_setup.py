@@ -72,18 +72,17 @@ def build_data(config, workdir: str):
     train_path, eval_path = _generated_paths(config, workdir, preference)
   data_dir = os.path.join(workdir, "tfds")
 
-  def source(path, split):
-    del split
+  def source(path):
     return data_lib.prepare(fmt, path=path, data_dir=data_dir, split="train",
                             on_bad_row=d.get("on_bad_row", "raise"))
 
   if jax.process_index() == 0:
-    train_src = source(train_path, "train")
-    eval_src = source(eval_path, "eval") if eval_path else None
+    train_src = source(train_path)
+    eval_src = source(eval_path) if eval_path else None
   _barrier("irl_jax_data_prepared")
   if jax.process_index() != 0:
-    train_src = source(train_path, "train")
-    eval_src = source(eval_path, "eval") if eval_path else None
+    train_src = source(train_path)
+    eval_src = source(eval_path) if eval_path else None
 
   if d.batch_size % jax.process_count():
     raise ValueError(f"data.batch_size={d.batch_size} does not split over "

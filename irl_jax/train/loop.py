@@ -219,8 +219,10 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
         metrics.update(eval_metrics)
       if done % config.log_every == 0 or done == config.steps:
         writer.write(done, {k: v for k, v in metrics.items() if k.startswith("train/")})
-      checkpoints.maybe_save(done, state, data_state=train_iter.get_state(),
-                             metrics=eval_metrics, force=done == config.steps)
+      final = done == config.steps
+      if checkpoints.due(done, force=final):  # the iterator state is fetched only then
+        checkpoints.maybe_save(done, state, data_state=train_iter.get_state(),
+                               metrics=eval_metrics, force=final)
       last = metrics
   finally:
     checkpoints.wait()

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from irl_jax import losses
 from irl_jax.losses import MaskedMean, masked_sum_count
+from irl_jax.models.heads import last_token_index
 
 
 def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None):
@@ -107,9 +108,8 @@ def bootstrap_values(v, where):
   With `where[:, t]` marking the target `input_ids[t+1]`, the state after the
   last target is the one whose value is `v[:, t_last + 1]`.
   """
-  t = where.shape[1]
-  last = jnp.max(jnp.where(where, jnp.arange(t), 0), axis=1)
-  return v[jnp.arange(v.shape[0]), jnp.minimum(last + 1, t - 1)]
+  last = last_token_index(where)
+  return v[jnp.arange(v.shape[0]), jnp.minimum(last + 1, where.shape[1] - 1)]
 
 
 def iq_learn_online_objective(*, gamma: float, td_weight: float, mix: float,
