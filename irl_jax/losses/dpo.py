@@ -8,7 +8,7 @@ reference — the implicit reward margin is
 
 - DPO (sigmoid), label smoothing `ε` (conservative DPO):
   `ℓ = −(1−ε)·log σ(βh) − ε·log σ(−βh)`.
-- IPO: `ℓ = (h − 1/(2β))²`.
+- IPO: `ℓ = (h − 1/(2β))²`; optionally on length-averaged log-probs (TRL).
 - Per-step negatives: a negative response is split into steps; `Q̂_i` is the
   success rate of SFT rollouts from the prefix ending at step `i`; the step
   advantage is `A_i = Q̂_i − Q̂_{i−1}` and the first "pit" is the first step
@@ -16,6 +16,10 @@ reference — the implicit reward margin is
   prefix up to the pit and DPO is applied with `π_ref = π_SFT`. The
   equivalent advantage-weighted form is
   `ℓ = −Σ_i min(exp(A_i/β), w_max) · log π(step_i)`.
+
+The reference log-probs come from a frozen model: `dpo` and `ipo` stop their
+gradient by default (`stop_reference_gradient=True`), as `grpo` and
+`inverse_q_star` do.
 
 Dimensions: `N` pairs, `B` rows, `T` positions, `S` steps per response.
 
@@ -34,9 +38,20 @@ import jax
 import jax.numpy as jnp
 
 from irl_jax.losses import _checks
+from irl_jax.losses.reductions import safe_divide
 
 
-def _margin(fn, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps):
+def _margin(
+    fn,
+    chosen_logps,
+    rejected_logps,
+    ref_chosen_logps,
+    ref_rejected_logps,
+    *,
+    stop_reference_gradient: bool = False,
+    chosen_lengths=None,
+    rejected_lengths=None,
+):
   _checks.check_rank(fn, "chosen_logps", chosen_logps, 1, "[N]")
   _checks.check_same_shape(
       fn,
@@ -55,7 +70,35 @@ def _margin(fn, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_log
           ("ref_rejected_logps", ref_rejected_logps),
       )
   )
+  if stop_reference_gradient:
+    cr, rr = jax.lax.stop_gradient(cr), jax.lax.stop_gradient(rr)
+  if (chosen_lengths is None) != (rejected_lengths is None):
+    raise ValueError(
+        f"{fn}: pass both `chosen_lengths` and `rejected_lengths` (length-averaged "
+        "log-probs) or neither (summed log-probs)."
+    )
+  if chosen_lengths is not None:
+    lc = _lengths(fn, "chosen_lengths", chosen_lengths, c.shape, dtype)
+    lr = _lengths(fn, "rejected_lengths", rejected_lengths, c.shape, dtype)
+    c, cr = safe_divide(c, lc), safe_divide(cr, lc)
+    r, rr = safe_divide(r, lr), safe_divide(rr, lr)
   return (c - cr) - (r - rr)
+
+
+def _lengths(fn, name, lengths, shape, dtype) -> jax.Array:
+  """Response lengths `[N]` (integer or floating token counts) in the compute dtype."""
+  lengths = jnp.asarray(lengths)
+  if lengths.dtype == jnp.bool_ or not (
+      jnp.issubdtype(lengths.dtype, jnp.integer) or jnp.issubdtype(lengths.dtype, jnp.floating)
+  ):
+    raise TypeError(
+        f"{fn}: `{name}` must be integer or floating token counts, got dtype {lengths.dtype}."
+    )
+  if tuple(lengths.shape) != tuple(shape):
+    raise ValueError(
+        f"{fn}: `{name}` has shape {tuple(lengths.shape)}, expected {tuple(shape)} [N]."
+    )
+  return jax.lax.stop_gradient(lengths.astype(dtype))
 
 
 def preference_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps):
@@ -73,6 +116,7 @@ def dpo(
     *,
     beta: float,
     label_smoothing: float = 0.0,
+    stop_reference_gradient: bool = True,
 ) -> jax.Array:
   """DPO (sigmoid) loss per pair: `ℓ = −(1−ε)·log σ(βh) − ε·log σ(−βh)`.
 
@@ -83,6 +127,10 @@ def dpo(
     beta: `β > 0`, the KL strength.
     label_smoothing: `ε ∈ [0, 0.5]`, the assumed label-flip rate
       (conservative DPO); 0 is plain DPO.
+    stop_reference_gradient: stop gradients into `ref_chosen_logps` and
+      `ref_rejected_logps` (the reference is frozen); default True. False lets
+      them through (`∂ℓ/∂c_ref = −∂ℓ/∂c`), e.g. to differentiate the margin in
+      all four inputs.
 
   Returns:
     `[N]` float32 losses.
@@ -93,25 +141,63 @@ def dpo(
   fn = "dpo"
   _checks.check_scalar_range(fn, "beta", beta, 1e-12, float("inf"))
   _checks.check_scalar_range(fn, "label_smoothing", label_smoothing, 0.0, 0.5)
-  h = _margin(fn, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+  h = _margin(
+      fn, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
+      stop_reference_gradient=stop_reference_gradient,
+  )
   z = beta * h
   # −log σ(z) = softplus(−z): finite for any z.
   return (1 - label_smoothing) * jax.nn.softplus(-z) + label_smoothing * jax.nn.softplus(z)
 
 
 def ipo(
-    chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta: float
+    chosen_logps,
+    rejected_logps,
+    ref_chosen_logps,
+    ref_rejected_logps,
+    *,
+    beta: float,
+    stop_reference_gradient: bool = True,
+    chosen_lengths=None,
+    rejected_lengths=None,
 ) -> jax.Array:
   """IPO loss per pair: `ℓ = (h − 1/(2β))²`, minimised at margin `h = 1/(2β)`.
 
-  Args: as `dpo`; `beta` is IPO's regularisation strength `β > 0` (its `τ`).
+  With response lengths `L_c`, `L_r` the margin is taken on length-averaged
+  log-probs, policy and reference alike:
+
+      h = (c/L_c − c_ref/L_c) − (r/L_r − r_ref/L_r)
+
+  Differs from TRL: by default (SPEC §5, the IPO paper) `h` is on summed
+  log-probs; TRL's `DPOTrainer` with `loss_type="ipo"` divides every sequence
+  log-prob by its number of response tokens first. Pass `chosen_lengths` and
+  `rejected_lengths` to reproduce TRL; the target margin `1/(2β)` is then per
+  token, so `β` is not comparable between the two forms.
+
+  Args:
+    chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps: `[N]`
+      sequence log-probs summed over response tokens, as in `dpo`.
+    beta: IPO's regularisation strength `β > 0` (its `τ`).
+    stop_reference_gradient: as in `dpo`; default True.
+    chosen_lengths, rejected_lengths: optional `[N]` integer or floating
+      numbers of response tokens of each chosen and rejected response (the
+      mask sums); both or neither. A length of 0 gives an averaged log-prob
+      of 0.
 
   Returns:
     `[N]` float32 losses.
+
+  Example:
+    >>> loss = jnp.mean(ipo(c, r, c_ref, r_ref, beta=0.1,
+    ...                     chosen_lengths=mask_c.sum(-1), rejected_lengths=mask_r.sum(-1)))
   """
   fn = "ipo"
   _checks.check_scalar_range(fn, "beta", beta, 1e-12, float("inf"))
-  h = _margin(fn, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+  h = _margin(
+      fn, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
+      stop_reference_gradient=stop_reference_gradient,
+      chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths,
+  )
   return jnp.square(h - 1.0 / (2.0 * beta))
 
 

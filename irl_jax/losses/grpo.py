@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from irl_jax.losses import _checks
 from irl_jax.losses.reductions import (
@@ -47,17 +48,32 @@ from irl_jax.losses.reductions import (
 
 
 def grpo_advantages(
-    rewards, *, group_size: int, scale_by_std: bool = True, eps: float = 1e-6
+    rewards,
+    *,
+    group_size: int,
+    scale_by_std: bool = True,
+    eps: float = 1e-6,
+    std_ddof: int = 0,
 ) -> jax.Array:
   """Group-relative advantages `A_i = (R_i − mean_G R) / (std_G R + eps)`, `[B]`.
+
+      std_G R = sqrt( Σ_i (R_i − mean_G R)² / (G − std_ddof) )
+
+  Differs from TRL: TRL's `GRPOTrainer` uses `torch.std`'s default, the sample
+  standard deviation (`std_ddof=1`, Bessel-corrected), and `eps = 1e-4`; the
+  default here is the population standard deviation (`std_ddof=0`) and
+  `eps = 1e-6`. Pass `std_ddof=1, eps=1e-4` to reproduce TRL's advantages.
+  The two differ by the factor `sqrt((G − 1)/G)` on the std (≈ 13% for G = 4).
 
   Args:
     rewards: `[B]` sequence rewards, `B = P·G`, each group's `G` samples
       contiguous (as the sampler returns them).
     group_size: `G` (static).
-    scale_by_std: divide by the group's standard deviation (population, ddof
-      0); False gives the mean-centred variant.
+    scale_by_std: divide by the group's standard deviation; False gives the
+      mean-centred variant.
     eps: added to the standard deviation.
+    std_ddof: delta degrees of freedom of the standard deviation (static):
+      0 (default) population, 1 sample (TRL). Must be less than `G`.
 
   Returns:
     `[B]` float32 advantages; 0 for every member of a zero-spread group.
@@ -70,11 +86,22 @@ def grpo_advantages(
         f"{fn}: batch of {rewards.shape[0]} rewards is not a whole number of groups of "
         f"group_size={group_size}."
     )
+  if not isinstance(std_ddof, int | np.integer) or std_ddof < 0:
+    raise ValueError(f"{fn}: `std_ddof` must be a non-negative int, got std_ddof={std_ddof!r}.")
+  if scale_by_std and std_ddof >= group_size:
+    raise ValueError(
+        f"{fn}: std_ddof={std_ddof} leaves no degrees of freedom in groups of "
+        f"group_size={group_size}; the sample std needs group_size ≥ 2."
+    )
   groups = rewards.reshape(-1, group_size)
-  centred = groups - jnp.mean(groups, axis=1, keepdims=True)
+  # Centre on each group's first reward before averaging: a zero-spread group
+  # then has exactly zero deviations (a float32 mean of G equal values is off
+  # by an ulp, which the division by std + eps would magnify).
+  shifted = groups - groups[:, :1]
+  centred = shifted - jnp.mean(shifted, axis=1, keepdims=True)
   if scale_by_std:
-    std = jnp.sqrt(jnp.mean(jnp.square(centred), axis=1, keepdims=True))
-    centred = centred / (std + eps)
+    variance = jnp.sum(jnp.square(centred), axis=1, keepdims=True) / (group_size - std_ddof)
+    centred = centred / (jnp.sqrt(variance) + eps)
   return centred.reshape(-1)
 
 
@@ -122,9 +149,11 @@ def grpo(
     ref_logps: `[B, T]` log-probs under the frozen reference (stop-gradient).
     advantages: `[B]` per sequence (e.g. `grpo_advantages`) or `[B, T]`.
     where: `[B, T]` response mask.
-    normaliser: `"token"` (token mean over the batch), `"sequence"` (mean of
-      per-sequence means, which for equal groups is the group mean of
-      sequence means), or a positive constant (sum over a constant).
+    normaliser: `"token"` (token mean over the batch), `"sequence"` (mean
+      over non-empty rows of per-sequence means, which for equal groups is
+      the group mean of sequence means), `"sequence_all_rows"` (the same
+      with every row counted, an empty row as 0: TRL's "grpo" loss), or a
+      positive constant (sum over a constant).
     clip_epsilon: `ε`.
     kl_coef: `β ≥ 0`.
     log_ratio_clip: numerical guard: log-ratios are clamped to this magnitude
@@ -133,6 +162,13 @@ def grpo(
 
   Returns:
     `(loss, GRPOExtras)`, `loss` a float32 scalar.
+
+  Differs from TRL: with `normaliser="sequence"` the mean of per-sequence
+  means is over the rows that hold at least one response token, whereas
+  TRL's `loss_type="grpo"` averages over all rows (an empty completion
+  contributes 0 and still counts); the two agree when no row is empty.
+  `normaliser="sequence_all_rows"` reproduces TRL. TRL's advantages use the
+  sample std (see `grpo_advantages`).
   """
   fn = "grpo"
   _checks.check_rank(fn, "logps", logps, 2, "[B, T]")
@@ -218,20 +254,30 @@ def dynamic_reward_scale(
   """GRPO-S per-prompt advantage scale `α = α_D·α_M`, normalised to batch mean 1.
 
       δ = 1 − W,  α_D = s(δ) / mean_{category} s(δ),   s = sigmoid (reconstruction)
-      α_M = gap / mean_{category} gap
+      α_M = gap⁺ / mean_{category} gap⁺,   gap⁺ = max(gap, 0)
 
   Category means are over the prompts of the batch. Multiply each group's
   advantages by its prompt's `α` (`jnp.repeat(alpha, G) * advantages`).
 
+  `α` is a magnitude: it must never flip the sign of an advantage, so it is
+  kept non-negative. The gap is the room left to improve on a prompt; a
+  negative gap (the policy's response already out-scores the demonstration)
+  means no room, the same as a zero gap. Concrete `reward_gaps` with a
+  negative entry raise a `ValueError` (usually a sign-convention slip: the gap
+  is demonstration minus policy); traced ones are clamped at 0, so such a
+  prompt gets `α = 0` and its advantages are switched off rather than
+  reversed.
+
   Args:
     similarity: `[P]` `W` from `demo_policy_similarity`.
-    reward_gaps: `[P]` the prompt's non-negative reward gap (e.g. reward of
-      the demonstration minus reward of the policy's response).
+    reward_gaps: `[P]` the prompt's non-negative reward gap (reward of the
+      demonstration minus reward of the policy's response).
     categories: `[P]` integer category of each prompt in `[0, C)`.
     num_categories: `C` (static).
 
   Returns:
-    `[P]` scales with mean 1 (0 where a category's mean gap is 0).
+    `[P]` non-negative scales with mean 1 (0 where a category's mean gap is
+    0; all 0 if every gap is 0).
   """
   fn = "dynamic_reward_scale"
   _checks.check_rank(fn, "similarity", similarity, 1, "[P]")
@@ -243,6 +289,15 @@ def dynamic_reward_scale(
   categories = jnp.asarray(categories)
   if not jnp.issubdtype(categories.dtype, jnp.integer):
     raise TypeError(f"{fn}: `categories` must be integers, got dtype {categories.dtype}.")
+  if _checks.is_concrete(gaps) and gaps.size:
+    lowest = float(jnp.min(gaps))
+    if lowest < 0:
+      raise ValueError(
+          f"{fn}: `reward_gaps` contains the negative reward gap {lowest:g}; a gap is "
+          "reward(demonstration) − reward(policy) ≥ 0 (a negative α would flip the sign "
+          "of the advantages). Clamp it with jnp.maximum(gaps, 0) if intended."
+      )
+  gaps = jnp.maximum(gaps, 0)
   onehot = jax.nn.one_hot(categories, num_categories, dtype=w.dtype)  # [P, C]
 
   def category_mean(x):

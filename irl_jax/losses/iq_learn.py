@@ -174,7 +174,8 @@ def iq_learn(
 
   Args:
     stats: expert-token `TokenStats` `[B, T]` (from `soft_q_stats` or
-      `chunked_soft_q_stats`).
+      `chunked_soft_q_stats`, given the same `where` so that non-finite
+      logits at masked positions stay out of the gradient).
     where: `[B, T]` bool response mask (final EOS included).
     gamma: discount `γ ∈ [0, 1]`.
     td_weight: `λ = 1/(4α) ≥ 0`; 0 gives MLE exactly.

@@ -38,7 +38,12 @@ def mle(stats: TokenStats, *, where) -> jax.Array:
     `[B, T]` float32, zero where `where` is false.
 
   Example:
-    >>> loss = token_mean(mle(soft_q_stats(logits, targets), where=mask), mask)
+    >>> loss = token_mean(mle(soft_q_stats(logits, targets, where=mask), where=mask), mask)
+
+  Pass the same mask to `soft_q_stats` / `chunked_soft_q_stats`: this
+  function zeroes masked slots of `stats`, which keeps its own gradient
+  finite, but only the mask in the statistics keeps NaN or inf logits at
+  masked positions out of the gradient w.r.t. the logits.
   """
   q, v, where = check_stats("mle", stats, where)
   return jnp.where(where, v - q, 0)

@@ -165,6 +165,10 @@ def pessimistic_policy_values(
   Choose the policy with `argmax Ĵ`. Greedy selection on `θ̂ᵀw` alone can stay
   suboptimal for every sample size where pessimism converges.
 
+  The width `‖w‖_A` is not differentiable at `w = 0` (a policy whose features
+  equal the reference); there its gradient is taken to be the subgradient 0,
+  so `∂Ĵ/∂w = θ̂` at that point and every gradient stays finite.
+
   Args:
     theta: `[d]` reward estimate (e.g. `linear_bradley_terry_mle`).
     policy_features: `[P, d]` expected features `E_s[φ(s, π(s))]` per policy.
@@ -194,5 +198,9 @@ def pessimistic_policy_values(
     w = w - _checks.as_float("reference_features", fn, reference_features, x.dtype)
   sigma = x.T @ x / x.shape[0] + kappa * jnp.eye(d, dtype=x.dtype)
   solved = jnp.linalg.solve(sigma, w.T).T
-  width = jnp.sqrt(jnp.maximum(jnp.sum(w * solved, axis=-1), 0))
+  # Safe sqrt: sqrt'(0) = inf times the quadratic form's zero gradient would be
+  # NaN; where the form is 0 both branches see a constant (subgradient 0).
+  quadratic = jnp.sum(w * solved, axis=-1)
+  positive = quadratic > 0
+  width = jnp.where(positive, jnp.sqrt(jnp.where(positive, quadratic, 1)), 0)
   return w @ _checks.as_float("theta", fn, theta, x.dtype) - f * width

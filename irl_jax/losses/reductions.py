@@ -18,11 +18,13 @@ import jax.numpy as jnp
 
 from irl_jax.losses import _checks
 
-Normaliser = Literal["token", "sequence"] | float
+Normaliser = Literal["token", "sequence", "sequence_all_rows"] | float
 """How a per-token loss becomes a scalar.
 
 - `"token"`: token mean over the batch, `Σ where·ℓ / Σ where`.
 - `"sequence"`: mean over non-empty rows of each row's token mean.
+- `"sequence_all_rows"`: mean over all rows of each row's token mean, an empty
+  row counting as 0 (TRL's GRPO convention, `Σ_b row_mean_b / B`).
 - a positive float `c`: `Σ where·ℓ / c` (a constant normaliser, e.g. the
   maximum number of response tokens, as in Dr. GRPO).
 """
@@ -69,18 +71,23 @@ def token_mean(values, where) -> jax.Array:
   return masked_sum_count(values, where).mean()
 
 
-def sequence_mean(values, where) -> jax.Array:
-  """Mean over non-empty rows of each row's token mean. `values`, `where`: `[B, T]`."""
-  return sequence_sum_count(values, where).mean()
+def sequence_mean(values, where, *, count_empty_rows: bool = False) -> jax.Array:
+  """Mean over non-empty rows (all rows with `count_empty_rows`) of each row's
+  token mean. `values`, `where`: `[B, T]`."""
+  return sequence_sum_count(values, where, count_empty_rows=count_empty_rows).mean()
 
 
-def sequence_sum_count(values, where) -> MaskedMean:
-  """`(Σ_rows row token mean, number of non-empty rows)` for `[B, T]` inputs."""
+def sequence_sum_count(values, where, *, count_empty_rows: bool = False) -> MaskedMean:
+  """`(Σ_rows row token mean, number of rows)` for `[B, T]` inputs.
+
+  The count is the number of non-empty rows, or every row `B` with
+  `count_empty_rows=True` (an empty row's mean is 0; TRL's convention).
+  """
   _checks.check_rank("sequence_sum_count", "values", values, 2, "[B, T]")
   rows = masked_sum_count(values, where, axis=-1)
   row_means = rows.mean()
-  nonempty = rows.count > 0
-  return MaskedMean(jnp.sum(row_means), jnp.sum(nonempty, dtype=row_means.dtype))
+  counted = jnp.ones_like(rows.count, bool) if count_empty_rows else rows.count > 0
+  return MaskedMean(jnp.sum(row_means), jnp.sum(counted, dtype=row_means.dtype))
 
 
 def normalise(values, where, normaliser: Normaliser) -> MaskedMean:
@@ -97,9 +104,11 @@ def normalise(values, where, normaliser: Normaliser) -> MaskedMean:
       return masked_sum_count(values, where)
     if normaliser == "sequence":
       return sequence_sum_count(values, where)
+    if normaliser == "sequence_all_rows":
+      return sequence_sum_count(values, where, count_empty_rows=True)
     raise ValueError(
-        f"normalise: unknown normaliser {normaliser!r}; use 'token', 'sequence' or a "
-        "positive constant."
+        f"normalise: unknown normaliser {normaliser!r}; use 'token', 'sequence', "
+        "'sequence_all_rows' or a positive constant."
     )
   _checks.check_scalar_range("normalise", "normaliser", normaliser, 1e-30, float("inf"))
   total = masked_sum_count(values, where).sum

@@ -16,6 +16,13 @@ Dimensions: `B` batch rows, `T` positions (already shifted so that
 states and the unembedding matrix without holding `[B, T, V]` logits: it
 scans over vocabulary chunks with an online logsumexp and recomputes each
 chunk's logits in the backward pass.
+
+Both take an optional response mask `where`. Pass it whenever masked
+positions (prompt, padding) may hold non-finite logits or hidden states: the
+objectives zero the cotangents of masked statistics, but a zero cotangent
+times the NaN softmax of a non-finite row is still NaN, which would reach the
+parameters. With `where`, masked rows are replaced by zeros before any
+arithmetic, so values and gradients are exactly those of finite inputs.
 """
 
 from __future__ import annotations
@@ -68,7 +75,11 @@ def _check_targets(fn: str, targets, batch_shape, vocab_size: int) -> jax.Array:
   return jnp.clip(targets, 0, vocab_size - 1)
 
 
-def soft_q_stats(logits, targets) -> TokenStats:
+def _check_where(fn: str, where, batch_shape) -> jax.Array | None:
+  return None if where is None else _checks.as_mask("where", fn, where, batch_shape)
+
+
+def soft_q_stats(logits, targets, *, where=None) -> TokenStats:
   """`q` = target logit and `v` = logsumexp of `logits`, in float32.
 
       q[b,t] = logits[b,t,targets[b,t]],   v[b,t] = logsumexp_v logits[b,t,v]
@@ -78,24 +89,38 @@ def soft_q_stats(logits, targets) -> TokenStats:
     targets: `[B, T]` integer token ids in `[0, V)`. Negative ids (padding
       conventions such as -100) are allowed at positions the objective masks
       out; ids `>= V` raise when the array is concrete.
+    where: optional `[B, T]` bool response mask. Masked rows of `logits` are
+      replaced by zeros before any arithmetic and their `q`, `v` are 0, so
+      NaN or ±inf logits there reach neither the values nor the gradient
+      (without it, the gradient of such a row is NaN even though every
+      objective ignores it). None (default) computes every position.
 
   Returns:
-    `TokenStats(q, v)`, each `[B, T]` float32.
+    `TokenStats(q, v)`, each `[B, T]` float32 (0 where `where` is false).
 
   Example:
-    >>> stats = soft_q_stats(model_logits, input_ids[:, 1:])
+    >>> stats = soft_q_stats(model_logits, input_ids[:, 1:], where=response_mask)
     >>> nll = mle(stats, where=response_mask)
   """
   fn = "soft_q_stats"
   _checks.check_rank(fn, "logits", logits, 3, "[B, T, V]")
   logits = _checks.as_float("logits", fn, logits)
   targets = _check_targets(fn, targets, logits.shape[:2], logits.shape[-1])
+  where = _check_where(fn, where, logits.shape[:2])
+  if where is not None:
+    # Before the logsumexp, as in `token_entropy`: a `where` on its output
+    # would not stop 0·NaN in the backward pass.
+    logits = jnp.where(where[..., None], logits, 0)
   v = jax.nn.logsumexp(logits, axis=-1)
   q = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  if where is not None:
+    q, v = jnp.where(where, q, 0), jnp.where(where, v, 0)
   return TokenStats(q=q, v=v)
 
 
-def chunked_soft_q_stats(hidden, unembedding, targets, *, chunk_size: int = 4096) -> TokenStats:
+def chunked_soft_q_stats(
+    hidden, unembedding, targets, *, chunk_size: int = 4096, where=None
+) -> TokenStats:
   """`soft_q_stats(hidden @ unembedding, targets)` without the `[B, T, V]` logits.
 
   Scans over vocabulary chunks of `chunk_size` columns with an online
@@ -111,10 +136,14 @@ def chunked_soft_q_stats(hidden, unembedding, targets, *, chunk_size: int = 4096
       for tied models).
     targets: `[B, T]` integer token ids, as in `soft_q_stats`.
     chunk_size: vocabulary columns per chunk (static); clipped to `V`.
+    where: optional `[B, T]` bool response mask, as in `soft_q_stats`: masked
+      rows of `hidden` are replaced by zeros first (a NaN there would
+      otherwise reach the gradient of `unembedding` through `hiddenᵀ·dlogits`)
+      and their `q`, `v` are 0.
 
   Returns:
     `TokenStats(q, v)`, each `[B, T]` float32 (float64 for float64 inputs under
-    x64); matmuls accumulate in that dtype.
+    x64; 0 where `where` is false); matmuls accumulate in that dtype.
   """
   fn = "chunked_soft_q_stats"
   _checks.check_rank(fn, "hidden", hidden, 3, "[B, T, D]")
@@ -135,8 +164,14 @@ def chunked_soft_q_stats(hidden, unembedding, targets, *, chunk_size: int = 4096
   vocab = unembedding.shape[1]
   targets = _check_targets(fn, targets, (b, t), vocab)
   chunk = int(min(chunk_size, vocab))
+  where = _check_where(fn, where, (b, t))
+  if where is not None:
+    hidden = jnp.where(where[..., None], hidden, 0)
   q, v = _chunked_stats(hidden.reshape(b * t, d), unembedding, targets.reshape(b * t), chunk)
-  return TokenStats(q=q.reshape(b, t), v=v.reshape(b, t))
+  q, v = q.reshape(b, t), v.reshape(b, t)
+  if where is not None:
+    q, v = jnp.where(where, q, 0), jnp.where(where, v, 0)
+  return TokenStats(q=q, v=v)
 
 
 def _chunk_logits(h, w, i, chunk: int):

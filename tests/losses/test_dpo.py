@@ -42,6 +42,15 @@ def ref_ipo(c, r, c_ref, r_ref, beta):
   return (ref_margin(c, r, c_ref, r_ref) - 1.0 / (2.0 * beta)) ** 2
 
 
+def ref_trl_ipo(c, r, c_ref, r_ref, chosen_lengths, rejected_lengths, beta):
+  """TRL's IPO: every sequence log-prob (policy and reference) divided by its
+  response length, then (h − 1/(2β))² on the averaged log-probs."""
+  c, r, c_ref, r_ref = (np.asarray(a, np.float64) for a in (c, r, c_ref, r_ref))
+  lc, lr = np.asarray(chosen_lengths, np.float64), np.asarray(rejected_lengths, np.float64)
+  h = (c / lc - r / lr) - (c_ref / lc - r_ref / lr)
+  return (h - 1.0 / (2.0 * beta)) ** 2
+
+
 def ref_step_log_probs(logps, step_ids, where, num_steps):
   b, t = logps.shape
   out = np.zeros((b, num_steps))
@@ -215,14 +224,21 @@ def test_ipo_minimised_at_half_inverse_beta(beta):
 def test_dpo_ipo_gradients_float64():
   rng = np.random.default_rng(5)
   args = tuple(rng.standard_normal(6) for _ in range(4))
+  lengths = tuple(rng.integers(1, 9, 6) for _ in range(2))
   with jax.enable_x64(True):
     assert _dpo(*args, beta=0.4).dtype == jnp.float64
     for f in (
-      functools.partial(_dpo, beta=0.4),
-      functools.partial(_dpo, beta=0.4, label_smoothing=0.2),
-      functools.partial(_ipo, beta=0.4),
+      functools.partial(dpo, beta=0.4),
+      functools.partial(dpo, beta=0.4, label_smoothing=0.2),
+      functools.partial(ipo, beta=0.4),
+      functools.partial(ipo, beta=0.4, chosen_lengths=lengths[0], rejected_lengths=lengths[1]),
     ):
-      check_grads(f, args, order=1, modes=("rev",))
+      # All four inputs are differentiable only without the reference stop-gradient.
+      check_grads(
+        functools.partial(f, stop_reference_gradient=False), args, order=1, modes=("rev",)
+      )
+      # By default: the policy log-probs, with the reference held fixed.
+      check_grads(lambda c, r, f=f: f(c, r, *args[2:]), args[:2], order=1, modes=("rev",))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -241,6 +257,67 @@ def test_dpo_ipo_extreme_inputs_finite(dtype):
   _close(out, ref_ipo(*up, 1.0))
   grads = _sum_grad(ipo, beta=1.0)(c, r, z, z)
   assert all(np.all(np.isfinite(np.asarray(g, np.float32))) for g in grads)
+
+
+@pytest.mark.parametrize(
+  "loss",
+  [
+    functools.partial(dpo, beta=0.3),
+    functools.partial(dpo, beta=0.3, label_smoothing=0.2),
+    functools.partial(ipo, beta=0.3),
+    functools.partial(ipo, beta=0.3, chosen_lengths=np.arange(1, 6), rejected_lengths=[3] * 5),
+  ],
+)
+def test_dpo_ipo_reference_log_probs_receive_no_gradient_by_default(loss):
+  args = _pairs(5, seed=8)
+  g_c, g_r, g_cref, g_rref = _sum_grad(loss)(*args)
+  assert np.any(np.asarray(g_c) != 0) and np.any(np.asarray(g_r) != 0)
+  np.testing.assert_array_equal(g_cref, 0.0)
+  np.testing.assert_array_equal(g_rref, 0.0)
+  # Opting out: the margin's gradient, −1 times the policy's.
+  grads = _sum_grad(loss, stop_reference_gradient=False)(*args)
+  np.testing.assert_array_equal(grads[0], g_c)
+  np.testing.assert_array_equal(grads[1], g_r)
+  np.testing.assert_allclose(grads[2], -np.asarray(g_c), rtol=1e-6)
+  np.testing.assert_allclose(grads[3], -np.asarray(g_r), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 7, 16])
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_ipo_length_averaged_matches_trl_reference(n, beta):
+  args = _pairs(n, seed=n)
+  rng = np.random.default_rng(n)
+  lc, lr = rng.integers(1, 40, n).astype(np.int32), rng.integers(1, 40, n).astype(np.int32)
+  got = jax.jit(functools.partial(ipo, beta=beta))(
+    *args, chosen_lengths=lc, rejected_lengths=lr
+  )
+  _close(got, ref_trl_ipo(*args, lc, lr, beta))
+  # Float lengths (e.g. token counts accumulated as floats) are accepted too.
+  got_f = ipo(*args, beta=beta, chosen_lengths=lc.astype(np.float32), rejected_lengths=lr)
+  _close(got_f, ref_trl_ipo(*args, lc, lr, beta))
+  # Unit lengths are the summed form.
+  ones = np.ones(n, np.int32)
+  _close(ipo(*args, beta=beta, chosen_lengths=ones, rejected_lengths=ones), ref_ipo(*args, beta))
+
+
+def test_ipo_length_averaged_golden_and_bad_lengths():
+  # c = −6 over 3 tokens, r = −12 over 4, references 0: averaged h = −2 − (−3) = 1,
+  # summed h = 6; β = 0.25 (target margin 2) → (1 − 2)² = 1 vs (6 − 2)² = 16.
+  c, r, z = jnp.array([-6.0]), jnp.array([-12.0]), jnp.zeros(1)
+  got = ipo(c, r, z, z, beta=0.25, chosen_lengths=jnp.array([3]), rejected_lengths=jnp.array([4]))
+  np.testing.assert_allclose(got, [1.0], rtol=1e-6)
+  np.testing.assert_allclose(ipo(c, r, z, z, beta=0.25), [16.0], rtol=1e-6)
+  # References are averaged too: c_ref = −3 over 3 → h = (−2 + 1) − (−3) = 2 → 0.
+  got = ipo(c, r, jnp.array([-3.0]), z, beta=0.25, chosen_lengths=jnp.array([3]),
+            rejected_lengths=jnp.array([4]))
+  np.testing.assert_allclose(got, [0.0], atol=1e-6)
+  z3 = jnp.zeros(3)
+  with pytest.raises(ValueError, match="both"):
+    ipo(z3, z3, z3, z3, beta=0.5, chosen_lengths=jnp.ones(3))
+  with pytest.raises(ValueError, match=r"rejected_lengths.*\(2,\).*\(3,\)"):
+    ipo(z3, z3, z3, z3, beta=0.5, chosen_lengths=jnp.ones(3), rejected_lengths=jnp.ones(2))
+  with pytest.raises(TypeError, match="chosen_lengths"):
+    ipo(z3, z3, z3, z3, beta=0.5, chosen_lengths=jnp.ones(3, bool), rejected_lengths=jnp.ones(3))
 
 
 def test_dpo_ipo_bad_inputs():

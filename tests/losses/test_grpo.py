@@ -69,6 +69,27 @@ def ref_grpo(lp, lo, lr, adv, where, normaliser, clip_epsilon=0.2, kl_coef=0.04)
   return loss, per_token, kl, ratio, mean_kl, clip_fraction
 
 
+def ref_trl_advantages(rewards, group_size, eps=1e-4):
+  """TRL's GRPO advantages: (R − mean_G R) / (std_G R + eps) with torch.std's default,
+  the sample (Bessel-corrected, ddof 1) standard deviation."""
+  rewards = np.asarray(rewards, np.float64)
+  out = np.zeros_like(rewards)
+  for start in range(0, len(rewards), group_size):
+    group = rewards[start : start + group_size]
+    mean = sum(group) / group_size
+    std = np.sqrt(sum((r - mean) ** 2 for r in group) / (group_size - 1))
+    for i, r in enumerate(group):
+      out[start + i] = (r - mean) / (std + eps)
+  return out
+
+
+def ref_trl_sequence_loss(per_token, where):
+  """TRL's "grpo" loss type: each row's Σ ℓ / max(Σ where, 1), averaged over ALL rows."""
+  per_token = np.asarray(per_token, np.float64)
+  rows = [per_token[b][where[b]].sum() / max(where[b].sum(), 1) for b in range(len(where))]
+  return sum(rows) / len(rows)
+
+
 def ref_similarity(demo, policy, demo_where, policy_where):
   """W = mean over valid demo sentences of the max cosine to the valid policy sentences."""
   demo, policy = np.asarray(demo, np.float64), np.asarray(policy, np.float64)
@@ -110,7 +131,9 @@ def _close(actual, expected, tol=1e-5):
 
 # --- grpo_advantages ------------------------------------------------------------
 
-_adv = jax.jit(grpo_advantages, static_argnames=("group_size", "scale_by_std", "eps"))
+_adv = jax.jit(
+  grpo_advantages, static_argnames=("group_size", "scale_by_std", "eps", "std_ddof")
+)
 
 
 @pytest.mark.parametrize("batch,group", [(2, 2), (6, 3), (8, 4), (8, 8)])
@@ -146,6 +169,19 @@ def test_grpo_advantages_group_statistics():
   np.testing.assert_allclose(got[0].std(), 1.0, atol=1e-5)
   centred = np.asarray(_adv(rewards, group_size=4, scale_by_std=False), np.float64).reshape(2, 4)
   np.testing.assert_allclose(centred.mean(axis=1), 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0.1, 0.7, -1.7841711, 3e3])
+@pytest.mark.parametrize("group", [3, 6, 8])
+@pytest.mark.parametrize("std_ddof", [0, 1])
+def test_grpo_advantages_zero_spread_group_is_exactly_zero(value, group, std_ddof):
+  # A float32 mean of G equal rewards can be off by an ulp (0.1 × 6 was), and
+  # the division by std + eps turned that into an advantage of ~1e-2.
+  rewards = np.full(2 * group, value, np.float32)
+  rewards[group:] = np.arange(group)
+  for fn in (_adv, grpo_advantages):
+    got = np.asarray(fn(rewards, group_size=group, std_ddof=std_ddof))
+    np.testing.assert_array_equal(got[:group], 0.0)
 
 
 def test_grpo_advantages_bfloat16_and_extremes():
@@ -581,3 +617,75 @@ def test_dynamic_reward_scale_bad_inputs():
     dynamic_reward_scale(
       jnp.zeros((2, 3)), jnp.zeros((2, 3)), jnp.zeros((2, 3), jnp.int32), num_categories=2
     )
+
+
+def test_dynamic_reward_scale_negative_gaps_never_flip_advantages():
+  # A negative gap (the policy already beats the demonstration) used to give a
+  # negative α, flipping the sign of that prompt's advantages. Under tracing
+  # negative gaps are clamped to 0: α ≥ 0 and advantages keep their sign.
+  similarity = np.array([0.2, -0.5, 0.9, 0.1, 0.4], np.float32)
+  gaps = np.array([-1.0, 2.0, 0.5, -0.3, -0.2], np.float32)
+  categories = np.array([0, 0, 1, 1, 2], np.int32)
+  got = np.asarray(_scale(similarity, gaps, categories, num_categories=3), np.float64)
+  assert np.all(got >= 0), got
+  _close(got, ref_dynamic_scale(similarity, np.maximum(gaps, 0.0), categories))
+  np.testing.assert_allclose(got.mean(), 1.0, rtol=1e-6)
+  adv = np.array([1.0, -1.0] * 5, np.float32)
+  scaled = np.repeat(got, 2) * adv
+  assert np.all(np.sign(scaled) * np.sign(adv) >= 0)
+  # A category whose gaps are all negative has α = 0 (not a negative mean gap).
+  got = _scale(jnp.zeros(3), jnp.array([-1.0, -2.0, 1.0]), jnp.array([0, 0, 1]), num_categories=2)
+  np.testing.assert_allclose(got, [0.0, 0.0, 3.0], rtol=1e-6)
+
+
+def test_dynamic_reward_scale_rejects_concrete_negative_gaps():
+  with pytest.raises(ValueError, match=r"negative reward gap -0\.5"):
+    dynamic_reward_scale(
+      jnp.zeros(3), jnp.array([1.0, -0.5, 2.0]), jnp.zeros(3, jnp.int32), num_categories=1
+    )
+
+
+# --- TRL conventions --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch,group", [(2, 2), (6, 3), (8, 4), (8, 8)])
+def test_grpo_advantages_sample_std_matches_trl_reference(batch, group):
+  rng = np.random.default_rng(10 * batch + group)
+  rewards = (3 * rng.standard_normal(batch)).astype(np.float32)
+  rewards[:group] = rewards[0]  # a zero-spread group stays 0 under either convention.
+  got = _adv(rewards, group_size=group, std_ddof=1, eps=1e-4)
+  _close(got, ref_trl_advantages(rewards, group, eps=1e-4))
+  np.testing.assert_array_equal(np.asarray(got)[:group], 0.0)
+  # The default stays the population std.
+  _close(_adv(rewards, group_size=group, std_ddof=0), ref_grpo_advantages(rewards, group))
+
+
+def test_grpo_advantages_sample_std_golden_and_bad_ddof():
+  # Group [1, 3]: mean 2, sample std sqrt(2) → [−1, 1]/sqrt(2).
+  got = _adv(jnp.array([1.0, 3.0]), group_size=2, std_ddof=1, eps=0.0)
+  np.testing.assert_allclose(got, [-(0.5**0.5), 0.5**0.5], rtol=1e-6)
+  with pytest.raises(ValueError, match=r"std_ddof=1.*group_size=1"):
+    grpo_advantages(jnp.zeros(4), group_size=1, std_ddof=1)
+  with pytest.raises(ValueError, match="std_ddof=-1"):
+    grpo_advantages(jnp.zeros(4), group_size=2, std_ddof=-1)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 2), (4, 12, 2), (8, 5, 4)])
+def test_grpo_sequence_all_rows_matches_trl_reference(shape):
+  b, t, g = shape
+  lp, lo, lr, adv, where = _grpo_inputs(b, t, g, seed=b * t + 1)
+  if b > 2:
+    assert not where[1].any()  # an empty row, where the two conventions differ.
+  out, extras = _jitted("sequence_all_rows")[0](lp, lo, lr, adv, where)
+  per_token = ref_grpo(lp, lo, lr, adv, where, "token")[1]
+  _close(out, ref_trl_sequence_loss(per_token, where))
+  _close(extras.per_token_loss, per_token)
+  np.testing.assert_allclose(extras.loss_terms.count, b)
+  grad = _jitted("sequence_all_rows")[1](lp, lo, lr, adv, where)
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_array_equal(np.asarray(grad)[~where], 0.0)
+  if b > 2:
+    # Differs from "sequence" (mean over non-empty rows) by the ratio of row counts.
+    seq = _jitted("sequence")[0](lp, lo, lr, adv, where)[0]
+    nonempty = where.any(axis=1).sum()
+    _close(out, np.float64(seq) * nonempty / b)

@@ -429,6 +429,36 @@ def test_pessimistic_values_golden():
   np.testing.assert_allclose(got, [-2.0], rtol=1e-6)
 
 
+def test_pessimistic_values_gradient_at_reference_is_finite():
+  # w = 0 (policy features equal the reference): ‖w‖ is not differentiable there;
+  # the documented subgradient of the width is 0, so ∂Ĵ/∂φ = θ and ∂Ĵ/∂v = −θ.
+  rng = np.random.default_rng(3)
+  theta = rng.standard_normal(3).astype(np.float32)
+  v = rng.standard_normal(3).astype(np.float32)
+  phi = np.stack([v, v + rng.standard_normal(3).astype(np.float32)])
+  x = rng.standard_normal((6, 3)).astype(np.float32)
+
+  def total(theta, phi, x, v):
+    return jnp.sum(pessimistic_policy_values(theta, phi, x, reference_features=v, f=1.5, kappa=0.3))
+
+  values = _pess(theta, phi, x, reference_features=v, f=1.5, kappa=0.3)
+  _close(values, ref_pessimistic_values(theta, phi, x, v.astype(np.float64), 1.5, 0.3))
+  np.testing.assert_allclose(values[0], 0.0, atol=1e-6)
+  grads = jax.jit(jax.grad(total, argnums=(0, 1, 2, 3)))(theta, phi, x, v)
+  for g in grads:
+    assert np.all(np.isfinite(g)), grads
+  np.testing.assert_allclose(grads[1][0], theta, rtol=1e-6)
+  # Away from w = 0 the gradient is the float64 autodiff of the reference formula.
+  with jax.enable_x64(True):
+    args = tuple(jnp.asarray(a, jnp.float64) for a in (theta, phi[1:], x, v))
+    check_grads(total, args, order=1, modes=("rev",))
+  # Without a reference vector, a zero feature row is the same point.
+  g0 = jax.grad(
+      lambda p: jnp.sum(pessimistic_policy_values(theta, p, x, f=1.5, kappa=0.3))
+  )(jnp.zeros((1, 3)))
+  np.testing.assert_allclose(g0[0], theta, rtol=1e-6)
+
+
 def test_pessimistic_values_bad_inputs():
   theta, phi, x = jnp.zeros(3), jnp.zeros((2, 3)), jnp.zeros((5, 3))
   with pytest.raises(ValueError, match=r"\(3,\).*\(2, 4\)"):

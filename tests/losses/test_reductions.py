@@ -31,7 +31,15 @@ def test_golden_means():
   np.testing.assert_allclose(normalise(VALUES, WHERE, "sequence").mean(), 9.0, rtol=1e-7)
 
 
-@pytest.mark.parametrize("normaliser", ["token", "sequence", 16.0])
+def test_sequence_all_rows_golden():
+  # TRL's convention: every row counts, an empty row as 0: (3 + 15 + 0) / 3 = 6.
+  terms = normalise(VALUES, WHERE, "sequence_all_rows")
+  np.testing.assert_allclose((terms.sum, terms.count), (18.0, 3.0), rtol=1e-7)
+  np.testing.assert_allclose(terms.mean(), 6.0, rtol=1e-7)
+  np.testing.assert_allclose(sequence_mean(VALUES, WHERE, count_empty_rows=True), 6.0, rtol=1e-7)
+
+
+@pytest.mark.parametrize("normaliser", ["token", "sequence", "sequence_all_rows", 16.0])
 def test_split_batches_add_exactly(normaliser):
   rng = np.random.default_rng(0)
   values = rng.standard_normal((8, 6)).astype(np.float32)

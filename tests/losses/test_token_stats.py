@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from irl_jax.losses import TokenStats, chunked_soft_q_stats, soft_q_stats
+from irl_jax.losses import (
+    TokenStats,
+    chunked_soft_q_stats,
+    iq_learn,
+    mle,
+    soft_q_stats,
+    token_mean,
+)
 
 
 def reference_stats(logits, targets):
@@ -180,3 +187,85 @@ def test_chunked_rejects_bad_shapes():
     chunked_soft_q_stats(hidden, unembedding, targets, chunk_size=0)
   with pytest.raises(ValueError, match="outside the vocabulary"):
     chunked_soft_q_stats(hidden, unembedding, targets + V)
+
+
+# --- non-finite values at masked positions -------------------------------------
+
+
+def _masked_case(seed=7):
+  """Logits whose masked positions hold NaN/±inf, and the same with finite fills."""
+  b, t, v = 3, 5, 6
+  logits, targets = _inputs((b, t, v), seed=seed)
+  where = np.zeros((b, t), bool)
+  where[0, 1:4] = True
+  where[1, :] = True  # row 2 is empty.
+  targets = np.where(where, targets, -100).astype(np.int32)
+  fills = np.array([np.nan, np.inf, -np.inf], np.float32)
+  bad = logits.copy()
+  for k, (i, j) in enumerate(zip(*np.nonzero(~where), strict=True)):
+    bad[i, j, k % v] = fills[k % 3]
+    if k % 2:
+      bad[i, j, :] = fills[k % 3]
+  return logits, bad, targets, where
+
+
+_LOSSES = {
+    "mle": lambda s, w: mle(s, where=w),
+    "iq_learn": lambda s, w: iq_learn(s, where=w, gamma=0.9, td_weight=0.3)[0],
+}
+
+
+@pytest.mark.parametrize("loss", sorted(_LOSSES))
+def test_soft_q_stats_where_keeps_nonfinite_masked_logits_out_of_gradients(loss):
+  logits, bad, targets, where = _masked_case()
+  objective = _LOSSES[loss]
+
+  def f(x):
+    return token_mean(objective(soft_q_stats(x, targets, where=where), where), where)
+
+  value, grad = jax.jit(jax.value_and_grad(f))(logits)
+  value_bad, grad_bad = jax.jit(jax.value_and_grad(f))(bad)
+  assert np.isfinite(value_bad) and np.all(np.isfinite(grad_bad))
+  np.testing.assert_array_equal(value_bad, value)
+  np.testing.assert_array_equal(grad_bad, grad)
+  np.testing.assert_array_equal(np.asarray(grad)[~where], 0.0)
+  # Valid positions are the unmasked statistics; masked ones are 0.
+  stats = jax.jit(functools.partial(soft_q_stats, where=where))(bad, targets)
+  q, v = reference_stats(logits, np.clip(targets, 0, None))
+  np.testing.assert_allclose(stats.q, np.where(where, q, 0), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(stats.v, np.where(where, v, 0), rtol=1e-6, atol=1e-6)
+
+
+def test_chunked_where_keeps_nonfinite_masked_hidden_out_of_gradients():
+  hidden, unembedding, targets, _ = _hidden_inputs(seed=4)
+  where = np.zeros((B, T), bool)
+  where[0, 1:4] = True
+  where[1, :2] = True
+  bad = hidden.copy()
+  bad[~where] = np.nan
+  bad[0, 0, 0] = np.inf
+
+  def f(stats_fn):
+    def g(h, w):
+      return token_mean(mle(stats_fn(h, w, targets, where=where), where=where), where)
+
+    return jax.jit(jax.value_and_grad(g, argnums=(0, 1)))
+
+  chunked = f(functools.partial(chunked_soft_q_stats, chunk_size=8))
+  value, grads = chunked(hidden, unembedding)
+  value_bad, grads_bad = chunked(bad, unembedding)
+  np.testing.assert_array_equal(value_bad, value)
+  for a, b in zip(grads_bad, grads, strict=True):
+    assert np.all(np.isfinite(a))
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(np.asarray(grads_bad[0])[~where], 0.0)
+
+  def dense(h, w, tg, *, where):
+    return soft_q_stats(jnp.einsum("btd,dv->btv", h, w), tg, where=where)
+
+  # Dense on the finite hidden states (its own einsum would carry NaN·0 into
+  # the unembedding gradient, which is why the chunked path masks `hidden`).
+  value_dense, grads_dense = f(dense)(hidden, unembedding)
+  np.testing.assert_allclose(value_bad, value_dense, rtol=1e-6)
+  for a, b in zip(grads_bad, grads_dense, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
