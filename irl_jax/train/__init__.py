@@ -1,0 +1,48 @@
+"""Training: state, sharded jit-compiled steps, objectives, checkpoints, the loop.
+
+`train(config, workdir)` runs a whole experiment from an `ml_collections`
+config; the pieces it is made of are public for users who write their own loop.
+"""
+
+from irl_jax.train.checkpoint import CheckpointError as CheckpointError
+from irl_jax.train.checkpoint import Checkpoints as Checkpoints
+from irl_jax.train.checkpoint import ConfigMismatchError as ConfigMismatchError
+from irl_jax.train.checkpoint import IntegrityError as IntegrityError
+from irl_jax.train.checkpoint import array_checksums as array_checksums
+from irl_jax.train.data_setup import build_data as build_data
+from irl_jax.train.data_setup import load_tokenizer as load_tokenizer
+from irl_jax.train.loop import ConfigError as ConfigError
+from irl_jax.train.loop import NonFiniteError as NonFiniteError
+from irl_jax.train.loop import VocabularyError as VocabularyError
+from irl_jax.train.loop import WorkdirLockedError as WorkdirLockedError
+from irl_jax.train.loop import build_model as build_model
+from irl_jax.train.loop import build_objective as build_objective
+from irl_jax.train.loop import check_config as check_config
+from irl_jax.train.loop import evaluate as evaluate
+from irl_jax.train.loop import export as export
+from irl_jax.train.loop import train as train
+from irl_jax.train.loop import workdir_lock as workdir_lock
+from irl_jax.train.metrics import MetricWriter as MetricWriter
+from irl_jax.train.metrics import read_metrics as read_metrics
+from irl_jax.train.objectives import direct_preference_objective as direct_preference_objective
+from irl_jax.train.objectives import grpo_objective as grpo_objective
+from irl_jax.train.objectives import iq_learn_objective as iq_learn_objective
+from irl_jax.train.objectives import iq_learn_online_objective as iq_learn_online_objective
+from irl_jax.train.objectives import mle_objective as mle_objective
+from irl_jax.train.objectives import reward_model_objective as reward_model_objective
+from irl_jax.train.objectives import sequence_log_probs as sequence_log_probs
+from irl_jax.train.optim import learning_rate_schedule as learning_rate_schedule
+from irl_jax.train.optim import make_optimizer as make_optimizer
+from irl_jax.train.rollouts import PolicySampler as PolicySampler
+from irl_jax.train.rollouts import ReferenceLogProbs as ReferenceLogProbs
+from irl_jax.train.sharding import MESH_AXES as MESH_AXES
+from irl_jax.train.sharding import global_batch as global_batch
+from irl_jax.train.sharding import make_mesh as make_mesh
+from irl_jax.train.sharding import param_shardings as param_shardings
+from irl_jax.train.state import ModelDef as ModelDef
+from irl_jax.train.state import TrainState as TrainState
+from irl_jax.train.state import init_train_state as init_train_state
+from irl_jax.train.state import split_model as split_model
+from irl_jax.train.step import loss_and_grads as loss_and_grads
+from irl_jax.train.step import make_eval_step as make_eval_step
+from irl_jax.train.step import make_train_step as make_train_step
