@@ -2,6 +2,9 @@
 
 import glob
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -103,3 +106,178 @@ def test_nothing_restorable_raises_and_empty_dir_returns_none(tmp_path):
   ckpts.close()
   with pytest.raises(ValueError, match="best_mode"):
     Checkpoints(str(tmp_path / "x"), save_every=1, best_mode="lowest")
+
+
+# -- integrity, identity and replacement of invalid checkpoints ---------------------
+
+_RANDOM_W = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+
+
+def _random_state(step):
+  # Incompressible weights, so that a flipped byte in the data file lands in array data.
+  return TrainState(step=jnp.int32(step), params={"w": jnp.asarray(_RANDOM_W + step)},
+                    opt_state=(jnp.zeros(3) + step,),
+                    rng=jax.random.key_data(jax.random.key(step)))
+
+
+RANDOM_ABSTRACT = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _random_state(0))
+
+
+def _flip_one_bit(step_dir, fraction):
+  data = max(glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True),
+             key=os.path.getsize)
+  raw = bytearray(open(data, "rb").read())
+  raw[int(len(raw) * fraction)] ^= 0x10
+  with open(data, "wb") as f:
+    f.write(raw)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.9])
+def test_flipped_bit_on_disk_is_detected_falls_back_and_is_replaced(tmp_path, caplog, fraction):
+  ckpts = Checkpoints(str(tmp_path), save_every=1, keep_last=3)
+  for step in (1, 2):
+    ckpts.maybe_save(step, _random_state(step), data_state={"position": step})
+  ckpts.close()
+  # Orbax decodes these damaged files without complaint: only the checksums notice.
+  _flip_one_bit(str(tmp_path / "2"), fraction)
+  ckpts = Checkpoints(str(tmp_path), save_every=1, keep_last=3)
+  with caplog.at_level("WARNING"):
+    state, data, step = ckpts.restore_latest(RANDOM_ABSTRACT)
+  assert step == 1 and data == {"position": 1}
+  np.testing.assert_array_equal(state.params["w"], _RANDOM_W + 1)
+  log = "\n".join(r.getMessage() for r in caplog.records)
+  assert "step 2" in log and str(tmp_path / "2") in log and "checksum" in log
+  # The invalid checkpoint was moved aside (kept for inspection), so step 2 is due again
+  # and the run that re-reaches it writes a good one.
+  assert ckpts.steps == [1]
+  assert os.path.isdir(tmp_path / "invalid" / "2")
+  assert ckpts.due(2)
+  assert ckpts.maybe_save(2, _random_state(2), data_state={"position": 2})
+  ckpts.close()
+  again = Checkpoints(str(tmp_path), save_every=1, keep_last=3)
+  state, data, step = again.restore_latest(RANDOM_ABSTRACT)
+  assert step == 2 and data == {"position": 2}
+  np.testing.assert_array_equal(state.params["w"], _RANDOM_W + 2)
+  again.close()
+
+
+def test_array_checksums_see_every_single_bit_flip_and_swaps():
+  from irl_jax.train.checkpoint import array_checksums
+
+  rng = np.random.default_rng(1)
+  for dtype in (np.float32, np.int32, np.uint32, jnp.bfloat16, np.int8, np.bool_):
+    x = rng.integers(0, 2, (7, 5)).astype(dtype) if dtype == np.bool_ else \
+        (rng.standard_normal((7, 5)) * 50).astype(dtype)
+    base = array_checksums({"x": jnp.asarray(x)})
+    bits = x.view(np.uint8).copy() if dtype != np.bool_ else x.astype(np.uint8)
+    for i in rng.choice(bits.size, 12, replace=False):
+      for b in ((0,) if dtype == np.bool_ else range(8)):
+        flipped = bits.copy()
+        flipped.flat[i] ^= np.uint8(1 << b)
+        if dtype == np.bool_:
+          y = flipped.astype(np.bool_)
+        else:
+          y = flipped.view(x.dtype).reshape(x.shape)
+        assert array_checksums({"x": jnp.asarray(y)}) != base, (dtype, i, b)
+  x = np.arange(12, dtype=np.float32)
+  swapped = x.copy()
+  swapped[[3, 7]] = swapped[[7, 3]]
+  assert array_checksums({"x": jnp.asarray(x)}) != array_checksums({"x": jnp.asarray(swapped)})
+
+
+def _tree_bytes(root):
+  out = {}
+  for path in sorted(glob.glob(os.path.join(root, "**"), recursive=True)):
+    if os.path.isfile(path):
+      out[os.path.relpath(path, root)] = open(path, "rb").read()
+  return out
+
+
+FINGERPRINT = {"model": {"model_type": "llama", "num_heads": 4, "head_dim": 16},
+               "objective": {"name": "iq_learn", "td_weight": 0.1}}
+
+
+def test_config_fingerprint_mismatch_lists_fields_and_leaves_checkpoints_intact(tmp_path, caplog):
+  from irl_jax.train.checkpoint import ConfigMismatchError
+
+  ckpts = Checkpoints(str(tmp_path), save_every=1, fingerprint=FINGERPRINT)
+  ckpts.maybe_save(1, _state(1))
+  ckpts.close()
+  before = _tree_bytes(str(tmp_path))
+  other = {"model": {"model_type": "llama", "num_heads": 8, "head_dim": 8},
+           "objective": {"name": "iq_learn", "td_weight": 0.1}}
+  ckpts = Checkpoints(str(tmp_path), save_every=1, fingerprint=other)
+  with pytest.raises(ConfigMismatchError) as e:
+    ckpts.restore_latest(ABSTRACT)
+  message = str(e.value)
+  assert "model.num_heads: checkpoint 4, now 8" in message
+  assert "model.head_dim: checkpoint 16, now 8" in message
+  assert "objective" not in message.split("differ")[1].split("intact")[0]  # only what differs
+  assert "intact" in message
+  ckpts.close()
+  assert _tree_bytes(str(tmp_path)) == before
+  # The same fingerprint restores; an explicit override resumes with a warning.
+  same = Checkpoints(str(tmp_path), save_every=1, fingerprint=FINGERPRINT)
+  assert same.restore_latest(ABSTRACT)[2] == 1
+  same.close()
+  anyway = Checkpoints(str(tmp_path), save_every=1, fingerprint=other, allow_config_change=True)
+  with caplog.at_level("WARNING"):
+    assert anyway.restore_latest(ABSTRACT)[2] == 1
+  assert any("model.num_heads" in r.getMessage() for r in caplog.records)
+  anyway.close()
+
+
+def test_shape_change_is_a_config_mismatch_not_unreadable_checkpoints(tmp_path):
+  from irl_jax.train.checkpoint import ConfigMismatchError
+
+  _save_run(str(tmp_path), [0.5, 0.4], keep_last=3).close()
+  before = _tree_bytes(str(tmp_path))
+  wider = ABSTRACT._replace(params={"w": jax.ShapeDtypeStruct((3, 8), jnp.float32),
+                                    "layers": ABSTRACT.params["layers"]})
+  ckpts = Checkpoints(str(tmp_path), save_every=1)
+  with pytest.raises(ConfigMismatchError, match=r"\.params\['w'\]: checkpoint \[\[3, 4\]"):
+    ckpts.restore_latest(wider)
+  ckpts.close()
+  assert _tree_bytes(str(tmp_path)) == before
+
+
+def test_missing_integrity_record_is_an_invalid_checkpoint(tmp_path):
+  _save_run(str(tmp_path), [0.5, 0.4], keep_last=3).close()
+  os.remove(tmp_path / "meta" / "2.json")
+  ckpts = Checkpoints(str(tmp_path), save_every=1)
+  assert ckpts.restore_latest(ABSTRACT)[2] == 1
+  ckpts.close()
+
+
+def test_bad_arguments_name_the_argument(tmp_path):
+  with pytest.raises(ValueError, match="save_every must be a positive integer, got 0"):
+    Checkpoints(str(tmp_path), save_every=0)
+  with pytest.raises(ValueError, match="keep_last"):
+    Checkpoints(str(tmp_path), save_every=1, keep_last=0)
+
+
+def test_unclosed_checkpoints_finish_their_save_at_exit_without_tracebacks(tmp_path):
+  # A script that starts an asynchronous save and exits without wait() or close().
+  script = textwrap.dedent(f"""
+      import jax, jax.numpy as jnp
+      from irl_jax.train.checkpoint import Checkpoints
+      from irl_jax.train.state import TrainState
+      state = TrainState(step=jnp.int32(1), params={{"w": jnp.ones((256, 256))}},
+                         opt_state=(jnp.zeros(3),), rng=jax.random.key_data(jax.random.key(0)))
+      Checkpoints({str(tmp_path)!r}, save_every=1).maybe_save(1, state, data_state={{"p": 1}})
+  """)
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                            os.path.abspath(__file__)))))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr and "Event loop is closed" not in proc.stderr
+  assert "was not closed; finishing its pending saves at exit" in proc.stderr
+  ckpts = Checkpoints(str(tmp_path), save_every=1)
+  abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32),
+                        params={"w": jax.ShapeDtypeStruct((256, 256), jnp.float32)},
+                        opt_state=(jax.ShapeDtypeStruct((3,), jnp.float32),),
+                        rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
+  state, data, step = ckpts.restore_latest(abstract)
+  assert step == 1 and data == {"p": 1}
+  np.testing.assert_array_equal(state.params["w"], np.ones((256, 256)))
+  ckpts.close()

@@ -122,6 +122,62 @@ def test_corrupted_latest_checkpoint_is_skipped(uninterrupted, tmp_path):
   _assert_bitwise_equal(_export(tmp_path), _export(uninterrupted))
 
 
+def _flip_one_bit(step_dir):
+  data = max(glob.glob(str(step_dir / "state" / "**" / "d" / "*"), recursive=True),
+             key=os.path.getsize)
+  raw = bytearray(open(data, "rb").read())
+  raw[len(raw) // 2] ^= 0x10
+  with open(data, "wb") as fh:
+    fh.write(raw)
+
+
+def test_flipped_bit_in_final_checkpoint_is_caught_and_rewritten(uninterrupted, tmp_path):
+  import shutil
+
+  workdir = tmp_path / "run"
+  shutil.copytree(uninterrupted, workdir)
+  shutil.rmtree(workdir / "export")
+  _flip_one_bit(workdir / "checkpoints" / "150")
+  proc = _run(workdir, *LONG)
+  log = proc.stdout + proc.stderr
+  assert "step 150" in log and "checksum" in log and "resumed from step 125" in log
+  # The run re-reached step 150 and wrote a good final checkpoint there ...
+  _assert_bitwise_equal(_export(workdir), _export(uninterrupted))
+  assert os.path.isdir(workdir / "checkpoints" / "invalid" / "150")
+  # ... so the next run resumes from it instead of falling back again.
+  again = _run(workdir, *LONG)
+  log = again.stdout + again.stderr
+  assert "resumed from step 150" in log and "checksum" not in log
+
+
+def test_resume_with_another_model_config_is_refused_and_checkpoints_stay(tmp_path):
+  _run(tmp_path, "--config.steps=10", "--config.checkpoint_every=10", "--config.eval_every=0",
+       "--config.export_hf=False")
+  ckpts = tmp_path / "checkpoints"
+  before = {p: open(p, "rb").read() for p in glob.glob(str(ckpts / "**"), recursive=True)
+            if os.path.isfile(p)}
+  # Same tensor shapes (4 x 16 = 8 x 8 per head group), a different attention layout.
+  layout = _run(tmp_path, "--config.steps=20", "--config.model.arch.num_heads=8",
+                "--config.model.arch.num_kv_heads=4", "--config.model.arch.head_dim=8",
+                check=False)
+  assert layout.returncode != 0
+  assert "ConfigMismatchError" in layout.stderr
+  assert "model.architecture.num_heads: checkpoint 4, now 8" in layout.stderr
+  assert "model.architecture.head_dim: checkpoint 16, now 8" in layout.stderr
+  assert "intact" in layout.stderr and "unreadable" not in layout.stderr
+  wider = _run(tmp_path, "--config.steps=20", "--config.model.arch.hidden_size=128", check=False)
+  assert wider.returncode != 0
+  assert "model.architecture.hidden_size: checkpoint 64, now 128" in wider.stderr
+  assert "intact" in wider.stderr and "unreadable" not in wider.stderr
+  after = {p: open(p, "rb").read() for p in glob.glob(str(ckpts / "**"), recursive=True)
+           if os.path.isfile(p)}
+  assert after == before
+  # The original configuration still resumes.
+  ok = _run(tmp_path, "--config.steps=20", "--config.checkpoint_every=10",
+            "--config.eval_every=0", "--config.export_hf=False")
+  assert "resumed from step 10" in ok.stdout + ok.stderr
+
+
 def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path):
   proc = _run(tmp_path, "--config.optimizer.learning_rate=1e38",
               "--config.optimizer.warmup_steps=1", "--config.optimizer.clip_norm=0",
