@@ -23,6 +23,8 @@ def get_config():
   c.export_hf = True
   c.tensorboard = True
   c.progress_bar = True
+  # Resume from checkpoints made with another model/objective config (shapes must match).
+  c.allow_config_change = False
 
   # Data: generated into <workdir>/data when `path` is empty.
   c.data = ml_collections.ConfigDict()

@@ -100,8 +100,9 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
   index = os.path.join(path, INDEX_NAME)
   single = os.path.join(path, WEIGHTS_NAME)
   if os.path.exists(index):
-    with open(index) as f:
-      weight_map = json.load(f)["weight_map"]
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+      raise ValueError(f"{index}: no 'weight_map' object; not a safetensors index.")
     files = sorted(set(weight_map.values()))
   elif os.path.exists(single):
     files = [WEIGHTS_NAME]
@@ -115,19 +116,41 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
     file = os.path.join(path, name)
     if not os.path.exists(file):
       raise FileNotFoundError(f"{INDEX_NAME} in {path} lists shard {name}, which is missing.")
-    with safetensors.safe_open(file, framework="numpy") as f:
-      for key in f.keys():
-        tensors[key] = f.get_tensor(key)
+    try:
+      with safetensors.safe_open(file, framework="numpy") as f:
+        for key in f.keys():
+          tensors[key] = f.get_tensor(key)
+    except Exception as e:  # safetensors raises its own SafetensorError with no file name
+      size = os.path.getsize(file)
+      raise ValueError(f"{file} ({size} bytes) is not a readable safetensors file: "
+                       f"{type(e).__name__}: {e} (truncated or damaged?)") from e
   return tensors
+
+
+def _read_json(file: str) -> dict:
+  """A JSON object from `file`; errors name the file (and line and column)."""
+  try:
+    with open(file, encoding="utf-8") as f:
+      raw = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{file}:{e.lineno}:{e.colno}: invalid JSON ({e.msg}).") from None
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{file}: not UTF-8 text ({e}).") from None
+  if not isinstance(raw, dict):
+    raise ValueError(f"{file}: expected a JSON object, got {type(raw).__name__}.")
+  return raw
 
 
 def read_config(path: str) -> tuple[ModelConfig, dict]:
   file = os.path.join(path, CONFIG_NAME)
   if not os.path.exists(file):
     raise FileNotFoundError(f"{file} not found: not a Hugging Face model directory.")
-  with open(file) as f:
-    raw = json.load(f)
-  return from_hf_config(raw), raw
+  raw = _read_json(file)
+  try:
+    return from_hf_config(raw), raw
+  except (KeyError, TypeError, ValueError) as e:
+    detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+    raise ValueError(f"{file}: {detail}") from e
 
 
 def from_pretrained(

@@ -244,7 +244,11 @@ class Transformer(nnx.Module):
     """Logits `[B, T, V]` in float32, or final hidden states `[B, T, D]`.
 
     Args:
-      input_ids: `[B, T]` token ids in `[0, V)`.
+      input_ids: `[B, T]` token ids in `[0, V)`. An id outside that range
+        (negative ones included) raises `ValueError` when the ids are
+        concrete; under `jit` it embeds as NaN, so the logits of its row from
+        that position on, and any loss over them, are NaN (never a silently
+        wrapped or clipped row of the embedding).
       attention_mask: `[B, T]` true on real tokens (left or right padding).
       positions: `[B, T]` position ids; default counts real tokens (so left
         padding starts real text at 0) or restarts in each segment.
@@ -330,7 +334,13 @@ class Transformer(nnx.Module):
 
   def _run(self, input_ids, positions, mask, cache, cache_index):
     c = self.config
-    h = jnp.take(self.embed[...], input_ids, axis=0)
+    # Bad ids are an error where they can be seen (`_check_ids` on concrete
+    # ids). Under `jit` they cannot raise: every id outside [0, V), negative
+    # ones included (jnp.take would wrap -1 to the last row), embeds as NaN, so
+    # the loss is NaN and the trainer's non-finite guard refuses the update.
+    valid = (input_ids >= 0) & (input_ids < c.vocab_size)
+    h = jnp.take(self.embed[...], jnp.where(valid, input_ids, c.vocab_size), axis=0,
+                 mode="fill", fill_value=jnp.nan)
     if c.embed_scale:
       h = h * jnp.asarray(c.hidden_size**0.5, self.param_dtype)
     if self.pos_embed is not None:

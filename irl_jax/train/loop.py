@@ -1,17 +1,26 @@
 """The training loop: mesh, model, data, objective, checkpoints, metrics, export.
 
 `train(config, workdir)` runs a whole experiment from an `ml_collections`
-config (see `experiments/configs/`): it resumes from the newest valid
-checkpoint in `workdir/checkpoints` (parameters, optimizer state, step, PRNG
-key and data-iterator position), stops with a clear error on a non-finite
-loss or gradient (the update is not applied and no later checkpoint is
-written), and exports the final model in Hugging Face format.
+config (see `experiments/configs/`): it checks the config (errors name the
+field), takes a lock on the work directory (a second run on it stops at
+once), resumes from the newest valid checkpoint in `workdir/checkpoints`
+(parameters, optimizer state, step, PRNG key and data-iterator position; a
+checkpoint made for another model or objective is refused with the list of
+differing fields), checks that the tokenizer's ids fit the model, stops with a
+clear error on a non-finite loss or gradient (the update is not applied and no
+later checkpoint is written), and exports the final model in Hugging Face
+format.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import importlib
+import math
 import os
+import socket
 import time
 from typing import Any
 
@@ -37,6 +46,169 @@ class NonFiniteError(FloatingPointError):
   """A non-finite loss or gradient stopped the run."""
 
 
+class ConfigError(ValueError):
+  """A config field holds a value the trainer cannot use; the message names the field."""
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another run holds the work directory."""
+
+
+class VocabularyError(ValueError):
+  """Token ids (or the tokenizer's vocabulary) do not fit the model's vocabulary."""
+
+
+def _field(config, dotted: str, default=None):
+  node = config
+  for part in dotted.split("."):
+    if node is None or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_config(config) -> None:
+  """Raise `ConfigError` naming the first field the trainer cannot use.
+
+  Checked before anything is built or written (and before JAX starts, so that
+  `jax.distributed.initialize` can still run): counts and intervals, the
+  optimizer's numbers, dtypes, the objective's name, the mesh's axes, and the
+  batch's divisibility by micro-batches and processes. Divisibility by the
+  mesh's batch axes needs the devices and is checked once the mesh exists.
+  """
+
+  def need(ok: bool, dotted: str, what: str):
+    if not ok:
+      value = _field(config, dotted)
+      value = value.to_dict() if hasattr(value, "to_dict") else value
+      raise ConfigError(f"config.{dotted}={value!r}: {what}.")
+
+  for name in ("steps", "checkpoint_every", "log_every", "data.batch_size"):
+    value = _field(config, name)
+    need(_is_int(value) and value > 0, name, "must be a positive integer")
+  for name, default in (("keep_checkpoints", 3), ("optimizer.micro_batches", 1)):
+    value = _field(config, name, default)
+    need(_is_int(value) and value > 0, name, "must be a positive integer")
+  eval_every = _field(config, "eval_every", 0)
+  need(eval_every is None or (_is_int(eval_every) and eval_every >= 0), "eval_every",
+       "must be a non-negative integer (0 disables evaluation)")
+  lr = _field(config, "optimizer.learning_rate")
+  need(isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0,
+       "optimizer.learning_rate", "must be a finite number >= 0")
+  warmup = _field(config, "optimizer.warmup_steps", 0)
+  need(_is_int(warmup) and warmup >= 0, "optimizer.warmup_steps",
+       "must be a non-negative integer")
+  for name in ("model.dtype", "model.compute_dtype"):
+    value = _field(config, name, "float32")
+    need(value in _DTYPES, name, f"must be one of {sorted(_DTYPES)}")
+  need(_field(config, "objective.name") in _OBJECTIVES, "objective.name",
+       f"unknown objective; known: {', '.join(_OBJECTIVES)}")
+  need(_field(config, "best_mode", "min") in ("min", "max"), "best_mode", "must be 'min' or 'max'")
+  mesh = dict(_field(config, "mesh", {}) or {})
+  unknown = sorted(set(mesh) - set(sharding.MESH_AXES))
+  need(not unknown, "mesh", f"unknown mesh axes {unknown}; the axes are {sharding.MESH_AXES}")
+  for axis, size in mesh.items():
+    need(_is_int(size) and (size >= 1 or size == -1), f"mesh.{axis}",
+         "must be a positive integer or -1 (all remaining devices)")
+  micro = int(_field(config, "optimizer.micro_batches", 1))
+  need(config.data.batch_size % micro == 0, "data.batch_size",
+       f"must be divisible by config.optimizer.micro_batches={micro}")
+  processes = int(_field(config, "distributed.num_processes", 1) or 1)
+  need(config.data.batch_size % processes == 0, "data.batch_size",
+       f"must split evenly over config.distributed.num_processes={processes} processes")
+
+
+def _check_mesh_batch(config, mesh) -> None:
+  """The global batch (and each micro-batch) must split over the mesh's batch axes."""
+  ways = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+  micro = int(_field(config, "optimizer.micro_batches", 1))
+  rows = config.data.batch_size // micro
+  if rows % ways:
+    axes = " x ".join(f"{a}={mesh.shape[a]}" for a in sharding.BATCH_AXES)
+    raise ConfigError(
+        f"config.data.batch_size={config.data.batch_size}: "
+        + (f"each of the {micro} micro-batches has {rows} rows, which " if micro > 1 else "")
+        + f"must be divisible by the mesh's batch axes ({axes} = {ways} ways); "
+        f"change config.data.batch_size or config.mesh.")
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Hold an exclusive lock on `workdir` (process 0; every process learns the outcome).
+
+  The lock is an `fcntl.flock` on `<workdir>/.lock`, released when the run ends
+  or its process dies (so a killed run never leaves a stale lock). It guards
+  runs on one host or on a file system with working `flock`.
+  """
+  path = os.path.join(workdir, ".lock")
+  handle, holder = None, ""
+  if jax.process_index() == 0:
+    handle = open(path, "a+")
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      handle.seek(0)
+      holder = handle.read().strip() or "another process"
+      handle.close()
+      handle = None
+  locked = handle is not None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    locked = bool(multihost_utils.broadcast_one_to_all(np.int32(locked)))
+  if not locked:
+    raise WorkdirLockedError(
+        f"{workdir} is in use by another run ({holder or 'see process 0'}); wait for it to "
+        "finish or give this run another --workdir.")
+  if handle is not None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+  try:
+    yield
+  finally:
+    if handle is not None:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+      handle.close()
+
+
+def check_vocabulary(tokenizer, vocab_size: int, config) -> None:
+  """The tokenizer's ids must all be rows of the model's embedding."""
+  n = len(tokenizer)
+  if n > vocab_size:
+    source = (f"config.tokenizer.path={_field(config, 'tokenizer.path')!r}"
+              if _field(config, "tokenizer.path") else "the character tokenizer of "
+              "config.tokenizer.alphabet")
+    model = (f"config.model.pretrained={_field(config, 'model.pretrained')!r}"
+             if _field(config, "model.pretrained") else "config.model.arch")
+    raise VocabularyError(
+        f"the tokenizer ({source}) has {n} tokens but the model ({model}) embeds only "
+        f"{vocab_size}: ids {vocab_size}..{n - 1} would have no embedding row. Use the model's "
+        "own tokenizer or a model with a larger vocabulary.")
+
+
+def check_token_ids(batch: dict, vocab_size: int, step: int) -> None:
+  """Every id the model will embed must lie in `[0, vocab_size)` (host-side, before `jit`)."""
+  for key in ("input_ids",):
+    ids = batch.get(key)
+    if ids is None:
+      continue
+    ids = np.asarray(ids)
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bad.any():
+      at = tuple(int(i) for i in np.argwhere(bad)[0])
+      raise VocabularyError(
+          f"batch for step {step + 1}: {key}{list(at)} = {int(ids[at])} is outside the model's "
+          f"vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids in the batch); the data's "
+          "tokenizer does not match the model.")
+
+
 def maybe_initialize_distributed(config) -> None:
   """`jax.distributed.initialize` when the config asks for several processes."""
   dist = config.get("distributed")
@@ -50,8 +222,28 @@ def maybe_initialize_distributed(config) -> None:
   )
 
 
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_OBJECTIVES = ("mle", "iq_learn", "iq_learn_online", *PREFERENCE_OBJECTIVES, "grpo")
+
+
 def _dtype(name: str):
-  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+  return _DTYPES[name]
+
+
+def _vocab_size(model) -> int:
+  return int(getattr(model, "backbone", model).config.vocab_size)
+
+
+def run_fingerprint(config, model) -> dict[str, Any]:
+  """What a checkpoint is for: the resolved model architecture, its dtypes, the objective."""
+  arch = dataclasses.asdict(getattr(model, "backbone", model).config)
+  mc = config.model
+  return {
+      "model": {"architecture": arch, "head": type(model).__name__,
+                "dtype": mc.get("dtype", "float32")},
+      "objective": config.objective.to_dict() if hasattr(config.objective, "to_dict")
+      else dict(config.objective),
+  }
 
 
 def build_model(config, vocab_size: int):
@@ -128,19 +320,43 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
 
   Args:
     config: an `ml_collections.ConfigDict` (see `experiments/configs/smoke.py`).
+      `config.allow_config_change=True` resumes from checkpoints made with a
+      different model or objective configuration (the array shapes must still
+      match); by default that is a `ConfigMismatchError`.
     workdir: output directory (checkpoints, metrics, TensorBoard, export).
     data: optional `(train_iterator, eval_batches_fn, tokenizer)`; by default
       built from `config.data` with `irl_jax.train.data_setup.build_data`.
+
+  Raises:
+    ConfigError: a config field is unusable (the message names it).
+    WorkdirLockedError: another run holds `workdir`.
+    ConfigMismatchError: the checkpoints in `workdir` were made for another
+      configuration (they are left intact).
+    VocabularyError: the tokenizer or a batch holds ids the model cannot embed.
+    NonFiniteError: a non-finite loss or gradient (the update was not applied).
   """
+  check_config(config)
   maybe_initialize_distributed(config)
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock(workdir):
+    return _train_locked(config, workdir, data)
+
+
+def _train_locked(config, workdir: str, data) -> dict[str, Any]:
   if data is None:
     from irl_jax.train.data_setup import build_data
 
     data = build_data(config, workdir)
   train_iter, eval_batches, tokenizer = data
-  mesh = sharding.make_mesh(dict(config.mesh))
+  try:
+    mesh = sharding.make_mesh(dict(config.mesh))
+  except ValueError as e:
+    raise ConfigError(f"config.mesh={dict(config.mesh)!r}: {e}") from None
+  _check_mesh_batch(config, mesh)
   model = build_model(config, len(tokenizer))
+  vocab_size = _vocab_size(model)
+  check_vocabulary(tokenizer, vocab_size, config)
+  fingerprint = run_fingerprint(config, model)
   model_def, params = split_model(model)
   tx, schedule = optim.make_optimizer(
       learning_rate=config.optimizer.learning_rate, warmup_steps=config.optimizer.warmup_steps,
@@ -170,27 +386,30 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
   checkpoints = ckpt_lib.Checkpoints(
       os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
       keep_last=config.get("keep_checkpoints", 3), best_metric=config.get("best_metric"),
-      best_mode=config.get("best_mode", "min"))
-  start = 0
-  restored = checkpoints.restore_latest(_abstract(state, state_sh))
-  if restored is not None:
-    state, data_state, start = restored
-    if data_state is not None:
-      train_iter.set_state(data_state)
-    if jax.process_index() == 0:
-      print(f"resumed from step {start} in {workdir}", flush=True)
-
-  writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
-  last: dict[str, Any] = {}
+      best_mode=config.get("best_mode", "min"), fingerprint=fingerprint,
+      allow_config_change=bool(config.get("allow_config_change", False)))
+  writer = None
   pbar = None
-  if jax.process_index() == 0 and config.get("progress_bar", True):
-    from tqdm import tqdm
-
-    pbar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True)
-  tokens_seen, t0 = 0.0, time.perf_counter()
+  last: dict[str, Any] = {}
   try:
+    start = 0
+    restored = checkpoints.restore_latest(_abstract(state, state_sh))
+    if restored is not None:
+      state, data_state, start = restored
+      if data_state is not None:
+        train_iter.set_state(data_state)
+      if jax.process_index() == 0:
+        print(f"resumed from step {start} in {workdir}", flush=True)
+
+    writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
+    if jax.process_index() == 0 and config.get("progress_bar", True):
+      from tqdm import tqdm
+
+      pbar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True)
+    tokens_seen, t0 = 0.0, time.perf_counter()
     for step in range(start, config.steps):
       local = next(train_iter)
+      check_token_ids(local, vocab_size, step)
       if preparer is not None:
         local = preparer(local, state.params)
       batch = sharding.global_batch(local, mesh)
@@ -204,10 +423,13 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
             f"grad_norm={metrics['train/grad_norm']}); the update was not applied and training "
             f"stopped. Last good checkpoint: "
             f"{('step ' + str(good[-1])) if good else 'none'} in {checkpoints.directory}.")
+      done = step + 1
+      # Batches without targets leave the weights alone; their running count is the
+      # gap between data steps and applied updates.
+      metrics["train/skipped_updates"] = float(done - int(jax.device_get(state.step)))
       tokens_seen += float(np.sum(np.asarray(local.get("segment_ids", 0)) > 0))
       elapsed = time.perf_counter() - t0
       metrics["train/tokens_per_s"] = tokens_seen / max(elapsed, 1e-9)
-      done = step + 1
       if pbar is not None:
         pbar.update(1)
         pbar.set_postfix(loss=f"{metrics['train/loss']:.4f}",
@@ -225,9 +447,9 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
                                metrics=eval_metrics, force=final)
       last = metrics
   finally:
-    checkpoints.wait()
-    checkpoints.close()
-    writer.close()
+    checkpoints.close()  # waits for pending saves
+    if writer is not None:
+      writer.close()
     if pbar is not None:
       pbar.close()
   if config.get("export_hf", True):

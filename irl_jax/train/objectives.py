@@ -31,11 +31,14 @@ def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None
   """
   hidden = model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
   targets = _next_tokens(input_ids)
+  # Padding slots hold no state: their statistics are zero and no gradient
+  # (not even a NaN one from non-finite logits there) flows through them.
+  real = jnp.asarray(segment_ids) > 0
   if chunk_size:
     return losses.chunked_soft_q_stats(hidden, model.unembedding(), targets,
-                                       chunk_size=chunk_size)
+                                       chunk_size=chunk_size, where=real)
   logits = jnp.dot(hidden, model.unembedding(), preferred_element_type=jnp.float32)
-  return losses.soft_q_stats(logits, targets)
+  return losses.soft_q_stats(logits, targets, where=real)
 
 
 def _next_tokens(input_ids):

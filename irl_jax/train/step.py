@@ -7,7 +7,10 @@ micro-batches), `metrics` a dict of scalars. The step splits the batch into
 `micro_batches` along its leading dimension, accumulates the gradient of the
 summed loss, divides by the total count, clips, applies the optimizer, and
 refuses a non-finite update (the state is kept and `train/finite` is 0, so the
-loop can stop with the last good checkpoint intact).
+loop can stop with the last good checkpoint intact). A batch whose loss has
+no unmasked element (count 0) carries no signal: its update is skipped too
+(Adam's moments would otherwise still move the weights), the step counter does
+not advance, and `train/skipped_empty` is 1.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def _split_micro(batch: dict, micro_batches: int) -> dict:
 
 def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng, *,
                    micro_batches: int = 1):
-  """`(loss, grads, metrics)` with the loss a mean over all micro-batches' counts."""
+  """`(loss, grads, metrics, count)`: the loss is a mean over all micro-batches' counts."""
 
   def summed(params, mb, key):
     loss, metrics = objective(model_def.merge(params), mb, key)
@@ -69,7 +72,7 @@ def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
   scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1e-30), 0.0)
   grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
-  return total * scale, grads, metrics
+  return total * scale, grads, metrics, count
 
 
 def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.GradientTransformation,
@@ -83,15 +86,17 @@ def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.Gradien
 
   def step(state: TrainState, batch: dict):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
-    loss, grads, obj_metrics = loss_and_grads(
+    loss, grads, obj_metrics, count = loss_and_grads(
         model_def, objective, state.params, batch, step_rng, micro_batches=micro_batches)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    empty = count <= 0
+    apply = finite & ~empty
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
     new_state = TrainState(
-        step=state.step + finite.astype(jnp.int32),
+        step=state.step + apply.astype(jnp.int32),
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
         rng=jax.random.key_data(rng),
@@ -101,6 +106,7 @@ def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.Gradien
         "train/grad_norm": grad_norm,
         "train/param_norm": optax.tree.norm(state.params),
         "train/finite": finite.astype(jnp.float32),
+        "train/skipped_empty": empty.astype(jnp.float32),
     }
     if schedule is not None:
       metrics["train/learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)

@@ -349,3 +349,29 @@ def test_out_of_vocabulary_ids(hf_checkpoint, bad):
   ids[1, 3] = bad
   with pytest.raises(ValueError, match=re.escape(str(bad))):
     model(ids)
+
+
+def test_truncated_safetensors_names_the_file(hf_checkpoint, tmp_path):
+  path = _copy_checkpoint(hf_checkpoint("llama")[0], tmp_path / "ckpt")
+  file = os.path.join(path, "model.safetensors")
+  size = os.path.getsize(file)
+  with open(file, "r+b") as f:
+    f.truncate(size // 2)
+  with pytest.raises(ValueError) as info:
+    models.from_pretrained(path)
+  message = str(info.value)
+  assert file in message and "not a readable safetensors file" in message
+
+
+@pytest.mark.parametrize("text, expect", [
+    ('{"model_type": "llama", "hidden_size": ', r"config.json:1:\d+: invalid JSON"),
+    ("[1, 2]", "config.json: expected a JSON object"),
+    ('{"model_type": "llama"}', "config.json: missing field"),
+])
+def test_broken_config_json_names_the_file(hf_checkpoint, tmp_path, text, expect):
+  path = _copy_checkpoint(hf_checkpoint("llama")[0], tmp_path / "ckpt")
+  with open(path / "config.json", "w") as f:
+    f.write(text)
+  with pytest.raises(ValueError, match=expect) as info:
+    models.from_pretrained(path)
+  assert str(path / "config.json") in str(info.value)

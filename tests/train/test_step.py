@@ -35,8 +35,8 @@ def test_micro_batches_give_the_exact_token_mean(setup):
   _, model_def, params = setup
   batch = _batch()
   obj = objectives.iq_learn_objective(gamma=0.9, td_weight=0.5)
-  l1, g1, _ = loss_and_grads(model_def, obj, params, batch, jax.random.key(0))
-  l4, g4, _ = jax.jit(lambda p, b: loss_and_grads(
+  l1, g1, _, _ = loss_and_grads(model_def, obj, params, batch, jax.random.key(0))
+  l4, g4, _, _ = jax.jit(lambda p, b: loss_and_grads(
       model_def, obj, p, b, jax.random.key(0), micro_batches=4))(params, batch)
   # Rows hold different numbers of targets, so averaging 4 micro-batch means would differ;
   # sums and counts give the whole-batch token mean.
@@ -160,3 +160,34 @@ def test_entropy_bonus_objective_against_dense_reference(setup):
   np.testing.assert_allclose(m1["entropy"], want_entropy, rtol=1e-5)
   np.testing.assert_allclose(m1["nll"], m0["nll"], rtol=1e-6)
   np.testing.assert_allclose(bonus.mean(), plain.mean() - 0.1 * want_entropy, rtol=1e-5)
+
+
+def test_batch_without_targets_does_not_move_the_weights(setup):
+  _, model_def, params = setup
+  tx, schedule = optim.make_optimizer(learning_rate=1e-2, warmup_steps=1, total_steps=10)
+  step = jax.jit(make_train_step(model_def, objectives.mle_objective(), tx, schedule))
+  state = init_train_state(params, tx, 0)
+  state, _ = step(state, _batch(seed=1))  # Adam now has momentum
+  empty = _batch(seed=2)
+  empty["loss_mask"] = np.zeros_like(empty["loss_mask"])
+  new, metrics = step(state, empty)
+  assert float(metrics["train/skipped_empty"]) == 1.0
+  assert float(metrics["train/finite"]) == 1.0
+  assert int(new.step) == int(state.step) == 1
+  for a, b in zip(jax.tree.leaves((state.params, state.opt_state)),
+                  jax.tree.leaves((new.params, new.opt_state)), strict=True):
+    np.testing.assert_array_equal(a, b)
+  new, metrics = step(new, _batch(seed=3))
+  assert float(metrics["train/skipped_empty"]) == 0.0 and int(new.step) == 2
+
+
+def test_model_embeds_out_of_vocabulary_ids_as_nan_under_jit(setup):
+  model, _, _ = setup
+  ids = _batch()["input_ids"]
+  for bad in (-1, CONFIG.vocab_size, CONFIG.vocab_size + 5):
+    poisoned = ids.copy()
+    poisoned[1, 4] = bad
+    logits = nnx.jit(lambda m, x: m(x))(model, poisoned)
+    # -1 must not wrap to the last row: the row holding it, and only it, is NaN.
+    assert np.isnan(np.asarray(logits)[1, 4:]).all(), bad
+    assert np.isfinite(np.asarray(logits)[[0, *range(2, 8)]]).all()
