@@ -2,6 +2,7 @@
 and the installed wheel imports every subpackage from outside the repository."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,9 +26,14 @@ def _modules_in_checkout():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
   out = tmp_path_factory.mktemp("wheel")
+  # Built from a clean copy: setuptools' build/ folder would otherwise be left in the
+  # checkout, and a stale one could ship modules that no longer exist.
+  src = out / "src"
+  shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+      ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "workdir*"))
   # The build backend (setuptools, wheel) is a test dependency: no isolated download.
   proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                         "-w", str(out), ROOT], capture_output=True, text=True, timeout=600)
+                         "-w", str(out), str(src)], capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   wheels = list(out.glob("irl_jax-*.whl"))
   assert len(wheels) == 1, wheels
