@@ -1,4 +1,4 @@
-"""Evaluation metrics (host-side NumPy; not differentiated)."""
+"""Evaluation metrics (host-side NumPy on `scipy.stats` and `sacrebleu`; not differentiated)."""
 
 from irl_jax.eval.metrics import bleu as bleu
 from irl_jax.eval.metrics import distinct_n as distinct_n

@@ -1,72 +1,94 @@
-"""Rank statistics for reward recovery: how well extracted rewards order outputs."""
+"""Evaluation statistics: reward-ranking quality (Spearman) and sample diversity (BLEU, distinct-n).
+
+The rank statistics wrap `scipy.stats` and BLEU wraps `sacrebleu`; this module only fixes their
+conventions (documented on each function) and validates inputs. `distinct_n` has no maintained
+equivalent and is computed here.
+"""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import sacrebleu
+import scipy.stats
 
 
 def rankdata(x) -> np.ndarray:
-  """Ranks `1..n` of a 1-D array, ties sharing their average rank."""
+  """Ranks `1..n` of a 1-D array, ties sharing their average rank (`scipy.stats.rankdata`).
+
+  Values are compared as float64. Raises `ValueError` for input that is not 1-D or holds NaN
+  (scipy would propagate NaN ranks instead).
+  """
   x = np.asarray(x, np.float64)
   if x.ndim != 1:
     raise ValueError(f"rankdata: expected a 1-D array, got shape {x.shape}.")
   if np.isnan(x).any():
     raise ValueError(f"rankdata: input holds {int(np.isnan(x).sum())} NaN values.")
-  order = np.argsort(x, kind="stable")
-  ranks = np.empty(len(x))
-  ranks[order] = np.arange(1, len(x) + 1)
-  # Average the ranks of each group of ties.
-  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-  sums = np.bincount(inverse, weights=ranks)
-  return sums[inverse] / counts[inverse]
+  return scipy.stats.rankdata(x, method="average").astype(np.float64)
 
 
 def spearman(x, y) -> float:
-  """Spearman rank correlation of two equally long 1-D arrays (NaN if either is constant)."""
+  """Spearman rank correlation of two equally long 1-D arrays (`scipy.stats.spearmanr`).
+
+  Ties share their average rank (the Pearson correlation of the `rankdata` ranks). Returns NaN,
+  without a warning, when the correlation is undefined: fewer than 2 values, or either input
+  constant (scipy would emit a `ConstantInputWarning`). Raises `ValueError` for inputs of
+  different shapes, not 1-D, or holding NaN.
+  """
   x, y = np.asarray(x), np.asarray(y)
   if x.shape != y.shape or x.ndim != 1:
     raise ValueError(f"spearman: expected two 1-D arrays of one length, got {x.shape}, {y.shape}.")
-  rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
-  denom = np.sqrt(np.sum(rx * rx) * np.sum(ry * ry))
-  return float(np.sum(rx * ry) / denom) if denom > 0 else float("nan")
+  rx, ry = rankdata(x), rankdata(y)  # validates NaN; ranks are constant iff the values are
+  if len(rx) < 2 or np.all(rx == rx[0]) or np.all(ry == ry[0]):
+    return float("nan")
+  return float(scipy.stats.spearmanr(rx, ry).statistic)
 
 
-def _ngrams(tokens, n):
-  from collections import Counter
-
-  return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+@functools.cache
+def _bleu_metric(max_n: int, epsilon: float) -> sacrebleu.metrics.BLEU:
+  return sacrebleu.metrics.BLEU(tokenize="none", smooth_method="floor", smooth_value=epsilon,
+                                max_ngram_order=max_n, effective_order=True)
 
 
 def bleu(hypothesis, references, *, max_n: int = 4, epsilon: float = 0.1) -> float:
-  """Sentence BLEU of a token list against reference token lists.
+  """Sentence BLEU in [0, 1] of a token sequence against reference token sequences (`sacrebleu`).
 
-  Uniform weights over 1..`max_n`-grams, clipped counts against the maximum
-  reference count, brevity penalty against the closest reference length, and
-  Chen & Cherry's smoothing 1 (`epsilon` matches for an n-gram order with none).
+  Inputs are sequences of hashable tokens (words, token ids, ...), already tokenised: tokens are
+  compared by equality only. Each distinct token is mapped to one whitespace-free symbol and the
+  sequences are scored as space-joined strings by `sacrebleu.metrics.BLEU` with
+  `tokenize="none"` (no further tokenisation, case kept), so tokens holding spaces, empty
+  tokens and `1` vs `"1"` stay distinct.
+
+  Conventions (sacrebleu's): uniform weights over 1..`max_n`-grams; counts clipped by the
+  maximum count in any one reference; brevity penalty `exp(1 - r / c)` when `c < r`, with `r`
+  the reference length closest to the hypothesis length `c` (the shorter on a tie); smoothing
+  "floor" = Chen & Cherry (2014) method 1: an order with n-grams but no match gets precision
+  `epsilon / count`; effective order: orders the hypothesis is too short to have (`n > c`)
+  are left out of the geometric mean rather than scored. A hypothesis sharing no token with any
+  reference, and an empty hypothesis or reference list, score 0.
   """
+  if max_n < 1:
+    raise ValueError(f"bleu: max_n must be at least 1, got {max_n}.")
+  hypothesis, references = list(hypothesis), [list(r) for r in references]
   if not hypothesis or not references:
     return 0.0
-  log_p = 0.0
-  for n in range(1, max_n + 1):
-    hyp = _ngrams(hypothesis, n)
-    total = sum(hyp.values())
-    if total == 0:
-      log_p += np.log(epsilon / 1.0)
-      continue
-    best = {}
-    for ref in references:
-      for g, c in _ngrams(ref, n).items():
-        best[g] = max(best.get(g, 0), c)
-    matches = sum(min(c, best.get(g, 0)) for g, c in hyp.items())
-    log_p += np.log((matches if matches else epsilon) / total)
-  c = len(hypothesis)
-  r = min((abs(len(ref) - c), len(ref)) for ref in references)[1]
-  bp = 1.0 if c > r else float(np.exp(1 - r / c))
-  return float(bp * np.exp(log_p / max_n))
+  symbols = {}
+  for seq in (hypothesis, *references):
+    for token in seq:
+      symbols.setdefault(token, str(len(symbols)))
+
+  def text(seq):
+    return " ".join(symbols[t] for t in seq)
+
+  metric = _bleu_metric(max_n, epsilon)
+  score = metric.sentence_score(text(hypothesis), [text(r) for r in references]).score
+  return min(score / 100.0, 1.0)  # sacrebleu's percent can round to 1 ulp above 100
 
 
 def self_bleu(samples, *, max_n: int = 4) -> float:
-  """Mean BLEU of each sample against all the others (lower is more diverse)."""
+  """Mean `bleu` of each sample against all the others (lower is more diverse)."""
+  samples = list(samples)
   if len(samples) < 2:
     raise ValueError(f"self_bleu needs at least 2 samples, got {len(samples)}.")
   return float(np.mean([bleu(s, samples[:i] + samples[i + 1:], max_n=max_n)
