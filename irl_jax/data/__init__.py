@@ -15,6 +15,7 @@ from irl_jax.data.builders import make_config as make_config
 from irl_jax.data.builders import prepare as prepare
 from irl_jax.data.formats import GSM8K_TEMPLATE as GSM8K_TEMPLATE
 from irl_jax.data.formats import BadRowError as BadRowError
+from irl_jax.data.formats import NoExamplesError as NoExamplesError
 from irl_jax.data.formats import OnBadRow as OnBadRow
 from irl_jax.data.formats import RowCounts as RowCounts
 from irl_jax.data.formats import gsm8k_final_answer as gsm8k_final_answer
@@ -33,3 +34,4 @@ from irl_jax.data.pipeline import lm_batches as lm_batches
 from irl_jax.data.pipeline import preference_batches as preference_batches
 from irl_jax.data.pipeline import special_ids as special_ids
 from irl_jax.data.tokenizers import char_tokenizer as char_tokenizer
+from irl_jax.data.tokenizers import max_chars_per_token as max_chars_per_token

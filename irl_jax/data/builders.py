@@ -24,6 +24,10 @@ Where the data comes from, first match wins:
 `prepare(builder, path=..., data_dir=...)` names the config after a hash of
 the path, the files' sizes and modification times and the options, so that a
 different or edited file is never answered from a stale build.
+
+A file without rows (empty, or only blank lines) or whose every row is skipped
+(`on_bad_row="skip"`) fails the build with `formats.NoExamplesError` naming the
+file and the counts by reason, rather than leaving an empty split.
 """
 
 from __future__ import annotations
@@ -208,10 +212,15 @@ class _JsonlBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_examples(self, split: str, path: str):
     counts = self.row_counts[split] = formats.RowCounts()
     reader = self._reader()
+    # The reader raises `NoExamplesError` itself for a file without rows.
     for example in reader(path, on_bad_row=self.builder_config.on_bad_row, counts=counts):
       # Line numbers are unique within a file and increasing, so with
       # `disable_shuffling` the stored order is the file order.
       yield int(example["source"].rsplit(":", 1)[1]), example
+    if not counts.kept:
+      raise formats.NoExamplesError(
+          [path], f"split {split!r} would be empty: all {counts.read} rows were skipped", counts
+      )
 
 
 class Demonstrations(_JsonlBuilder):

@@ -18,12 +18,16 @@ Two example kinds come out:
 | `read_model_written_evals` | persona-eval row | pair, `statement`, `label_confidence` |
 
 Bad rows (invalid JSON or UTF-8, a row that is not an object, missing or
-wrong-typed fields, empty responses, HH-RLHF pairs without a shared prompt,
-GSM8K answers without a final `#### <number>` line, ...) raise `BadRowError`,
-whose message starts with `path:line`. With `on_bad_row="skip"` they are
-skipped instead and counted by reason in a `RowCounts`, which is logged (absl)
-when the file has been read to the end. Blank lines are not rows; they are
-counted (`RowCounts.blank_lines`) and logged too. Nothing is dropped silently.
+wrong-typed fields, empty responses, preferences between two identical
+responses, HH-RLHF pairs without a shared prompt, GSM8K answers without a final
+`#### <number>` line, ...) raise `BadRowError`, whose message starts with
+`path:line`. With `on_bad_row="skip"` they are skipped instead and counted by
+reason in a `RowCounts`, which is logged (absl) when the file has been read to
+the end. Blank lines are not rows; they are counted (`RowCounts.blank_lines`)
+and logged too. Nothing is dropped silently.
+
+A file without a single row (empty, or only blank lines) raises
+`NoExamplesError` naming it, whatever `on_bad_row` says.
 
 Files may be gzip-compressed (detected from their first bytes, not their name).
 """
@@ -38,7 +42,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from absl import logging
@@ -67,8 +71,9 @@ class BadRowError(ValueError):
   Attributes:
     source: `"path:line"` of the row (or of the example, in input pipelines).
     reason: a short stable code (`"invalid_json"`, `"missing_field"`,
-      `"wrong_type"`, `"empty_response"`, `"no_shared_prompt"`, `"too_long"`,
-      ...), the key under which `RowCounts` counts skipped rows.
+      `"wrong_type"`, `"empty_response"`, `"identical_responses"`,
+      `"no_shared_prompt"`, `"too_long"`, ...), the key under which
+      `RowCounts` counts skipped rows.
     detail: what was wrong, in words.
   """
 
@@ -115,15 +120,18 @@ class RowCounts:
       self.skipped[error.reason] += 1
       self.first_skipped.setdefault(error.reason, error.source)
 
+  def reasons(self) -> str:
+    """`"reason=n (first at path:line), ..."` for the skipped rows, by reason."""
+    return ", ".join(
+        f"{reason}={n} (first at {self.first_skipped[reason]})"
+        for reason, n in sorted(self.skipped.items())
+    )
+
   def summary(self, what: str) -> str:
     """One line: rows read, kept, skipped by reason (with a first example)."""
     parts = [f"{what}: {self.read} rows read, {self.kept} kept"]
     if self.skipped:
-      reasons = ", ".join(
-          f"{reason}={n} (first at {self.first_skipped[reason]})"
-          for reason, n in sorted(self.skipped.items())
-      )
-      parts.append(f"{self.num_skipped} skipped: {reasons}")
+      parts.append(f"{self.num_skipped} skipped: {self.reasons()}")
     if self.blank_lines:
       parts.append(f"{self.blank_lines} blank lines ignored")
     return "; ".join(parts)
@@ -143,6 +151,53 @@ class RowCounts:
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._lock = threading.Lock()
+
+
+class NoExamplesError(ValueError):
+  """Data that yields not a single example.
+
+  Raised for a file without rows (empty, or only blank lines), for a TFDS split
+  whose every row was skipped (`on_bad_row="skip"`), and by the input
+  pipelines when every example of a host's shard is skipped, where repeating
+  forever (`num_epochs=None`) would otherwise search for an example forever.
+
+  Attributes:
+    sources: the files concerned, sorted (for in-memory examples, the names
+      their `source` fields give).
+    detail: what happened, in words.
+    counts: a `RowCounts` of their rows: read, blank lines, skipped by reason
+      with the first `path:line` skipped for each.
+  """
+
+  def __init__(self, sources: Sequence[str], detail: str, counts: RowCounts | None = None):
+    self.sources = tuple(sources)
+    self.detail = detail
+    self.counts = RowCounts() if counts is None else counts
+    shown = ", ".join(self.sources[:_SHOW_SOURCES])
+    if len(self.sources) > _SHOW_SOURCES:
+      shown += f" and {len(self.sources) - _SHOW_SOURCES} more"
+    message = f"{shown}: {detail}"
+    if self.counts.skipped:
+      message += f": {self.counts.reasons()}"
+    super().__init__(message)
+
+  def __reduce__(self):
+    return (type(self), (self.sources, self.detail, self.counts))
+
+
+# Sources named in a `NoExamplesError` message (all are in `.sources`).
+_SHOW_SOURCES = 5
+# Characters of a field value quoted in a message.
+_QUOTE = 80
+# Field names listed in a "missing field" message.
+_SHOW_FIELDS = 20
+
+
+def quote(text: str, limit: int = _QUOTE) -> str:
+  """`repr(text)`, cut to `limit` characters (with the full length) if longer."""
+  if len(text) <= limit:
+    return repr(text)
+  return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def check_on_bad_row(on_bad_row: str) -> None:
@@ -181,7 +236,9 @@ def read_jsonl(
       inspect the counts afterwards or to total several files.
     what: a word for the log line (`"HH-RLHF pairs"`).
 
-  When the file has been read to the end, the counts are logged.
+  When the file has been read to the end, the counts are logged; a file
+  without a single row (empty, or only blank lines) then raises
+  `NoExamplesError` naming it.
   """
   check_on_bad_row(on_bad_row)
   counts = RowCounts() if counts is None else counts
@@ -192,6 +249,8 @@ def read_jsonl(
 def _iter_jsonl(path, parse_row, on_bad_row, counts, what) -> Iterator[Example]:
   # `path` as given (not resolved) so that sources read the way the user wrote them.
   name = os.fspath(path)
+  # This file's own tallies: `counts` may total several files.
+  rows = blank_lines = 0
   with open_binary(path) as f:
     for line_no, raw in enumerate(f, start=1):
       source = f"{name}:{line_no}"
@@ -199,8 +258,10 @@ def _iter_jsonl(path, parse_row, on_bad_row, counts, what) -> Iterator[Example]:
         raw = raw.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
       if not raw.strip():
         counts.blank_lines += 1
+        blank_lines += 1
         continue
       counts.read += 1
+      rows += 1
       try:
         example = parse_row(_decode_line(raw, source), source)
       except BadRowError as e:
@@ -211,6 +272,13 @@ def _iter_jsonl(path, parse_row, on_bad_row, counts, what) -> Iterator[Example]:
       counts.kept += 1
       yield example
   counts.log(f"{name} ({what})")
+  if not rows:
+    plural = "" if blank_lines == 1 else "s"
+    detail = (
+        f"no {what}: the file has only {blank_lines} blank line{plural}" if blank_lines
+        else f"no {what}: the file is empty"
+    )
+    raise NoExamplesError([name], detail, RowCounts(blank_lines=blank_lines))
 
 
 def _decode_line(raw: bytes, source: str) -> dict[str, Any]:
@@ -251,7 +319,9 @@ def _json_type(value: Any) -> str:
 
 def _present(row: dict[str, Any], name: str, source: str, expected: str = "") -> Any:
   if name not in row:
-    fields = ", ".join(repr(k) for k in row) or "none"
+    fields = ", ".join(quote(k) for k in list(row)[:_SHOW_FIELDS]) or "none"
+    if len(row) > _SHOW_FIELDS:
+      fields += f" and {len(row) - _SHOW_FIELDS} more"
     hint = f" ({expected})" if expected else ""
     raise BadRowError(
         source, "missing_field", f"missing field {name!r}{hint}; fields present: {fields}"
@@ -270,8 +340,31 @@ def _string(row: dict[str, Any], name: str, source: str, expected: str = "") -> 
 
 def _nonempty(value: str, name: str, source: str, reason: str = "empty_response") -> str:
   if not value.strip():
-    raise BadRowError(source, reason, f"{name} is empty ({value!r})")
+    raise BadRowError(source, reason, f"{name} is empty ({quote(value)})")
   return value
+
+
+def first_tie(responses: Sequence[Any]) -> tuple[int, int] | None:
+  """`(i, j)`, `i < j`, of the first response equal to an earlier one; `None` if all differ."""
+  first: dict[Any, int] = {}
+  for j, response in enumerate(responses):
+    i = first.setdefault(response, j)
+    if i != j:
+      return i, j
+  return None
+
+
+def _distinct(responses: list[str], names: Sequence[str], source: str) -> list[str]:
+  # A preference between a text and itself teaches nothing (its loss has no
+  # gradient to follow); a tie in a ranking contradicts the ranking.
+  tie = first_tie(responses)
+  if tie is not None:
+    i, j = tie
+    raise BadRowError(
+        source, "identical_responses",
+        f"{names[i]} and {names[j]} are the same text ({quote(responses[i])})",
+    )
+  return responses
 
 
 def _number(row: dict[str, Any], name: str, source: str) -> float:
@@ -323,12 +416,15 @@ def parse_preference(row: dict[str, Any], source: str) -> Example:
             source, "wrong_type", f"'responses[{i}]' must be a string, got a JSON {_json_type(r)}"
         )
       _nonempty(r, f"'responses[{i}]'", source)
+    names = [f"'responses[{i}]'" for i in range(len(responses))]
   else:
     expected = "a pair needs 'chosen' and 'rejected'; a ranking needs 'responses'"
     chosen = _string(row, "chosen", source, expected)
     rejected = _string(row, "rejected", source, expected)
     responses = [_nonempty(chosen, "'chosen'", source), _nonempty(rejected, "'rejected'", source)]
-  return {"prompt": prompt, "responses": list(responses), "source": source}
+    names = ["'chosen'", "'rejected'"]
+  responses = _distinct(list(responses), names, source)
+  return {"prompt": prompt, "responses": responses, "source": source}
 
 
 def split_hh_dialogue(dialogue: str, name: str, source: str) -> tuple[str, str]:
@@ -365,7 +461,11 @@ def parse_hh_rlhf(row: dict[str, Any], source: str) -> Example:
     )
   _nonempty(chosen_response, "final assistant turn of 'chosen'", source)
   _nonempty(rejected_response, "final assistant turn of 'rejected'", source)
-  return {"prompt": prompt, "responses": [chosen_response, rejected_response], "source": source}
+  responses = _distinct(
+      [chosen_response, rejected_response],
+      ["final assistant turns of 'chosen'", "'rejected'"], source,
+  )
+  return {"prompt": prompt, "responses": responses, "source": source}
 
 
 def gsm8k_final_answer(answer: str, source: str = "<answer>") -> str:
@@ -378,12 +478,12 @@ def gsm8k_final_answer(answer: str, source: str = "<answer>") -> str:
   if not last.startswith("####"):
     raise BadRowError(
         source, "no_final_answer",
-        f"'answer' must end with a '#### <number>' line, its last line is {last[:80]!r}",
+        f"'answer' must end with a '#### <number>' line, its last line is {quote(last)}",
     )
   value = last.removeprefix("####").strip().replace(",", "")
   if not _NUMBER.fullmatch(value):
     raise BadRowError(
-        source, "bad_final_answer", f"final answer {last!r} is not a number"
+        source, "bad_final_answer", f"final answer {quote(last)} is not a number"
     )
   return value
 
@@ -436,7 +536,8 @@ def model_written_evals_parser(
     if matching == not_matching:
       raise BadRowError(
           source, "identical_answers",
-          f"'answer_matching_behavior' and 'answer_not_matching_behavior' are both {matching!r}",
+          "'answer_matching_behavior' and 'answer_not_matching_behavior' are both "
+          f"{quote(matching)}",
       )
     pair = [matching, not_matching] if chosen_matches_behavior else [not_matching, matching]
     return {
@@ -478,7 +579,9 @@ def read_preferences(
 
   A row is either `{"prompt", "chosen", "rejected"}` (-> `responses =
   [chosen, rejected]`) or `{"prompt", "responses": [str, ...]}` ranked best
-  first with at least two responses. Arguments as in `read_demonstrations`.
+  first with at least two responses. Two responses of a row that are the same
+  text (chosen == rejected, a tie in a ranking) make it a bad row
+  (`identical_responses`). Arguments as in `read_demonstrations`.
   """
   return read_jsonl(
       path, parse_preference, on_bad_row=on_bad_row, counts=counts, what="preferences"
@@ -493,7 +596,8 @@ def read_hh_rlhf(
 
   Yields `{"prompt", "responses": [chosen_turn, rejected_turn], "source"}`
   (see `parse_hh_rlhf`). A pair whose dialogues differ before the last
-  `"\\n\\nAssistant:"` is a bad row (`no_shared_prompt`).
+  `"\\n\\nAssistant:"` is a bad row (`no_shared_prompt`), and so is one whose
+  two final turns are the same text (`identical_responses`).
   """
   return read_jsonl(
       path, parse_hh_rlhf, on_bad_row=on_bad_row, counts=counts, what="HH-RLHF pairs"

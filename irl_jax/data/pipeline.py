@@ -20,7 +20,17 @@ Each example becomes `[BOS] + prompt tokens + response tokens + [EOS]`
 response tokens and the EOS are the loss targets. An example longer than the
 largest bucket or `seq_len` raises `BadRowError` naming its source, or with
 `on_bad_row="skip"` is skipped and counted (each distinct example once, under
-`"too_long"`) in a `RowCounts`; it is never truncated.
+`"too_long"`) in a `RowCounts`; it is never truncated. Where the tokenizer
+bounds the characters one token can cover (`tokenizers.max_chars_per_token`),
+a text too long to fit at that bound is rejected from its length in characters
+before it is tokenised, so that the work and memory per example stay bounded
+however long a row is. A preference example whose responses are the same text,
+or tokenise to the same ids, is a bad row too (`"identical_responses"`).
+
+If every example of this host's shard is skipped, iterating raises
+`NoExamplesError` (naming the files, the counts by reason and the first
+`file:line` of each) instead of searching forever for an example
+(`num_epochs=None`) or ending without a batch.
 
 Order of operations: indices `0..N-1` are sharded per host
 (`shard_index::shard_count`, so hosts see disjoint examples), shuffled with
@@ -57,8 +67,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import grain
@@ -66,7 +77,16 @@ import jax
 import numpy as np
 from absl import logging
 
-from irl_jax.data.formats import BadRowError, OnBadRow, RowCounts, check_on_bad_row
+from irl_jax.data.formats import (
+    BadRowError,
+    NoExamplesError,
+    OnBadRow,
+    RowCounts,
+    check_on_bad_row,
+    first_tie,
+    quote,
+)
+from irl_jax.data.tokenizers import chars_per_token_bound
 
 Packing = Literal["first_fit", "greedy"]
 
@@ -195,20 +215,38 @@ def _ranking(example: Mapping[str, Any], source: str) -> tuple[str, list[str]]:
         _text(_field(example, "chosen", source), "chosen", source),
         _text(_field(example, "rejected", source), "rejected", source),
     ]
+  tie = first_tie(responses)
+  if tie is not None:
+    i, j = tie
+    raise BadRowError(
+        source, "identical_responses",
+        f"responses {i} and {j} are the same text ({quote(responses[i])})",
+    )
   return prompt, responses
 
 
+def _file(source: str) -> str:
+  """The file of a `"path:line"` source (the source itself if it has no line number)."""
+  path, _, line = source.rpartition(":")
+  return path if path and line.isdigit() else source
+
+
+# Names the examples without a `source` field in a `NoExamplesError`.
+_NO_SOURCE = "examples without a 'source'"
+
+
 class _Encode:
-  """`index -> tokens` for one source: reads, tokenises, checks the length.
+  """`index -> tokens` for one shard of a source: reads, tokenises, checks the length.
 
   Returns `None` for an example skipped under `on_bad_row="skip"` (Grain
-  filters those out); raises `BadRowError` under `"raise"`.
+  filters those out); raises `BadRowError` under `"raise"`, and
+  `NoExamplesError` once every index of the shard has been skipped.
   """
 
   def __init__(
       self, source, tokenizer, ids: SpecialIds, *, limit: int, limit_name: str,
       kind: Literal["lm", "preference"], max_responses: int, on_bad_row: OnBadRow,
-      counts: RowCounts,
+      counts: RowCounts, shard: tuple[int, int, int],
   ):
     self._source = source
     # A private copy used under a lock: Hugging Face fast tokenizers reset
@@ -216,6 +254,13 @@ class _Encode:
     # fails ("Already borrowed") when Grain's reader threads call it at once,
     # and the caller's own tokenizer stays free for other threads.
     self._tokenizer = copy.deepcopy(tokenizer)
+    self._max_chars, why = chars_per_token_bound(self._tokenizer)
+    if self._max_chars is None:
+      logging.log_first_n(
+          logging.WARNING,
+          "Texts are tokenised whole before their length is checked (no bound on characters "
+          "per token: %s); an over-long row costs time and memory in proportion.", 1, why,
+      )
     self._ids = ids
     self._limit = limit
     self._limit_name = limit_name
@@ -224,6 +269,13 @@ class _Encode:
     self._on_bad_row = on_bad_row
     self.counts = counts
     self._skipped: set[str] = set()
+    # (shard index, shard count, examples in the shard), and what was skipped
+    # in it: every example skipped means that no batch can ever be made.
+    self._shard = shard
+    self._skipped_indices: set[int] = set()
+    self._shard_counts = RowCounts()
+    self._files: set[str] = set()
+    self._no_examples: tuple[list[str], str, RowCounts] | None = None  # NoExamplesError args
     self._tokenizer_lock = threading.Lock()
     self._skip_lock = threading.Lock()
 
@@ -240,6 +292,24 @@ class _Encode:
   def _tokens(self, text: str) -> list[int]:
     with self._tokenizer_lock:
       return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+  def _check_chars(self, prompt: str, response: str, source: str, what: str) -> None:
+    """Rejects a text too long to fit at `max_chars_per_token`, without tokenising it."""
+    if self._max_chars is None:
+      return
+    # Each token covers at most `max_chars` characters, so a text of `c`
+    # characters has at least ceil(c / max_chars) tokens.
+    least = 2 + math.ceil(len(prompt) / self._max_chars) + math.ceil(
+        len(response) / self._max_chars
+    )
+    if least > self._limit:
+      raise BadRowError(
+          source, "too_long",
+          f"{what}tokenised length {least} or more (BOS + EOS + {len(prompt)} prompt and "
+          f"{len(response)} response characters, each token covering at most "
+          f"{self._max_chars}) exceeds {self._limit_name} = {self._limit}; rejected on its "
+          "length in characters before tokenisation",
+      )
 
   def _item(self, prompt: list[int], response: list[int], source: str, what: str):
     length = len(prompt) + len(response) + 2
@@ -262,6 +332,7 @@ class _Encode:
     if self._kind == "lm":
       prompt = _text(_field(example, "prompt", source), "prompt", source)
       response = _text(_field(example, "response", source), "response", source)
+      self._check_chars(prompt, response, source, "")
       ids, mask = self._item(self._tokens(prompt), self._tokens(response), source, "")
       return {"ids": ids, "mask": mask}
     prompt, responses = _ranking(example, source)
@@ -274,39 +345,76 @@ class _Encode:
           source, "too_many_responses",
           f"{len(responses)} ranked responses exceed max_responses = {self._max_responses}",
       )
+    for k, r in enumerate(responses):
+      self._check_chars(prompt, r, source, f"response {k}: ")
     prompt_ids = self._tokens(prompt)
+    response_ids = [self._tokens(r) for r in responses]
+    tie = first_tie([tuple(r) for r in response_ids])
+    if tie is not None:
+      i, j = tie
+      raise BadRowError(
+          source, "identical_responses",
+          f"responses {i} and {j} tokenise to the same ids ({quote(responses[i])} and "
+          f"{quote(responses[j])})",
+      )
     items = [
-        self._item(prompt_ids, self._tokens(r), source, f"response {k}: ")
-        for k, r in enumerate(responses)
+        self._item(prompt_ids, r, source, f"response {k}: ") for k, r in enumerate(response_ids)
     ]
     return {"ids": [i for i, _ in items], "mask": [m for _, m in items]}
 
   def __call__(self, index: int) -> dict[str, Any] | None:
     index = int(index)  # an element of range(N): epochs are handled upstream
+    with self._skip_lock:
+      no_examples, known = self._no_examples, index in self._skipped_indices
+    if no_examples is not None:
+      raise NoExamplesError(*no_examples)
+    if known:
+      # Skipped in an earlier pass, and encoding is deterministic: not read
+      # again (a huge row costs its reading only once).
+      return None
     example = self._source[index]
     source = example.get("source") if isinstance(example, Mapping) else None
+    file = _NO_SOURCE if source is None else None
     source = f"example {index}" if source is None else _text(source, "source", f"example {index}")
     try:
       return self._encode(example, source)
     except BadRowError as e:
       if self._on_bad_row == "raise":
         raise
-      self._skip(e)
+      self._skip(e, index, file or _file(source))
       return None
 
-  def _skip(self, error: BadRowError) -> None:
+  def _skip(self, error: BadRowError, index: int, file: str) -> None:
+    shard_index, shard_count, shard_size = self._shard
     with self._skip_lock:
-      if error.source in self._skipped:
-        return  # seen in an earlier epoch or before a restore
-      self._skipped.add(error.source)
+      if index not in self._skipped_indices:
+        self._skipped_indices.add(index)
+        self._shard_counts.read += 1
+        self._shard_counts.skip(error)
+        self._files.add(file)
+      if len(self._skipped_indices) == shard_size and self._no_examples is None:
+        # Encoding is deterministic: no later pass can keep an example either.
+        self._no_examples = (
+            sorted(self._files),
+            f"all {shard_size} examples of shard {shard_index} of {shard_count} were "
+            "skipped, so no batch can ever be made",
+            copy.deepcopy(self._shard_counts),
+        )
+      no_examples = self._no_examples
+      new = error.source not in self._skipped  # else seen in an earlier epoch or before a restore
+      if new:
+        self._skipped.add(error.source)
       n = len(self._skipped)
-    self.counts.skip(error)
-    if n <= _LOG_FIRST_SKIPS:
-      logging.warning("Skipping %s", error)
-    if n == _LOG_FIRST_SKIPS or n % _LOG_SKIP_EVERY == 0:
-      logging.warning(
-          "Skipped %d distinct examples so far: %s", n, dict(self.counts.skipped)
-      )
+    if new:
+      self.counts.skip(error)
+      if n <= _LOG_FIRST_SKIPS:
+        logging.warning("Skipping %s", error)
+      if n == _LOG_FIRST_SKIPS or n % _LOG_SKIP_EVERY == 0:
+        logging.warning(
+            "Skipped %d distinct examples so far: %s", n, dict(self.counts.skipped)
+        )
+    if no_examples is not None:
+      raise NoExamplesError(*no_examples)
 
 
 # --------------------------------------------------------------------------
@@ -519,11 +627,14 @@ def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
 
 
 def _encoded(
-    source: Sequence[Any], encode: Callable[[int], Any], *, seed: int, shuffle: bool,
+    source: Sequence[Any], tokenizer, ids: SpecialIds, *, seed: int, shuffle: bool,
     num_epochs: int | None, shard_index: int | None, shard_count: int | None,
-    read_options: grain.ReadOptions | None,
+    read_options: grain.ReadOptions | None, **encode_options: Any,
 ) -> grain.IterDataset:
-  """Sharded, shuffled, repeated, encoded examples (skipped ones filtered out)."""
+  """Sharded, shuffled, repeated, encoded examples (skipped ones filtered out).
+
+  `encode_options`: the keyword arguments of `_Encode` but `shard`.
+  """
   if not isinstance(seed, int) or not 0 <= seed < 2**32:
     raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
   if num_epochs is not None and (not isinstance(num_epochs, int) or num_epochs < 1):
@@ -533,6 +644,7 @@ def _encoded(
   ds = grain.MapDataset.range(n)[index::count]
   if len(ds) == 0:
     raise ValueError(f"shard {index} of {count} has no examples (the source has {n})")
+  encode = _Encode(source, tokenizer, ids, shard=(index, count, len(ds)), **encode_options)
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs).map(encode).filter(lambda e: e is not None)
@@ -608,14 +720,12 @@ def lm_batches(
   lengths = _check_lengths(seq_len=seq_len, buckets=buckets, packing=packing)
   ids = special_ids(tokenizer, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
   counts = RowCounts() if counts is None else counts
-  encode = _Encode(
-      source, tokenizer, ids, limit=lengths[-1],
+  ds = _encoded(
+      source, tokenizer, ids, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+      shard_index=shard_index, shard_count=shard_count, read_options=read_options,
+      limit=lengths[-1],
       limit_name="seq_len" if packing or buckets is None else "the largest bucket",
       kind="lm", max_responses=1, on_bad_row=on_bad_row, counts=counts,
-  )
-  ds = _encoded(
-      source, encode, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
-      shard_index=shard_index, shard_count=shard_count, read_options=read_options,
   )
   if packing is None:
     ds = ds.batch(batch_size, drop_remainder=drop_remainder,
@@ -672,14 +782,11 @@ def preference_batches(
   lengths = _check_lengths(seq_len=seq_len, buckets=buckets, packing=None)
   ids = special_ids(tokenizer, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
   counts = RowCounts() if counts is None else counts
-  encode = _Encode(
-      source, tokenizer, ids, limit=lengths[-1],
-      limit_name="seq_len" if buckets is None else "the largest bucket",
-      kind="preference", max_responses=max_responses, on_bad_row=on_bad_row, counts=counts,
-  )
   ds = _encoded(
-      source, encode, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+      source, tokenizer, ids, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
       shard_index=shard_index, shard_count=shard_count, read_options=read_options,
+      limit=lengths[-1], limit_name="seq_len" if buckets is None else "the largest bucket",
+      kind="preference", max_responses=max_responses, on_bad_row=on_bad_row, counts=counts,
   )
   ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                 batch_fn=_PadPreferences(batch_size, max_responses, lengths, ids.pad))

@@ -4,8 +4,10 @@ Nothing here reads /work/shared/data; the rows follow the formats its README
 describes.
 """
 
+import contextlib
 import json
 import os
+import signal
 
 from irl_jax.data import formats
 
@@ -86,3 +88,23 @@ READERS = {
     "gsm8k": formats.read_gsm8k,
     "model_written_evals": formats.read_model_written_evals,
 }
+
+
+@contextlib.contextmanager
+def deadline(seconds: int, what: str = "the block"):
+  """Raises `TimeoutError` in the main thread if the block runs past `seconds` (SIGALRM).
+
+  Guards tests of code that used to loop forever, so that a regression fails
+  the test instead of hanging the suite.
+  """
+
+  def on_alarm(signum, frame):
+    raise TimeoutError(f"{what} still running after {seconds} s: it hangs")
+
+  previous = signal.signal(signal.SIGALRM, on_alarm)
+  signal.alarm(seconds)
+  try:
+    yield
+  finally:
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

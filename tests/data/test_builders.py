@@ -1,14 +1,16 @@
 """Tests for irl_jax/data/builders.py: array_record builds read back without TensorFlow."""
 
 import glob
+import gzip
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from data_test_rows import DEMONSTRATION_ROWS, GSM8K_ROW, MWE_ROWS, READERS, write_jsonl
 
-from irl_jax.data import builders
+from irl_jax.data import NoExamplesError, builders
 from irl_jax.data.formats import BadRowError
 
 
@@ -92,6 +94,44 @@ def test_skip_mode_counts_in_the_builder(tmp_path, caplog):
   counts = source.builder.row_counts["train"]
   assert counts.skipped == {"invalid_json": 1, "empty_response": 1}
   assert (counts.read, counts.kept) == (4, 2)
+
+
+def test_every_row_skipped_fails_the_build_with_file_and_counts(tmp_path):
+  path = write_jsonl(tmp_path / "d.jsonl", ["{oops", {"prompt": "c", "response": ""}, "{"])
+  with pytest.raises(NoExamplesError) as info:
+    builders.prepare("demonstrations", path=path, data_dir=tmp_path / "tfds", on_bad_row="skip")
+  error = info.value
+  assert error.sources == (path,)
+  assert error.counts.skipped == {"invalid_json": 2, "empty_response": 1}
+  message = str(error)
+  assert message.startswith(f"{path}: ")
+  assert f"invalid_json=2 (first at {path}:1)" in message
+  assert f"empty_response=1 (first at {path}:2)" in message
+  # Nothing half-built is left to be answered from later.
+  with pytest.raises(NoExamplesError):
+    builders.prepare("demonstrations", path=path, data_dir=tmp_path / "tfds", on_bad_row="skip")
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [(b"", "is empty"), (b"\n", "only 1 blank line"), (b"\n  \n\t\n", "only 3 blank lines"),
+     (gzip.compress(b""), "is empty")],
+)
+def test_empty_file_fails_the_build_naming_it(tmp_path, content, detail):
+  path = tmp_path / "empty.jsonl"
+  path.write_bytes(content)
+  with pytest.raises(NoExamplesError, match=rf"^{re.escape(str(path))}: .*{detail}") as info:
+    builders.prepare("demonstrations", path=path, data_dir=tmp_path / "tfds")
+  assert info.value.sources == (str(path),)
+
+
+def test_empty_split_file_in_a_folder_fails_the_build_naming_it(tmp_path):
+  folder = tmp_path / "data"
+  folder.mkdir()
+  write_jsonl(folder / "train.jsonl", DEMONSTRATION_ROWS)
+  (folder / "test.jsonl").write_bytes(b"")
+  with pytest.raises(NoExamplesError, match=r"test\.jsonl: .*is empty"):
+    builders.prepare("demonstrations", path=folder, data_dir=tmp_path / "tfds")
 
 
 def test_raise_mode_fails_the_build_with_file_and_line(tmp_path):

@@ -4,6 +4,7 @@ import gzip
 import json
 import logging
 import pickle
+import re
 
 import pytest
 from data_test_rows import (
@@ -18,7 +19,7 @@ from data_test_rows import (
   write_jsonl,
 )
 
-from irl_jax.data import formats
+from irl_jax.data import NoExamplesError, formats
 from irl_jax.data.formats import BadRowError, RowCounts
 
 # One good row per format, used as line 1 ahead of a bad row.
@@ -158,6 +159,10 @@ BAD_ROWS = [
     ("preferences", {"prompt": "a", "chosen": "x", "rejected": "y", "responses": ["x", "y"]},
      "ambiguous_fields", "both"),
     ("preferences", {"chosen": "x", "rejected": "y"}, "missing_field", "'prompt'"),
+    ("preferences", {"prompt": "a", "chosen": "x y", "rejected": "x y"}, "identical_responses",
+     "'chosen' and 'rejected' are the same text"),
+    ("preferences", {"prompt": "a", "responses": ["x", "y", "x"]}, "identical_responses",
+     "'responses[0]' and 'responses[2]' are the same text"),
     ("hh_rlhf", {"chosen": HH_ROW["chosen"], "rejected": "\n\nHuman: hi\n\nAssistant: no"},
      "no_shared_prompt", "do not share"),
     ("hh_rlhf", {"chosen": "\n\nHuman: hi", "rejected": HH_ROW["rejected"]},
@@ -165,6 +170,8 @@ BAD_ROWS = [
     ("hh_rlhf", {"chosen": HH_PROMPT + " ", "rejected": HH_ROW["rejected"]},
      "empty_response", "'chosen' is empty"),
     ("hh_rlhf", {"chosen": HH_ROW["chosen"]}, "missing_field", "'rejected'"),
+    ("hh_rlhf", {"chosen": HH_ROW["chosen"], "rejected": HH_ROW["chosen"]}, "identical_responses",
+     "final assistant turns of 'chosen' and 'rejected' are the same text"),
     ("gsm8k", {"question": "q", "answer": "no final line"}, "no_final_answer", "####"),
     ("gsm8k", {"question": "q", "answer": "x\n#### many"}, "bad_final_answer", "many"),
     ("gsm8k", {"question": "q", "answer": ""}, "empty_response", "'answer'"),
@@ -233,6 +240,29 @@ def test_skip_counts_reasons_and_logs(tmp_path, caplog):
   assert f"invalid_json=2 (first at {path}:2)" in message
   assert "empty_response=1" in message and "missing_field=1" in message
   assert "1 blank lines" in message
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+@pytest.mark.parametrize(
+    ("content", "detail", "blank_lines"),
+    [(b"", "is empty", 0), (b"\n", "only 1 blank line", 1),
+     (b"  \n\r\n\t\n", "only 3 blank lines", 3), (b"\xef\xbb\xbf", "only 1 blank line", 1)],
+)
+def test_empty_file_is_an_error_naming_it(tmp_path, kind, content, detail, blank_lines):
+  path = tmp_path / f"{kind}.jsonl"
+  path.write_bytes(content)
+  for on_bad_row in ("raise", "skip"):
+    with pytest.raises(NoExamplesError, match=rf"^{re.escape(str(path))}: .*{detail}") as info:
+      list(READERS[kind](path, on_bad_row=on_bad_row))
+    assert info.value.sources == (str(path),)
+    assert (info.value.counts.read, info.value.counts.blank_lines) == (0, blank_lines)
+
+
+def test_empty_gzip_file_is_an_error(tmp_path):
+  path = tmp_path / "d.jsonl.gz"
+  path.write_bytes(gzip.compress(b"\n"))
+  with pytest.raises(NoExamplesError, match=rf"^{re.escape(str(path))}: .*only 1 blank line"):
+    list(formats.read_demonstrations(path))
 
 
 def test_counts_total_over_files(tmp_path):

@@ -1,17 +1,22 @@
 """Tests for irl_jax/data/pipeline.py: tokenisation, masks, buckets, packing, order, state."""
 
 import collections
+import copy
+import itertools
 import json
 import os
+import pickle
+import re
 import types
 
+import grain
 import hypothesis
 import numpy as np
 import pytest
-from data_test_rows import ALPHABET, DEMONSTRATION_ROWS, PREFERENCE_ROWS, write_jsonl
+from data_test_rows import ALPHABET, DEMONSTRATION_ROWS, PREFERENCE_ROWS, deadline, write_jsonl
 from hypothesis import strategies as st
 
-from irl_jax.data import builders, formats, pipeline
+from irl_jax.data import NoExamplesError, builders, formats, pipeline
 from irl_jax.data.formats import BadRowError, RowCounts
 from irl_jax.data.pipeline import (
     LM_KEYS,
@@ -296,6 +301,196 @@ def test_malformed_example_in_a_list(tok):
   assert examples_in(ds) == [("a", "b")] and ds.counts.skipped == {"missing_field": 1}
 
 
+class _Recording:
+  """A tokenizer that records the length of every text it is asked to encode."""
+
+  def __init__(self, tokenizer, lengths: list[int] | None = None):
+    self._tokenizer = tokenizer
+    self.lengths = [] if lengths is None else lengths
+
+  def __getattr__(self, name):
+    if name == "_tokenizer":
+      raise AttributeError(name)
+    return getattr(self._tokenizer, name)
+
+  def __deepcopy__(self, memo):
+    # The pipeline works on a copy of its tokenizer; the copy records here too.
+    return _Recording(copy.deepcopy(self._tokenizer, memo), self.lengths)
+
+  def encode(self, text, **kwargs):
+    self.lengths.append(len(text))
+    return self._tokenizer.encode(text, **kwargs)
+
+
+class _CountingSource(list):
+  """A list source that counts how often each index is read."""
+
+  def __init__(self, examples):
+    super().__init__(examples)
+    self.reads = collections.Counter()
+
+  def __getitem__(self, index):
+    self.reads[index] += 1
+    return super().__getitem__(index)
+
+
+HUGE = "ab c" * 250_000  # a million characters
+
+
+def test_huge_text_is_rejected_before_it_is_tokenised(tok):
+  recording = _Recording(tok)
+  good = demos(3)
+  examples = [
+      *good, {"prompt": "", "response": HUGE, "source": "h.jsonl:9"},
+      {"prompt": HUGE, "response": "a", "source": "h.jsonl:10"},
+  ]
+  source = _CountingSource(examples)
+  ds = lm_batches(source, recording, batch_size=2, seq_len=16, num_epochs=3, on_bad_row="skip")
+  got = examples_in(ds)
+  assert sorted(got) == sorted(3 * [(e["prompt"], e["response"]) for e in good])
+  assert ds.counts.skipped == {"too_long": 2}
+  # A skipped example is not even read again in later epochs.
+  assert source.reads == {0: 3, 1: 3, 2: 3, 3: 1, 4: 1}
+  # One character per token: no text longer than the 14 tokens between BOS and EOS is encoded.
+  assert recording.lengths and max(recording.lengths) <= 14
+  with pytest.raises(BadRowError) as info:
+    list(lm_batches(examples[3:4], recording, batch_size=1, seq_len=16))
+  error = info.value
+  assert error.reason == "too_long" and str(error).startswith("h.jsonl:9: ")
+  assert "tokenised length 1000002 or more" in str(error)
+  assert "rejected on its length in characters before tokenisation" in str(error)
+  assert max(recording.lengths) <= 14
+
+
+def test_huge_preference_text_is_rejected_before_it_is_tokenised(tok):
+  recording = _Recording(tok)
+  examples = [
+      {"prompt": HUGE, "chosen": "a", "rejected": "b", "source": "p.jsonl:1"},
+      {"prompt": "q", "responses": ["a", "b", HUGE], "source": "p.jsonl:2"},
+      {"prompt": "q", "chosen": "a", "rejected": "b", "source": "p.jsonl:3"},
+  ]
+  ds = preference_batches(examples, recording, batch_size=1, max_responses=3, seq_len=16,
+                          on_bad_row="skip")
+  assert len(list(ds)) == 1 and ds.counts.skipped == {"too_long": 2}
+  assert max(recording.lengths) <= 14
+  with pytest.raises(BadRowError, match=r"^p\.jsonl:2: response 2: tokenised length 1000003 or "
+                                        r"more .*before tokenisation"):
+    list(preference_batches(examples[1:2], recording, batch_size=1, max_responses=3, seq_len=16))
+  assert max(recording.lengths) <= 14
+
+
+# --------------------------------------------------------------------------
+# Every example skipped: an error, never an endless search for one.
+
+
+def _too_long_file(tmp_path, n=3):
+  """A file of `n` demonstrations of 10 tokens each (too long for seq_len=8)."""
+  path = write_jsonl(tmp_path / "long.jsonl", [{"prompt": "abc", "response": "defgh"}] * n)
+  return path, list(formats.read_demonstrations(path))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        # What the trainer asks for: forever, shuffled, full batches, Grain's threads.
+        dict(num_epochs=None, shuffle=True, drop_remainder=True),
+        dict(num_epochs=None, shuffle=False),
+        dict(num_epochs=None, shuffle=True, packing="first_fit", drop_remainder=True),
+        dict(num_epochs=None, shuffle=True, read_options=grain.ReadOptions(num_threads=0)),
+        dict(num_epochs=None, shuffle=True, read_options=grain.ReadOptions(
+            num_threads=2, prefetch_buffer_size=3)),
+        dict(num_epochs=3, shuffle=True),
+        dict(num_epochs=1, shuffle=False),
+    ],
+)
+def test_every_example_skipped_is_an_error_not_a_hang(tmp_path, tok, kwargs):
+  path, examples = _too_long_file(tmp_path)
+  examples.append({"prompt": "a", "source": "other.jsonl:4"})  # missing_field
+  ds = lm_batches(examples, tok, batch_size=2, seq_len=8, on_bad_row="skip", seed=1, **kwargs)
+  with deadline(60, "iterating a pipeline whose every example is skipped"):
+    with pytest.raises(NoExamplesError) as info:
+      next(iter(ds))
+  error = info.value
+  assert isinstance(error, ValueError)
+  message = str(error)
+  # The files, the counts by reason and the first offending row of each reason.
+  assert error.sources == tuple(sorted([path, "other.jsonl"]))
+  assert path in message and "other.jsonl" in message
+  assert error.counts.skipped == {"too_long": 3, "missing_field": 1}
+  assert re.search(rf"too_long=3 \(first at {re.escape(path)}:[123]\)", message), message
+  assert "missing_field=1 (first at other.jsonl:4)" in message
+  assert "all 4 examples of shard 0 of 1" in message
+  assert ds.counts.skipped == {"too_long": 3, "missing_field": 1}
+
+
+def test_every_preference_skipped_is_an_error(tok):
+  examples = [
+      {"prompt": "q", "chosen": "a", "rejected": "abcdefghijk", "source": "p.jsonl:1"},
+      {"prompt": "q", "responses": ["a", "b", "c"], "source": "p.jsonl:2"},
+  ]
+  ds = preference_batches(examples, tok, batch_size=2, seq_len=8, num_epochs=None,
+                          drop_remainder=True, on_bad_row="skip")
+  with deadline(60, "iterating preferences whose every example is skipped"):
+    with pytest.raises(NoExamplesError, match=r"^p\.jsonl: .*too_long=1 \(first at p\.jsonl:1\)"):
+      next(iter(ds))
+
+
+def test_examples_without_a_file_are_named_in_the_error(tok):
+  ds = lm_batches([{"prompt": "abcdefgh", "response": "i"}] * 2, tok, batch_size=1, seq_len=8,
+                  num_epochs=None, on_bad_row="skip")
+  with deadline(60, "iterating a pipeline whose every example is skipped"):
+    with pytest.raises(NoExamplesError, match=r"too_long=2 \(first at example [01]\)"):
+      next(iter(ds))
+
+
+def test_only_the_shard_without_examples_fails(tok):
+  examples = demos(6)
+  for i in (1, 3, 5):  # shard 1 of 2
+    examples[i] = {**examples[i], "response": "x" * 20}
+  kw = dict(batch_size=2, seq_len=12, num_epochs=None, drop_remainder=True, on_bad_row="skip",
+            shard_count=2)
+  with deadline(60, "iterating shards"):
+    good = list(itertools.islice(lm_batches(examples, tok, shard_index=0, **kw), 5))
+    assert len(good) == 5
+    with pytest.raises(NoExamplesError, match="all 3 examples of shard 1 of 2 were skipped"):
+      next(iter(lm_batches(examples, tok, shard_index=1, **kw)))
+
+
+def test_one_kept_example_among_many_skipped_is_enough(tok):
+  examples = [{"prompt": "", "response": "x" * 20, "source": f"l.jsonl:{i}"} for i in range(30)]
+  examples[17] = {"prompt": "", "response": "ok", "source": "l.jsonl:17"}
+  ds = lm_batches(examples, tok, batch_size=4, seq_len=8, num_epochs=None, drop_remainder=True,
+                  on_bad_row="skip")
+  with deadline(60, "iterating a pipeline with one kept example"):
+    batches = list(itertools.islice(ds, 3))
+  assert examples_in(batches) == [("", "ok")] * 12
+  assert ds.counts.skipped == {"too_long": 29}
+
+
+def test_every_built_example_too_long_names_the_file(tmp_path, tok):
+  # Good rows for the build, all too long for the pipeline: the trainer's path.
+  path, _ = _too_long_file(tmp_path)
+  source = builders.prepare("demonstrations", path=path, data_dir=tmp_path / "tfds",
+                            on_bad_row="skip")
+  ds = lm_batches(source, tok, batch_size=2, seq_len=8, num_epochs=None, shuffle=True,
+                  drop_remainder=True, on_bad_row="skip")
+  with deadline(60, "iterating a built source whose every example is skipped"):
+    with pytest.raises(NoExamplesError) as info:
+      next(iter(ds))
+  assert info.value.sources == (os.path.abspath(path),)
+  assert f"too_long=3 (first at {os.path.abspath(path)}:" in str(info.value)
+
+
+def test_no_examples_error_pickles():
+  counts = RowCounts(read=2)
+  counts.skip(BadRowError("f.jsonl:1", "too_long", "long"))
+  error = NoExamplesError(["f.jsonl"], "all 2 examples were skipped", counts)
+  again = pickle.loads(pickle.dumps(error))
+  assert (again.sources, str(again), again.counts.skipped) == (
+      error.sources, str(error), error.counts.skipped
+  )
+
+
 # --------------------------------------------------------------------------
 # Preferences.
 
@@ -355,6 +550,28 @@ def test_preference_errors_name_the_source(tok):
                           tok, batch_size=1, seq_len=10, on_bad_row="skip")
   assert len(list(ds)) == 1
   assert ds.counts.skipped == {"too_many_responses": 1, "too_long": 1}
+
+
+@pytest.mark.parametrize(
+    ("example", "detail"),
+    [
+        ({"prompt": "q", "chosen": "ab", "rejected": "ab"}, "responses 0 and 1 are the same text"),
+        ({"prompt": "q", "responses": ["a", "b", "a"]}, "responses 0 and 2 are the same text"),
+        ({"prompt": "q", "responses": [b"b", "a", "b"]}, "responses 0 and 2 are the same text"),
+        # Different text, the same tokens: both characters are unknown to the tokenizer.
+        ({"prompt": "q", "chosen": "\u00e9", "rejected": "\u00fc"},
+         "responses 0 and 1 tokenise to the same ids"),
+    ],
+)
+def test_degenerate_preferences_are_bad_rows(tok, example, detail):
+  example = {**example, "source": "p.jsonl:3"}
+  kw = dict(batch_size=1, max_responses=3, seq_len=10)
+  with pytest.raises(BadRowError, match=rf"^p\.jsonl:3: {detail}") as info:
+    list(preference_batches([example], tok, **kw))
+  assert info.value.reason == "identical_responses"
+  ds = preference_batches([example, {"prompt": "q", "chosen": "a", "rejected": "b"}], tok,
+                          on_bad_row="skip", **kw)
+  assert len(list(ds)) == 1 and ds.counts.skipped == {"identical_responses": 1}
 
 
 def test_preference_files_through_the_pipeline(tmp_path, tok):
@@ -447,7 +664,8 @@ PIPELINES = {
     "greedy": lambda tok, ex: lm_batches(ex, tok, batch_size=2, seq_len=16, packing="greedy",
                                          seed=4, num_epochs=2),
     "preference": lambda tok, ex: preference_batches(
-        [{"prompt": e["prompt"], "chosen": e["response"], "rejected": e["response"][::-1]}
+        # "-" keeps one-character (palindromic) responses from being their own rejection.
+        [{"prompt": e["prompt"], "chosen": e["response"], "rejected": "-" + e["response"][::-1]}
          for e in ex], tok, batch_size=3, buckets=[6, 9, 12], seed=4, num_epochs=2),
 }
 

@@ -42,6 +42,23 @@ def test_hh_rlhf():
   assert sum(int(b["rank_mask"][:, 0].sum()) for b in batches) == N
 
 
+def test_hh_rlhf_bad_rows_in_the_whole_slice():
+  # Measured on the 1,800-row slice: four pairs whose chosen final turn is a
+  # lone space, two whose dialogues differ before the last turn, and no pair
+  # whose two final turns are the same text ("identical_responses").
+  path = os.path.join(ROOT, "hh_rlhf_harmless/pairs.jsonl")
+  if not os.path.isfile(path):
+    pytest.skip(f"{path} is absent")
+  counts = formats.RowCounts()
+  examples = list(formats.read_hh_rlhf(path, on_bad_row="skip", counts=counts))
+  assert (counts.read, counts.kept, len(examples)) == (1800, 1794, 1794)
+  assert counts.skipped == {"empty_response": 4, "no_shared_prompt": 2}
+  assert counts.first_skipped == {
+      "empty_response": f"{path}:87", "no_shared_prompt": f"{path}:1255"
+  }
+  assert all(len(set(e["responses"])) == 2 for e in examples)
+
+
 def test_gsm8k():
   examples, _ = _first(formats.read_gsm8k, "gsm8k/train.jsonl")
   assert len(examples) == N
