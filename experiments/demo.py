@@ -7,7 +7,7 @@ The problem: a vocabulary of `V` tokens, responses of `T` tokens, state
 `s_t = (t, y_{t-1})`, and a hidden reward `r*(y_{t-1}, y_t)`. The expert is the
 soft-optimal policy for `r*` (finite horizon, γ = 1), so its log-probabilities
 and the reward it implies are known exactly. A tabular "language model"
-`Q[t, prev, ·]` plays the LM: its logits are soft Q-values (SPEC §0).
+`Q[t, prev, ·]` plays the LM: its logits are soft Q-values (docs/objectives.md §1).
 
 Table 1 fits the policy from expert demonstrations with MLE, offline IQLearn
 and online IQLearn (policy samples mixed in), and reports held-out NLL, the

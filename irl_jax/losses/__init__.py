@@ -1,6 +1,6 @@
 """Pure, jit-compatible IRL and preference objectives for language models.
 
-Conventions (shapes, masks, EOS handling, reductions) follow SPEC §0: per-token
+Conventions (shapes, masks, EOS handling, reductions) follow docs/objectives.md §1: per-token
 objectives take `TokenStats` `[B, T]` and a response mask `where`, and return
 per-token or per-example values that the caller reduces with the `(sum, count)`
 helpers in `reductions`.

@@ -1,4 +1,4 @@
-"""Direct preference objectives: DPO, IPO and per-step negatives (SPEC §5).
+"""Direct preference objectives: DPO, IPO and per-step negatives (docs/objectives.md §7).
 
 With sequence log-probs summed over response tokens — `c, r` under the
 policy for the chosen and rejected responses, `c_ref, r_ref` under the
@@ -168,7 +168,7 @@ def ipo(
 
       h = (c/L_c − c_ref/L_c) − (r/L_r − r_ref/L_r)
 
-  Differs from TRL: by default (SPEC §5, the IPO paper) `h` is on summed
+  Differs from TRL: by default (docs/objectives.md §7, the IPO paper) `h` is on summed
   log-probs; TRL's `DPOTrainer` with `loss_type="ipo"` divides every sequence
   log-prob by its number of response tokens first. Pass `chosen_lengths` and
   `rejected_lengths` to reproduce TRL; the target margin `1/(2β)` is then per

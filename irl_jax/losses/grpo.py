@@ -1,4 +1,4 @@
-"""Group-relative policy optimisation and dynamic reward scaling (SPEC §7).
+"""Group-relative policy optimisation and dynamic reward scaling (docs/objectives.md §9).
 
 For a group of `G` responses to one prompt with rewards `R_i`,
 

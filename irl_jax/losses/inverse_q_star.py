@@ -1,4 +1,4 @@
-"""Inverse-Q*: token-level RL without preference data (SPEC §3).
+"""Inverse-Q*: token-level RL without preference data (docs/objectives.md §5).
 
 **Reconstruction.** The form below is reconstructed from the paper's
 description (no reward or value model; a conditionally optimal policy `π̂*`

@@ -1,4 +1,4 @@
-"""IQLearn for language: TD-regularised maximum likelihood (SPEC §2).
+"""IQLearn for language: TD-regularised maximum likelihood (docs/objectives.md §4).
 
 IQ-Learn maximises over the soft Q-function (here: the LM logits), with
 `π = softmax(Q)` and `V = logsumexp Q`,
@@ -18,7 +18,7 @@ discounted objective are dropped, as in the language-model formulation of
 Wulfmeier et al. With `λ = 0` the per-state logit offset, hence `r̂`, is not
 identified: implied rewards are meaningful only for `λ > 0`.
 
-Next-state values (SPEC §0): `v_next[b,t] = v[b,t+1]` inside the response;
+Next-state values (docs/objectives.md §1): `v_next[b,t] = v[b,t+1]` inside the response;
 after the last response token a *terminal* row (ended with EOS) has
 `v_next = 0` and a *truncated* row uses the caller's `bootstrap[b]`.
 
@@ -139,7 +139,7 @@ def implied_rewards(
   The inverse soft-Bellman operator applied to the LM's Q-values. With
   `γ = 1` on a terminal row the sequence sum telescopes to
   `Σ_t log π(a_t|s_t) + v_0`. Meaningful only for a policy trained with a
-  positive TD weight (SPEC §2).
+  positive TD weight (docs/objectives.md §4).
 
   Args:
     stats: `TokenStats` `[B, T]`.

@@ -1,4 +1,4 @@
-"""Max-margin reward recovery (SPEC §6).
+"""Max-margin reward recovery (docs/objectives.md §8).
 
 A reward model `R̂` (LM backbone + scalar head pooled at the last real token)
 separates an aligned policy's completions `o⁺` from a base policy's `o⁻` on

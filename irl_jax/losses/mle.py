@@ -1,4 +1,4 @@
-"""Maximum likelihood (behaviour cloning) on response tokens (SPEC §1).
+"""Maximum likelihood (behaviour cloning) on response tokens (docs/objectives.md §3).
 
 Dimensions: `B` batch rows, `T` response positions, `V` vocabulary.
 """

@@ -1,4 +1,5 @@
-"""Preference models: Bradley–Terry, Plackett–Luce, pairwise split, pessimistic MLE (SPEC §4).
+"""Preference models: Bradley–Terry, Plackett–Luce, pairwise split, pessimistic MLE
+(docs/objectives.md §6).
 
 Rewards are scalars per response (e.g. a reward head pooled at the last real
 token). A ranking `rewards[N, K]` lists its K responses best first; `where`

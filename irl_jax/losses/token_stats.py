@@ -1,7 +1,7 @@
 """Soft-Q token statistics: the language model as its own critic.
 
 The logits of a causal LM at the position that predicts `y_t` are the soft
-Q-values `Q(s_t, ·)` of the token MDP (SPEC §0). Every language-model objective
+Q-values `Q(s_t, ·)` of the token MDP (docs/objectives.md §1.3). Every language-model objective
 in `irl_jax.losses` reads two numbers per token from them:
 
     q[b, t] = logits[b, t, targets[b, t]]       Q(s_t, a_t)

@@ -1,4 +1,4 @@
-"""Tests for irl_jax/losses/dpo.py against float64 NumPy references from SPEC §5."""
+"""Tests for irl_jax/losses/dpo.py against float64 NumPy references from docs/objectives.md §7."""
 
 import functools
 
@@ -19,7 +19,7 @@ from irl_jax.losses import (
   step_log_probs,
 )
 
-# --- float64 NumPy references, written from SPEC §5 ---------------------------
+# --- float64 NumPy references, written from docs/objectives.md §7 ---------------------------
 
 
 def _log_sigmoid(z):

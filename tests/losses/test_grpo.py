@@ -1,4 +1,4 @@
-"""Tests for irl_jax/losses/grpo.py against float64 NumPy references from SPEC §7."""
+"""Tests for irl_jax/losses/grpo.py against float64 NumPy references from docs/objectives.md §9."""
 
 import functools
 
@@ -19,7 +19,7 @@ from irl_jax.losses import (
   grpo_advantages,
 )
 
-# --- float64 NumPy references, written from SPEC §7 ---------------------------
+# --- float64 NumPy references, written from docs/objectives.md §9 ---------------------------
 
 
 def ref_grpo_advantages(rewards, group_size, scale_by_std=True, eps=1e-6):

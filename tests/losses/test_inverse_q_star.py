@@ -1,4 +1,5 @@
-"""Tests for irl_jax/losses/inverse_q_star.py against float64 NumPy references from SPEC §3."""
+"""Tests for irl_jax/losses/inverse_q_star.py against float64 NumPy references from
+docs/objectives.md §5."""
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ from irl_jax.losses import (
   inverse_q_star_kl,
 )
 
-# --- float64 NumPy references, written from SPEC §3 ---------------------------
+# --- float64 NumPy references, written from docs/objectives.md §5 ---------------------------
 
 
 def ref_inverse_q_star(lp, lr, lo, where, beta):

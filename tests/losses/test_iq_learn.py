@@ -1,4 +1,5 @@
-"""Tests for irl_jax/losses/iq_learn.py against a float64 NumPy reference (SPEC §0, §2)."""
+"""Tests for irl_jax/losses/iq_learn.py against a float64 NumPy reference
+(docs/objectives.md §1, §4)."""
 
 import functools
 
@@ -27,7 +28,7 @@ from irl_jax.losses import (
 
 
 def ref_next_values(v, where, terminal, bootstrap):
-  """SPEC §0, written as a loop over each row's response span."""
+  """docs/objectives.md §1, written as a loop over each row's response span."""
   b, t = v.shape
   out = np.zeros((b, t))
   for i in range(b):
@@ -61,7 +62,7 @@ def ref_token_mean(x, where):
 
 
 def ref_online(eq, ev, ew, et, eb, pq, pv, pw, pt, pb, mix, gamma, lam, chi2_on_mixture):
-  """SPEC §2 online form; each E a masked token mean over its own batch."""
+  """docs/objectives.md §4 online form; each E a masked token mean over its own batch."""
   _, er, env = ref_iq_learn(eq, ev, ew, gamma, 0.0, et, eb)
   _, pr, pnv = ref_iq_learn(pq, pv, pw, gamma, 0.0, pt, pb)
   nll = ref_token_mean(np.asarray(ev, np.float64) - eq, ew)
@@ -121,7 +122,7 @@ def test_iq_learn_matches_reference(shape, gamma, td_weight):
   np.testing.assert_allclose(extras.implied_rewards, rewards, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(extras.next_values, v_next, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(extras.td_penalty, td_weight * rewards**2, rtol=1e-5, atol=1e-6)
-  want_residual = (q - gamma * v_next) * where  # SPEC §2: r̂ = q − γ·v_next
+  want_residual = (q - gamma * v_next) * where  # docs/objectives.md §4: r̂ = q − γ·v_next
   np.testing.assert_allclose(extras.td_residual, want_residual, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(extras.nll, (v - q) * where, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(extras.values, v * where, rtol=1e-6)

@@ -1,4 +1,5 @@
-"""Tests for irl_jax/losses/max_margin.py against float64 NumPy references from SPEC §6."""
+"""Tests for irl_jax/losses/max_margin.py against float64 NumPy references from
+docs/objectives.md §8."""
 
 import functools
 
@@ -10,7 +11,7 @@ from jax.test_util import check_grads
 
 from irl_jax.losses import max_margin, reward_accuracy
 
-# --- float64 NumPy references, written from SPEC §6 ---------------------------
+# --- float64 NumPy references, written from docs/objectives.md §8 ---------------------------
 
 
 def ref_max_margin(aligned, base, form, margin=1.0):

@@ -1,4 +1,5 @@
-"""Tests for irl_jax/losses/preference.py against float64 NumPy references from SPEC §4."""
+"""Tests for irl_jax/losses/preference.py against float64 NumPy references from
+docs/objectives.md §6."""
 
 import functools
 
@@ -19,7 +20,7 @@ from irl_jax.losses import (
   plackett_luce,
 )
 
-# --- float64 NumPy references, written from SPEC §4 ---------------------------
+# --- float64 NumPy references, written from docs/objectives.md §6 ---------------------------
 
 
 def ref_bradley_terry(chosen, rejected, margin=0.0):

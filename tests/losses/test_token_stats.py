@@ -19,7 +19,7 @@ from irl_jax.losses import (
 
 
 def reference_stats(logits, targets):
-  """SPEC §0 in float64: q = target logit, v = logsumexp over the vocabulary."""
+  """docs/objectives.md §2 in float64: q = target logit, v = logsumexp over the vocabulary."""
   logits = np.asarray(logits, np.float64)
   b, t, _ = logits.shape
   q = np.zeros((b, t))
