@@ -4,6 +4,8 @@ from irl_jax.models.config import SUPPORTED_MODEL_TYPES as SUPPORTED_MODEL_TYPES
 from irl_jax.models.config import ModelConfig as ModelConfig
 from irl_jax.models.config import from_hf_config as from_hf_config
 from irl_jax.models.config import to_hf_config as to_hf_config
+from irl_jax.models.gguf import gguf_tokenizer as gguf_tokenizer
+from irl_jax.models.gguf import read_gguf as read_gguf
 from irl_jax.models.heads import RewardModel as RewardModel
 from irl_jax.models.heads import ValueModel as ValueModel
 from irl_jax.models.heads import last_token_index as last_token_index

@@ -23,6 +23,7 @@ import safetensors
 import safetensors.numpy
 from flax import nnx
 
+from irl_jax.models import gguf
 from irl_jax.models.config import ModelConfig, from_hf_config, to_hf_config
 from irl_jax.models.heads import RewardModel
 from irl_jax.models.transformer import Transformer
@@ -160,13 +161,21 @@ def from_pretrained(
     compute_dtype: Any | None = None,
     remat: bool = False,
 ) -> Transformer | RewardModel:
-  """Load a Hugging Face checkpoint directory into a `Transformer`.
+  """Load a Hugging Face checkpoint directory, or a GGUF file, into a `Transformer`.
 
   A `*ForSequenceClassification` checkpoint with one label loads as a
   `RewardModel` (its `score` head on the backbone).
 
+  A file (or a path ending in `.gguf`) is read as GGUF, llama.cpp's format
+  (`llama` architecture; needs the `gguf` package): every tensor is
+  dequantised to float32 and then cast to `dtype` (see
+  `irl_jax.models.gguf`). Its tokenizer comes from
+  `irl_jax.models.gguf_tokenizer(path)`; a directory's from
+  `transformers.AutoTokenizer.from_pretrained(path)`.
+
   Args:
-    path: local directory with `config.json` and safetensors weights.
+    path: local directory with `config.json` and safetensors weights, or a
+      `.gguf` file.
     dtype: parameter dtype (weights are cast to it).
     compute_dtype: activation dtype; defaults to `dtype`. Logits and token
       statistics are float32 regardless.
@@ -175,10 +184,17 @@ def from_pretrained(
   Raises:
     FileNotFoundError: no config or weights (or a shard listed in the index
       is missing).
+    ImportError: a GGUF file without the `gguf` package installed.
     ValueError: unsupported architecture, or weights that do not match the
       config — the message lists missing and unexpected keys and shape
-      mismatches.
+      mismatches; a file that is not GGUF, or a GGUF tensor type that cannot
+      be dequantised (the message names the file and the tensor).
   """
+  if os.path.isfile(path) or (not os.path.isdir(path) and os.fspath(path).endswith(".gguf")):
+    path = os.fspath(path)
+    config, raw, tensors = gguf.read_gguf(path)
+    return _from_tensors(path, config, raw, tensors, reward=False, dtype=dtype,
+                         compute_dtype=compute_dtype, remat=remat)
   config, raw = read_config(path)
   reward = _is_reward_checkpoint(raw)
   if reward:
@@ -187,6 +203,23 @@ def from_pretrained(
       raise ValueError(f"{path}: a reward model needs one label, the checkpoint has {labels}.")
     config = dataclasses.replace(config, tie_embeddings=True)  # no LM head to load
   tensors = _read_tensors(path)
+  return _from_tensors(path, config, raw, tensors, reward=reward, dtype=dtype,
+                       compute_dtype=compute_dtype, remat=remat)
+
+
+def _from_tensors(
+    path: str,
+    config: ModelConfig,
+    raw: dict,
+    tensors: dict[str, np.ndarray],
+    *,
+    reward: bool,
+    dtype: Any,
+    compute_dtype: Any | None,
+    remat: bool,
+) -> Transformer | RewardModel:
+  """The model for `config` from host arrays under Hugging Face names (`path` names the
+  source in errors; `raw` is the `config.json` dict kept for `save_pretrained`)."""
   # Names as the file stores them, for error messages (GPT-2 files may or may
   # not carry the "transformer." prefix).
   file_key = {k: k for k in tensors}
