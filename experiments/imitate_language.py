@@ -29,6 +29,7 @@ that the Colab notebook `colab/imitate_language.ipynb` calls.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -47,7 +48,7 @@ from irl_jax import losses, models
 from irl_jax.data import char_tokenizer
 from irl_jax.eval import distinct_n, self_bleu, spearman
 from irl_jax.models.transformer import padded_positions
-from irl_jax.train import objectives, optim
+from irl_jax.train import lm, optim, registry
 from irl_jax.train.state import TrainState, split_model
 from irl_jax.train.step import make_train_step
 
@@ -97,12 +98,11 @@ def method_name(m) -> str:
 
 
 def _objective(m):
-  if m["kind"] == "mle":
-    return objectives.mle_objective(entropy_bonus=m.get("entropy", 0.0))
-  if m["kind"] == "iq_learn":
-    return objectives.iq_learn_objective(gamma=m["gamma"], td_weight=m["td_weight"])
-  return objectives.iq_learn_online_objective(gamma=m["gamma"], td_weight=m["td_weight"],
-                                              mix=m["mix"])
+  """The method's objective through the registry (its hyperparameters from the method)."""
+  spec = registry.get(m["kind"])
+  fields = {f.name for f in dataclasses.fields(spec.hyperparameters)}
+  values = {"entropy_bonus": m.get("entropy", 0.0), **m}
+  return spec.build(spec.hyperparameters(**{k: v for k, v in values.items() if k in fields}))
 
 
 def model_config(config, vocab_size: int) -> models.ModelConfig:
@@ -179,9 +179,9 @@ def train_method(m, data: dict, heldout: dict, config, tokenizer, *, seeds):
 
 
 def _heldout_nll(model_def, params, batch):
-  stats = objectives.lm_stats(model_def.merge(params), batch["input_ids"], batch["segment_ids"],
+  stats = lm.lm_stats(model_def.merge(params), batch["input_ids"], batch["segment_ids"],
                               batch["positions"], chunk_size=None)
-  where = objectives.lm_targets(batch["loss_mask"])
+  where = lm.lm_targets(batch["loss_mask"])
   return losses.token_mean(losses.mle(stats, where=where), where)
 
 
@@ -245,9 +245,9 @@ def reward_probe(rng, prompts_text, tokenizer, config):
 def sequence_reward_fn(model_def, gamma):
   @jax.jit
   def fn(params, batch):
-    stats = objectives.lm_stats(model_def.merge(params), batch["input_ids"],
+    stats = lm.lm_stats(model_def.merge(params), batch["input_ids"],
                                 batch["segment_ids"], batch["positions"], chunk_size=None)
-    return losses.sequence_rewards(stats, where=objectives.lm_targets(batch["loss_mask"]),
+    return losses.sequence_rewards(stats, where=lm.lm_targets(batch["loss_mask"]),
                                    gamma=gamma)
 
   return fn
@@ -384,9 +384,9 @@ def token_rewards(trained, tokenizer, prompt: str, response: str, *, gamma: floa
   enc = encode([{"prompt": prompt, "response": response}], tokenizer,
                seq_len=len(prompt) + len(response) + 2, prompt_len=len(prompt) + 1)
   params = jax.tree.map(lambda x: x[seed], trained["params"])
-  stats = objectives.lm_stats(trained["model_def"].merge(params), enc["input_ids"],
+  stats = lm.lm_stats(trained["model_def"].merge(params), enc["input_ids"],
                               enc["segment_ids"], enc["positions"], chunk_size=None)
-  where = objectives.lm_targets(jnp.asarray(enc["loss_mask"]))
+  where = lm.lm_targets(jnp.asarray(enc["loss_mask"]))
   rewards = np.asarray(losses.implied_rewards(stats, where=where, gamma=gamma))[0]
   ids = enc["input_ids"][0]
   return [(tokenizer.decode([int(ids[t + 1])]) or "<eos>", float(rewards[t]))

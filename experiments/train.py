@@ -8,6 +8,11 @@ Re-running the same command resumes from the newest valid checkpoint in the
 work directory. Multi-host: start one process per host with
 `--config.distributed.num_processes=N --config.distributed.process_id=i
 --config.distributed.coordinator_address=HOST:PORT`.
+
+`config.data.task` names a module of `experiments/tasks/` that generates the
+data when `config.data.path` is empty and provides the reward function of
+objectives that score samples (GRPO); this entry point passes both to the
+library's trainer.
 """
 
 import json
@@ -15,6 +20,7 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import tasks
 from irl_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
@@ -26,7 +32,10 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep Orbax's per-save INFO lines out of the way
-  summary = loop.train(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  task = tasks.load(config.data.get("task", ""))
+  summary = loop.train(config, _WORKDIR.value, task=task,
+                       reward_fn=getattr(task, "make_reward_fn", None))
   print(json.dumps({"final": summary}))
 
 

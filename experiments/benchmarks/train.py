@@ -31,7 +31,7 @@ from flax import nnx
 
 from experiments.benchmarks.common import JSON, QUICK, REPEATS
 from irl_jax.models import ModelConfig, Transformer
-from irl_jax.train import objectives, optim
+from irl_jax.train import optim, registry
 from irl_jax.train.state import init_train_state, split_model
 from irl_jax.train.step import make_train_step
 
@@ -86,11 +86,9 @@ def run(cfg: dict, repeats: int) -> list[dict]:
   model_def, params = split_model(Transformer(config, rngs=nnx.Rngs(0)))
   tx, schedule = optim.make_optimizer(learning_rate=1e-4, warmup_steps=10, total_steps=1000)
   lm, pairs = make_batches(cfg)
-  objs = {
-      "mle": (objectives.mle_objective(), lm),
-      "iq_learn": (objectives.iq_learn_objective(gamma=0.99, td_weight=0.1), lm),
-      "dpo": (objectives.direct_preference_objective(kind="dpo", beta=0.1), pairs),
-  }
+  # Each objective with the registry's default hyperparameters, on the data it trains on.
+  objs = {name: (registry.get(name).build(), pairs if registry.get(name).data == "preferences"
+                 else lm) for name in ("mle", "iq_learn", "dpo")}
   steps, states = {}, {}
   for name, (obj, batch) in objs.items():
     steps[name] = jax.jit(make_train_step(model_def, obj, tx, schedule), donate_argnums=0)

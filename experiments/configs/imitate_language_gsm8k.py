@@ -9,8 +9,9 @@
 
 Methods, as in the laptop study (`experiments/configs/imitate_language.py`):
 `--config.objective.name=mle` (the baseline), `=iq_learn` with
-`--config.objective.td_weight` in {0.01, 0.1, 1.0} and `--config.objective.gamma`
-in {0.9, 1.0}, and `=iq_learn_online --config.objective.mix=0.1`. The data go
+`--config.objective.iq_learn.td_weight` in {0.01, 0.1, 1.0} and
+`--config.objective.iq_learn.gamma` in {0.9, 1.0}, and `=iq_learn_online
+--config.objective.iq_learn_online.mix=0.1`. The data go
 through the `gsm8k` TFDS builder (array_record, no TensorFlow). With an empty
 `data.path` the builder downloads openai/grade-school-math itself. The model
 is any supported Hugging Face checkpoint (GPT-2, Llama, Qwen2, Mistral, Gemma),
@@ -51,11 +52,9 @@ def get_config():
   c.model.remat = True
 
   c.objective.name = "iq_learn"
-  c.objective.gamma = 0.99
-  c.objective.td_weight = 0.1
-  c.objective.mix = 0.1
-  c.objective.chunk_size = 8192
-  c.objective.max_new_tokens = 256
+  for name in ("mle", "iq_learn", "iq_learn_online"):
+    c.objective[name].chunk_size = 8192
+  c.objective.iq_learn_online.max_new_tokens = 256
 
   c.optimizer.learning_rate = 1e-5
   c.optimizer.warmup_steps = 100

@@ -3,11 +3,13 @@
     python -m experiments.train --config=experiments/configs/smoke.py --workdir=/tmp/smoke
 
 Override any field, e.g. `--config.objective.name=mle`, `--config.mesh.data=-1`,
-`--config.objective.name=dpo` (preference data is generated for preference
-objectives), `--config.objective.name=grpo`.
+`--config.objective.name=dpo --config.objective.dpo.beta=0.2` (preference data
+is generated for preference objectives), `--config.objective.name=grpo`.
 """
 
 import ml_collections
+
+from irl_jax.train import registry
 
 
 def get_config():
@@ -54,22 +56,12 @@ def get_config():
   c.model.compute_dtype = "float32"
   c.model.remat = False
 
-  c.objective = ml_collections.ConfigDict()
-  c.objective.name = "iq_learn"
-  c.objective.gamma = 0.99
-  c.objective.td_weight = 0.1
-  c.objective.mix = 0.1
-  c.objective.chunk_size = 0  # > 0: chunked soft-Q statistics
-  c.objective.entropy_bonus = 0.0
-  c.objective.beta = 0.1
-  c.objective.label_smoothing = 0.0
-  c.objective.clip_epsilon = 0.2
-  c.objective.kl_coef = 0.04
-  c.objective.normaliser = "token"
-  c.objective.max_new_tokens = 10
-  c.objective.temperature = 1.0
-  c.objective.num_samples = 4
-  c.objective.reward_fn = "experiments.tasks.reverse:make_reward_fn"
+  # `name` picks the objective; each registered objective has its own sub-config with
+  # the registry's defaults (--config.objective.iq_learn.td_weight=1.0, ...).
+  c.objective = registry.objective_config(
+      "iq_learn",
+      iq_learn_online=dict(max_new_tokens=10, num_samples=4),
+      grpo=dict(max_new_tokens=10, num_samples=4))
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 3e-3

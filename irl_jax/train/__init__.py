@@ -11,6 +11,10 @@ from irl_jax.train.checkpoint import IntegrityError as IntegrityError
 from irl_jax.train.checkpoint import array_checksums as array_checksums
 from irl_jax.train.data_setup import build_data as build_data
 from irl_jax.train.data_setup import load_tokenizer as load_tokenizer
+from irl_jax.train.lm import batch_stats as batch_stats
+from irl_jax.train.lm import lm_stats as lm_stats
+from irl_jax.train.lm import lm_targets as lm_targets
+from irl_jax.train.lm import sequence_log_probs as sequence_log_probs
 from irl_jax.train.loop import ConfigError as ConfigError
 from irl_jax.train.loop import NonFiniteError as NonFiniteError
 from irl_jax.train.loop import VocabularyError as VocabularyError
@@ -30,9 +34,11 @@ from irl_jax.train.objectives import iq_learn_objective as iq_learn_objective
 from irl_jax.train.objectives import iq_learn_online_objective as iq_learn_online_objective
 from irl_jax.train.objectives import mle_objective as mle_objective
 from irl_jax.train.objectives import reward_model_objective as reward_model_objective
-from irl_jax.train.objectives import sequence_log_probs as sequence_log_probs
 from irl_jax.train.optim import learning_rate_schedule as learning_rate_schedule
 from irl_jax.train.optim import make_optimizer as make_optimizer
+from irl_jax.train.registry import ObjectiveSpec as ObjectiveSpec
+from irl_jax.train.registry import hyperparameters as hyperparameters
+from irl_jax.train.registry import objective_config as objective_config
 from irl_jax.train.rollouts import PolicySampler as PolicySampler
 from irl_jax.train.rollouts import ReferenceLogProbs as ReferenceLogProbs
 from irl_jax.train.sharding import MESH_AXES as MESH_AXES

@@ -2,27 +2,34 @@
 
 `config.data.format` names the reader (`demonstrations`, `preferences`,
 `hh_rlhf`, `gsm8k`, `model_written_evals`); `config.data.path` the local
-file or folder. With an empty path and `config.data.task` set, the task's
-generator writes the files into `<workdir>/data` first (smoke runs and
-experiments need no downloaded data). Each process builds the same TFDS
-dataset (process 0 first, the others after a barrier) and reads its own shard.
+file or folder. With an empty path, the `task` the entry point passes (a data
+generator, e.g. one of the tasks in the repository's `experiments/tasks/`)
+writes the files into `<workdir>/data` first, so smoke runs and experiments
+need no downloaded data. Each process builds the same TFDS dataset (process 0
+first, the others after a barrier) and reads its own shard.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import jax
 from absl import logging
 
 from irl_jax import data as data_lib
+from irl_jax.train import registry
 
 PREFERENCE_FORMATS = ("preferences", "hh_rlhf", "model_written_evals")
 
 
 def load_tokenizer(config):
+  """`config.tokenizer.path`: a Hugging Face tokenizer directory or a GGUF file (its
+  embedded tokenizer); empty: the character tokenizer of `config.tokenizer.alphabet`."""
   path = config.tokenizer.get("path", "")
+  if path and os.path.isfile(path):
+    from irl_jax.models import gguf_tokenizer
+
+    return gguf_tokenizer(path)
   if path:
     from transformers import AutoTokenizer
 
@@ -37,9 +44,8 @@ def _barrier(name: str):
     multihost_utils.sync_global_devices(name)
 
 
-def _generated_paths(config, workdir: str, preference: bool) -> tuple[str, str]:
+def _generated_paths(config, workdir: str, preference: bool, task) -> tuple[str, str]:
   """Write the task's train/eval files (identical on every process) and return their paths."""
-  task = importlib.import_module(f"experiments.tasks.{config.data.task}")
   folder = os.path.join(workdir, "data")
   kind = "preferences" if preference else "demonstrations"
   write = task.write_preferences if preference else task.write_demonstrations
@@ -55,21 +61,29 @@ def _generated_paths(config, workdir: str, preference: bool) -> tuple[str, str]:
   return paths[0], paths[1]
 
 
-def build_data(config, workdir: str):
-  """`(train_iterator, eval_batches_fn, tokenizer)` for `irl_jax.train.loop.train`."""
-  from irl_jax.train.loop import PREFERENCE_OBJECTIVES
+def build_data(config, workdir: str, *, task=None):
+  """`(train_iterator, eval_batches_fn, tokenizer)` for `irl_jax.train.loop.train`.
 
+  Args:
+    config: the run's config (`config.data`, `config.tokenizer`, `config.objective.name`).
+    workdir: the run's directory (generated data and TFDS builds go under it).
+    task: a data generator used when `config.data.path` is empty: an object
+      (e.g. a module) with `write_demonstrations(path, *, num_examples, seed)`
+      and, for preference objectives, `write_preferences(path, *, num_examples,
+      seed)`, each writing a JSONL file.
+  """
   tokenizer = load_tokenizer(config)
   d = config.data
-  preference = config.objective.name in PREFERENCE_OBJECTIVES
+  preference = registry.get(config.objective.name).data == "preferences"
   fmt = d.get("format", "") or ("preferences" if preference else "demonstrations")
   if preference != (fmt in PREFERENCE_FORMATS):
     raise ValueError(f"objective {config.objective.name!r} cannot train on data.format={fmt!r}.")
   train_path, eval_path = d.get("path", ""), d.get("eval_path", "")
   if not train_path:
-    if not d.get("task"):
-      raise ValueError("config.data.path is empty and no config.data.task generates data.")
-    train_path, eval_path = _generated_paths(config, workdir, preference)
+    if task is None:
+      raise ValueError("config.data.path is empty and no task was given to generate data "
+                       "(train(..., task=...); experiments/train.py passes config.data.task's).")
+    train_path, eval_path = _generated_paths(config, workdir, preference, task)
   data_dir = os.path.join(workdir, "tfds")
 
   def source(path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import importlib
 import math
 import os
 import socket
@@ -32,14 +31,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from irl_jax import models
 from irl_jax.train import checkpoint as ckpt_lib
-from irl_jax.train import objectives, optim, rollouts, sharding
+from irl_jax.train import optim, registry, rollouts, sharding
+from irl_jax.train.data_setup import build_data
 from irl_jax.train.metrics import MetricWriter
 from irl_jax.train.state import TrainState, init_train_state, split_model
 from irl_jax.train.step import make_eval_step, make_train_step
-
-REWARD_OBJECTIVES = ("bradley_terry", "plackett_luce", "pairwise_split")
-PREFERENCE_OBJECTIVES = (*REWARD_OBJECTIVES, "dpo", "ipo")
-SAMPLING_OBJECTIVES = ("iq_learn_online", "grpo")
 
 
 class NonFiniteError(FloatingPointError):
@@ -105,8 +101,12 @@ def check_config(config) -> None:
   for name in ("model.dtype", "model.compute_dtype"):
     value = _field(config, name, "float32")
     need(value in _DTYPES, name, f"must be one of {sorted(_DTYPES)}")
-  need(_field(config, "objective.name") in _OBJECTIVES, "objective.name",
-       f"unknown objective; known: {', '.join(_OBJECTIVES)}")
+  need(_field(config, "objective.name") in registry.names(), "objective.name",
+       f"unknown objective; registered: {', '.join(registry.names())}")
+  try:
+    registry.hyperparameters(config.objective)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ConfigError(str(e).strip('"')) from None
   need(_field(config, "best_mode", "min") in ("min", "max"), "best_mode", "must be 'min' or 'max'")
   mesh = dict(_field(config, "mesh", {}) or {})
   unknown = sorted(set(mesh) - set(sharding.MESH_AXES))
@@ -223,7 +223,6 @@ def maybe_initialize_distributed(config) -> None:
 
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-_OBJECTIVES = ("mle", "iq_learn", "iq_learn_online", *PREFERENCE_OBJECTIVES, "grpo")
 
 
 def _dtype(name: str):
@@ -241,8 +240,8 @@ def run_fingerprint(config, model) -> dict[str, Any]:
   return {
       "model": {"architecture": arch, "head": type(model).__name__,
                 "dtype": mc.get("dtype", "float32")},
-      "objective": config.objective.to_dict() if hasattr(config.objective, "to_dict")
-      else dict(config.objective),
+      "objective": {"name": config.objective.name,
+                    **dataclasses.asdict(registry.hyperparameters(config.objective))},
   }
 
 
@@ -260,53 +259,44 @@ def build_model(config, vocab_size: int):
     model = models.Transformer(models.ModelConfig(**arch), rngs=nnx.Rngs(config.seed),
                                param_dtype=param_dtype, dtype=compute_dtype,
                                remat=mc.get("remat", False))
-  if config.objective.name in REWARD_OBJECTIVES and not isinstance(model, models.RewardModel):
+  if registry.get(config.objective.name).reward_head and not isinstance(
+      model, models.RewardModel):
     model = models.RewardModel(model, rngs=nnx.Rngs(config.seed + 1))
   return model
 
 
 def build_objective(config):
-  o = config.objective
-  chunk = o.get("chunk_size") or None
-  name = o.name
-  if name == "mle":
-    return objectives.mle_objective(chunk_size=chunk, entropy_bonus=o.get("entropy_bonus", 0.0))
-  if name == "iq_learn":
-    return objectives.iq_learn_objective(gamma=o.gamma, td_weight=o.td_weight, chunk_size=chunk)
-  if name == "iq_learn_online":
-    return objectives.iq_learn_online_objective(gamma=o.gamma, td_weight=o.td_weight, mix=o.mix,
-                                                chunk_size=chunk)
-  if name in REWARD_OBJECTIVES:
-    return objectives.reward_model_objective(ranking=name)
-  if name in ("dpo", "ipo"):
-    return objectives.direct_preference_objective(
-        kind=name, beta=o.beta, label_smoothing=o.get("label_smoothing", 0.0), chunk_size=chunk)
-  if name == "grpo":
-    return objectives.grpo_objective(clip_epsilon=o.clip_epsilon, kl_coef=o.kl_coef,
-                                     normaliser=o.get("normaliser", "token"), chunk_size=chunk)
-  raise ValueError(f"unknown objective {name!r}.")
+  """The objective function of `config.objective` (through the registry)."""
+  spec = registry.get(config.objective.name)
+  return spec.build(registry.hyperparameters(config.objective))
 
 
-def _import(path: str):
-  module, _, attr = path.partition(":")
-  return getattr(importlib.import_module(module), attr)
+def build_preparer(config, model_def, params, tokenizer, *, reward_fn=None):
+  """Host-side batch preparation (reference log-probs, policy samples) or None.
 
-
-def build_preparer(config, model_def, params, tokenizer):
-  """Host-side batch preparation (reference log-probs, policy samples) or None."""
-  o = config.objective
-  chunk = o.get("chunk_size") or None
-  if o.name in ("dpo", "ipo"):
-    return rollouts.ReferenceLogProbs(model_def, params, chunk_size=chunk)
-  if o.name in SAMPLING_OBJECTIVES:
+  Args:
+    reward_fn: for objectives that score samples (`spec.reward_fn`), a factory
+      `reward_fn(tokenizer) -> score(prompt_ids, response_ids, response_mask) -> [N]`.
+  """
+  spec = registry.get(config.objective.name)
+  hp = registry.hyperparameters(config.objective)
+  chunk = int(getattr(hp, "chunk_size", 0)) or None
+  if spec.sampler:
     if jax.process_count() > 1:
-      raise ValueError(f"objective {o.name!r} samples on the host; run it in one process.")
-    reward_fn = _import(o.reward_fn)(tokenizer) if o.name == "grpo" else None
+      raise ValueError(f"objective {spec.name!r} samples on the host; run it in one process.")
+    score = None
+    if spec.reward_fn:
+      if reward_fn is None:
+        raise ValueError(f"objective {spec.name!r} scores its samples: pass train(..., "
+                         "reward_fn=...) (the entry point's task provides one).")
+      score = reward_fn(tokenizer)
     return rollouts.PolicySampler(
-        model_def, max_new_tokens=o.max_new_tokens, temperature=o.get("temperature", 1.0),
-        num_samples=o.get("num_samples", 1), eos_id=tokenizer.eos_token_id,
-        pad_id=tokenizer.pad_token_id or 0, reward_fn=reward_fn,
-        ref_params=params if o.name == "grpo" else None, chunk_size=chunk, seed=config.seed)
+        model_def, max_new_tokens=hp.max_new_tokens, temperature=hp.temperature,
+        num_samples=hp.num_samples, eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id or 0, reward_fn=score,
+        ref_params=params if spec.reference else None, chunk_size=chunk, seed=config.seed)
+  if spec.reference:
+    return rollouts.ReferenceLogProbs(model_def, params, chunk_size=chunk)
   return None
 
 
@@ -315,7 +305,7 @@ def _abstract(tree, shardings):
                       tree, shardings)
 
 
-def train(config, workdir: str, *, data=None) -> dict[str, Any]:
+def train(config, workdir: str, *, data=None, task=None, reward_fn=None) -> dict[str, Any]:
   """Run (or resume) training; returns the last logged metrics.
 
   Args:
@@ -326,6 +316,11 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
     workdir: output directory (checkpoints, metrics, TensorBoard, export).
     data: optional `(train_iterator, eval_batches_fn, tokenizer)`; by default
       built from `config.data` with `irl_jax.train.data_setup.build_data`.
+    task: optional data generator for runs without `config.data.path`: an
+      object with `write_demonstrations(path, *, num_examples, seed)` and, for
+      preference objectives, `write_preferences(...)` (see `build_data`).
+    reward_fn: for objectives that score samples (GRPO), a factory
+      `reward_fn(tokenizer) -> score(prompt_ids, response_ids, response_mask)`.
 
   Raises:
     ConfigError: a config field is unusable (the message names it).
@@ -339,14 +334,12 @@ def train(config, workdir: str, *, data=None) -> dict[str, Any]:
   maybe_initialize_distributed(config)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock(workdir):
-    return _train_locked(config, workdir, data)
+    return _train_locked(config, workdir, data, task, reward_fn)
 
 
-def _train_locked(config, workdir: str, data) -> dict[str, Any]:
+def _train_locked(config, workdir: str, data, task, reward_fn) -> dict[str, Any]:
   if data is None:
-    from irl_jax.train.data_setup import build_data
-
-    data = build_data(config, workdir)
+    data = build_data(config, workdir, task=task)
   train_iter, eval_batches, tokenizer = data
   try:
     mesh = sharding.make_mesh(dict(config.mesh))
@@ -381,7 +374,7 @@ def _train_locked(config, workdir: str, data) -> dict[str, Any]:
   step_fn = jax.jit(make_train_step(model_def, objective, tx, schedule, micro_batches=micro),
                     donate_argnums=0, out_shardings=(state_sh, replicated))
   eval_fn = jax.jit(make_eval_step(model_def, objective))
-  preparer = build_preparer(config, model_def, ref_params, tokenizer)
+  preparer = build_preparer(config, model_def, ref_params, tokenizer, reward_fn=reward_fn)
 
   checkpoints = ckpt_lib.Checkpoints(
       os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
@@ -458,17 +451,25 @@ def _train_locked(config, workdir: str, data) -> dict[str, Any]:
 
 
 def evaluate(eval_fn, params, eval_batches, mesh, preparer, config) -> dict[str, float]:
-  """Exact means over the eval set: sums and counts add across batches."""
-  total, count, sums, n = 0.0, 0.0, {}, 0
+  """Exact means over the eval set: each loss population's sums and counts add across
+  batches; `eval/loss` is the sum of the populations' means."""
+  totals, counts, sums, n = None, None, {}, 0
   key = jax.random.key(config.seed + 7)
   for local in eval_batches():
     if preparer is not None:
       local = preparer(local, params)
     s, c, m = jax.device_get(eval_fn(params, sharding.global_batch(local, mesh), key))
-    total, count, n = total + float(s), count + float(c), n + 1
+    s, c = [float(x) for x in s], [float(x) for x in c]
+    totals = s if totals is None else [a + b for a, b in zip(totals, s, strict=True)]
+    counts = c if counts is None else [a + b for a, b in zip(counts, c, strict=True)]
+    n += 1
     for k, v in m.items():
       sums[k] = sums.get(k, 0.0) + float(v)
-  out = {"eval/loss": total / count if count else float("nan")}
+  if not n or not any(counts):
+    loss = float("nan")
+  else:
+    loss = sum(t / c for t, c in zip(totals, counts, strict=True) if c)
+  out = {"eval/loss": loss}
   out.update({f"eval/{k}": v / n for k, v in sums.items()})
   return out
 

@@ -1,8 +1,17 @@
 """Objectives in the trainer's form `objective(model, batch, rng) -> (loss, metrics)`.
 
-Each wraps a pure loss from `irl_jax.losses` around a model call. Losses come
-back as `MaskedMean(sum, count)` so that means are exact across devices and
-micro-batches. Batches follow `irl_jax.data`'s contract:
+Each wraps a pure loss from `irl_jax.losses` around a model call (through the
+adapters in `irl_jax.train.lm`) and registers itself in
+`irl_jax.train.registry` with its typed hyperparameters, right below it.
+
+Return contract: `loss` is a `MaskedMean(sum, count)`, or a tuple of them
+whose means add up to the loss (one per token population, e.g. the expert
+and the policy tokens of online IQLearn; such an objective also carries
+`objective.counts(batch)`, the populations' counts from the masks alone).
+Either way means are exact across devices and micro-batches: sums and counts
+add, and each mean is taken once. `metrics` is a dict of scalars.
+
+Batches follow `irl_jax.data`'s contract:
 
 - language-model batches: `input_ids`, `segment_ids` (0 = padding),
   `positions`, `loss_mask` — `[B, T]`; logits at `t` predict `input_ids[t+1]`,
@@ -14,52 +23,48 @@ micro-batches. Batches follow `irl_jax.data`'s contract:
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
 from irl_jax import losses
 from irl_jax.losses import MaskedMean, masked_sum_count
-from irl_jax.models.heads import last_token_index
+from irl_jax.train.lm import (
+    batch_stats,
+    bootstrap_values,
+    flatten_responses,
+    lm_stats,
+    lm_targets,
+    next_tokens,
+    sequence_log_probs,
+)
+from irl_jax.train.registry import ObjectiveSpec, register
+
+__all__ = ["bootstrap_values", "lm_stats", "lm_targets", "sequence_log_probs"]
 
 
-def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None):
-  """Token statistics at every position `[B, T]` (the last column's target is a dummy).
-
-  Returns `(stats, hidden_dtype)`; `stats.q[:, t]` is the logit of
-  `input_ids[:, t+1]` and `stats.v[:, t]` the soft value of the state after
-  token `t`.
-  """
-  hidden = model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
-  targets = _next_tokens(input_ids)
-  # Padding slots hold no state: their statistics are zero and no gradient
-  # (not even a NaN one from non-finite logits there) flows through them.
-  real = jnp.asarray(segment_ids) > 0
-  if chunk_size:
-    return losses.chunked_soft_q_stats(hidden, model.unembedding(), targets,
-                                       chunk_size=chunk_size, where=real)
-  logits = jnp.dot(hidden, model.unembedding(), preferred_element_type=jnp.float32)
-  return losses.soft_q_stats(logits, targets, where=real)
+def _chunk(chunk_size: int) -> int | None:
+  return int(chunk_size) or None
 
 
-def _next_tokens(input_ids):
-  """`input_ids` shifted left by one; the last column's target is a dummy 0."""
-  return jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
+# -- maximum likelihood ---------------------------------------------------------------
 
 
-def lm_targets(loss_mask):
-  """`where [B, T]`: position `t` is trained iff `input_ids[t+1]` is a loss target."""
-  return jnp.concatenate([loss_mask[:, 1:], jnp.zeros_like(loss_mask[:, :1])], axis=1)
+@dataclasses.dataclass(frozen=True)
+class MLEConfig:
+  """`chunk_size > 0`: chunked soft-Q statistics; `entropy_bonus`: weight of the policy
+  entropy subtracted from the loss (needs dense logits)."""
+
+  chunk_size: int = 0
+  entropy_bonus: float = 0.0
 
 
-def _lm_batch_stats(model, batch, chunk_size):
-  stats = lm_stats(model, batch["input_ids"], batch["segment_ids"], batch["positions"],
-                   chunk_size=chunk_size)
-  return stats, lm_targets(batch["loss_mask"].astype(bool))
-
-
-def mle_objective(*, chunk_size: int | None = None, entropy_bonus: float = 0.0):
+def mle_objective(*, chunk_size: int | None = 0, entropy_bonus: float = 0.0):
   """Token-mean negative log-likelihood of the response tokens (optionally minus an
   entropy bonus, which needs dense logits)."""
+  chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
     del rng
@@ -69,14 +74,15 @@ def mle_objective(*, chunk_size: int | None = None, entropy_bonus: float = 0.0):
       hidden = model(batch["input_ids"], segment_ids=batch["segment_ids"],
                      positions=batch["positions"], return_hidden=True)
       logits = jnp.dot(hidden, model.unembedding(), preferred_element_type=jnp.float32)
-      where = lm_targets(batch["loss_mask"].astype(bool))
-      stats = losses.soft_q_stats(logits, _next_tokens(batch["input_ids"]))
+      where = lm_targets(batch["loss_mask"])
+      stats = losses.soft_q_stats(logits, next_tokens(batch["input_ids"]),
+                                  where=jnp.asarray(batch["segment_ids"]) > 0)
       nll = losses.mle(stats, where=where)
       entropy = losses.token_entropy(logits, where=where)
       metrics["entropy"] = losses.token_mean(entropy, where)
       per_token = nll - entropy_bonus * entropy
     else:
-      stats, where = _lm_batch_stats(model, batch, chunk_size)
+      stats, where = batch_stats(model, batch, chunk_size=chunk)
       nll = per_token = losses.mle(stats, where=where)
     loss = masked_sum_count(per_token, where)
     metrics["nll"] = losses.token_mean(nll, where)
@@ -86,12 +92,30 @@ def mle_objective(*, chunk_size: int | None = None, entropy_bonus: float = 0.0):
   return objective
 
 
-def iq_learn_objective(*, gamma: float, td_weight: float, chunk_size: int | None = None):
+register(ObjectiveSpec(
+    name="mle", make=mle_objective, hyperparameters=MLEConfig, data="demonstrations",
+    summary="maximum likelihood on demonstrations (optionally with an entropy bonus)"))
+
+
+# -- IQLearn ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IQLearnConfig:
+  """Offline IQLearn: discount `gamma`, TD (χ²) weight `td_weight` (λ)."""
+
+  gamma: float = 0.99
+  td_weight: float = 0.1
+  chunk_size: int = 0
+
+
+def iq_learn_objective(*, gamma: float, td_weight: float, chunk_size: int | None = 0):
   """Offline IQLearn on demonstrations (every span ends with EOS: terminal)."""
+  chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
     del rng
-    stats, where = _lm_batch_stats(model, batch, chunk_size)
+    stats, where = batch_stats(model, batch, chunk_size=chunk)
     per_token, extras = losses.iq_learn(stats, where=where, gamma=gamma, td_weight=td_weight)
     loss = masked_sum_count(per_token, where)
     return loss, {
@@ -105,54 +129,92 @@ def iq_learn_objective(*, gamma: float, td_weight: float, chunk_size: int | None
   return objective
 
 
-def bootstrap_values(v, where):
-  """`[B]` soft value of the state after each row's last target (for truncated rows).
+register(ObjectiveSpec(
+    name="iq_learn", make=iq_learn_objective, hyperparameters=IQLearnConfig,
+    data="demonstrations", summary="offline IQLearn: maximum likelihood with a TD penalty"))
 
-  With `where[:, t]` marking the target `input_ids[t+1]`, the state after the
-  last target is the one whose value is `v[:, t_last + 1]`.
-  """
-  last = last_token_index(where)
-  return v[jnp.arange(v.shape[0]), jnp.minimum(last + 1, where.shape[1] - 1)]
+
+@dataclasses.dataclass(frozen=True)
+class IQLearnOnlineConfig:
+  """Online IQLearn: `mix` (α) of the current policy's samples in the value term; the
+  sampler draws `num_samples` responses of up to `max_new_tokens` per prompt."""
+
+  gamma: float = 0.99
+  td_weight: float = 0.1
+  mix: float = 0.1
+  chi2_on_mixture: bool = False
+  chunk_size: int = 0
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  num_samples: int = 1
 
 
 def iq_learn_online_objective(*, gamma: float, td_weight: float, mix: float,
-                              chunk_size: int | None = None, chi2_on_mixture: bool = False):
-  """Online IQLearn: demonstrations plus the current policy's samples (`sample_*` keys)."""
+                              chunk_size: int | None = 0, chi2_on_mixture: bool = False,
+                              **sampling):
+  """Online IQLearn: demonstrations plus the current policy's samples (`sample_*` keys).
+
+  The loss is the sum of two token-population means, expert and policy, each
+  returned as its own `MaskedMean`:
+
+      S_E = Σ_E [ (v − q) + λ·c·r̂² − α·(v − γ v') ],   c = 1 − α on the mixture, else 1
+      S_π = Σ_π [ α·(v − γ v') + λ·α·r̂² (on the mixture only) ]
+
+  so that `S_E / N_E + S_π / N_π` is `losses.iq_learn_online`'s loss, exact
+  across micro-batches (`objective.counts` gives `N_E, N_π` from the masks).
+  `sampling` (max_new_tokens, temperature, num_samples) configures the
+  trainer's sampler, not the loss.
+  """
+  del sampling
+  chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
     del rng
-    stats, where = _lm_batch_stats(model, batch, chunk_size)
+    stats, where = batch_stats(model, batch, chunk_size=chunk)
     p_stats = lm_stats(model, batch["sample_input_ids"], batch["sample_segment_ids"],
-                       batch["sample_positions"], chunk_size=chunk_size)
-    p_where = lm_targets(batch["sample_loss_mask"].astype(bool))
+                       batch["sample_positions"], chunk_size=chunk)
+    p_where = lm_targets(batch["sample_loss_mask"])
     terminal = batch["sample_terminal"].astype(bool)
-    loss, extras = losses.iq_learn_online(
+    _, extras = losses.iq_learn_online(
         stats, p_stats, expert_where=where, policy_where=p_where, mix=mix, gamma=gamma,
         td_weight=td_weight, policy_terminal=terminal,
         policy_bootstrap=bootstrap_values(p_stats.v, p_where), chi2_on_mixture=chi2_on_mixture)
-    # The scalar loss mixes means of two batches: report it with count 1.
-    return MaskedMean(loss, jnp.float32(1.0)), {
+    chi2_expert = (1 - mix) if chi2_on_mixture else 1.0
+    expert = MaskedMean(
+        extras.expert_nll.sum + td_weight * chi2_expert * extras.expert_chi2.sum
+        - mix * extras.expert_value_gap.sum, extras.expert_nll.count)
+    policy_sum = mix * extras.policy_value_gap.sum
+    if chi2_on_mixture:
+      policy_sum = policy_sum + td_weight * mix * extras.policy_chi2.sum
+    policy = MaskedMean(policy_sum, extras.policy_value_gap.count)
+    return (expert, policy), {
         "nll": extras.expert_nll.mean(),
         "expert_chi2": extras.expert_chi2.mean(),
         "policy_value_gap": extras.policy_value_gap.mean(),
         "expert_value_gap": extras.expert_value_gap.mean(),
+        "tokens": expert.count,
     }
 
+  def counts(batch):
+    return (jnp.sum(lm_targets(batch["loss_mask"])).astype(jnp.float32),
+            jnp.sum(lm_targets(batch["sample_loss_mask"])).astype(jnp.float32))
+
+  objective.counts = counts
   return objective
 
 
-def _flatten_k(batch, key):
-  x = batch[key]
-  return x.reshape(-1, x.shape[-1])
+register(ObjectiveSpec(
+    name="iq_learn_online", make=iq_learn_online_objective,
+    hyperparameters=IQLearnOnlineConfig, data="demonstrations", sampler=True,
+    summary="online IQLearn: demonstrations plus the current policy's samples"))
 
 
-def sequence_log_probs(model, batch, *, chunk_size: int | None = None):
-  """`[B, K]` summed response log-probs of preference batches `[B, K, T]`."""
-  b, k, _ = batch["input_ids"].shape
-  stats = lm_stats(model, _flatten_k(batch, "input_ids"), _flatten_k(batch, "segment_ids"),
-                   _flatten_k(batch, "positions"), chunk_size=chunk_size)
-  where = lm_targets(_flatten_k(batch, "loss_mask").astype(bool))
-  return jnp.sum(jnp.where(where, stats.log_probs, 0), axis=-1).reshape(b, k)
+# -- reward models on rankings ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelConfig:
+  """Reward-model training has no hyperparameters beyond the optimizer's."""
 
 
 def reward_model_objective(*, ranking: str = "plackett_luce"):
@@ -163,9 +225,9 @@ def reward_model_objective(*, ranking: str = "plackett_luce"):
   def objective(reward_model, batch, rng):
     del rng
     b, k, _ = batch["input_ids"].shape
-    rewards = reward_model(_flatten_k(batch, "input_ids"),
-                           attention_mask=_flatten_k(batch, "segment_ids") > 0,
-                           positions=_flatten_k(batch, "positions")).reshape(b, k)
+    rewards = reward_model(flatten_responses(batch["input_ids"]),
+                           attention_mask=flatten_responses(batch["segment_ids"]) > 0,
+                           positions=flatten_responses(batch["positions"])).reshape(b, k)
     rank_mask = batch["rank_mask"].astype(bool)
     if ranking == "bradley_terry":
       per_example = losses.bradley_terry(rewards[:, 0], rewards[:, 1])
@@ -183,15 +245,46 @@ def reward_model_objective(*, ranking: str = "plackett_luce"):
   return objective
 
 
+for _ranking, _summary in (
+    ("bradley_terry", "reward model, Bradley–Terry on the first pair of each ranking"),
+    ("plackett_luce", "reward model, Plackett–Luce on K-wise rankings"),
+    ("pairwise_split", "reward model, Bradley–Terry on every pair a ranking implies")):
+  register(ObjectiveSpec(
+      name=_ranking, make=lambda _r=_ranking: reward_model_objective(ranking=_r),
+      hyperparameters=RewardModelConfig, data="preferences", reward_head=True,
+      summary=_summary))
+
+
+# -- direct preference optimisation -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DPOConfig:
+  """DPO: inverse temperature `beta`, conservative `label_smoothing`."""
+
+  beta: float = 0.1
+  label_smoothing: float = 0.0
+  chunk_size: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class IPOConfig:
+  """IPO: regularisation `beta` (the squared margin's target is 1/(2β))."""
+
+  beta: float = 0.1
+  chunk_size: int = 0
+
+
 def direct_preference_objective(*, kind: str, beta: float, label_smoothing: float = 0.0,
-                                chunk_size: int | None = None):
+                                chunk_size: int | None = 0):
   """DPO or IPO on pairs; needs `ref_logps [B, 2]` precomputed by the frozen reference."""
   if kind not in ("dpo", "ipo"):
     raise ValueError(f"unknown direct preference objective {kind!r}.")
+  chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
     del rng
-    logps = sequence_log_probs(model, batch, chunk_size=chunk_size)
+    logps = sequence_log_probs(model, batch, chunk_size=chunk)
     ref = jax.lax.stop_gradient(batch["ref_logps"])
     args = (logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1])
     if kind == "dpo":
@@ -208,16 +301,45 @@ def direct_preference_objective(*, kind: str, beta: float, label_smoothing: floa
   return objective
 
 
+register(ObjectiveSpec(
+    name="dpo", make=lambda **hp: direct_preference_objective(kind="dpo", **hp),
+    hyperparameters=DPOConfig, data="preferences", reference=True,
+    summary="direct preference optimisation against the frozen initial policy"))
+register(ObjectiveSpec(
+    name="ipo", make=lambda **hp: direct_preference_objective(kind="ipo", **hp),
+    hyperparameters=IPOConfig, data="preferences", reference=True,
+    summary="identity preference optimisation against the frozen initial policy"))
+
+
+# -- GRPO -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig:
+  """GRPO: clipping `clip_epsilon`, KL weight `kl_coef`, the loss `normaliser`; the sampler
+  draws groups of `num_samples` responses per prompt, scored by the reward function."""
+
+  clip_epsilon: float = 0.2
+  kl_coef: float = 0.04
+  normaliser: Literal["token", "sequence", "sequence_all_rows"] = "token"
+  chunk_size: int = 0
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  num_samples: int = 4
+
+
 def grpo_objective(*, clip_epsilon: float, kl_coef: float, normaliser="token",
-                   chunk_size: int | None = None):
+                   chunk_size: int | None = 0, **sampling):
   """GRPO on sampled groups: `sample_*` tokens with `sample_old_logps`, `sample_ref_logps`
   (`[N, T]`, aligned with the targets) and `sample_advantages [N]`."""
+  del sampling
+  chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
     del rng
     stats = lm_stats(model, batch["sample_input_ids"], batch["sample_segment_ids"],
-                     batch["sample_positions"], chunk_size=chunk_size)
-    where = lm_targets(batch["sample_loss_mask"].astype(bool))
+                     batch["sample_positions"], chunk_size=chunk)
+    where = lm_targets(batch["sample_loss_mask"])
     loss, extras = losses.grpo(
         stats.log_probs, batch["sample_old_logps"], batch["sample_ref_logps"],
         batch["sample_advantages"], where=where, normaliser=normaliser,
@@ -227,3 +349,9 @@ def grpo_objective(*, clip_epsilon: float, kl_coef: float, normaliser="token",
                                "loss_mean": loss}
 
   return objective
+
+
+register(ObjectiveSpec(
+    name="grpo", make=grpo_objective, hyperparameters=GRPOConfig, data="demonstrations",
+    reference=True, sampler=True, reward_fn=True,
+    summary="group-relative policy optimisation on the prompts of the data"))

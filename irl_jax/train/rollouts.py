@@ -21,7 +21,7 @@ import numpy as np
 from irl_jax import losses
 from irl_jax.models.sampling import generate
 from irl_jax.models.transformer import padded_positions
-from irl_jax.train import objectives
+from irl_jax.train import lm
 from irl_jax.train.state import ModelDef
 
 
@@ -30,7 +30,7 @@ class ReferenceLogProbs:
 
   def __init__(self, model_def: ModelDef, ref_params, *, chunk_size: int | None = None):
     self.ref_params = ref_params
-    self._fn = jax.jit(lambda p, b: objectives.sequence_log_probs(
+    self._fn = jax.jit(lambda p, b: lm.sequence_log_probs(
         model_def.merge(p), b, chunk_size=chunk_size))
 
   def __call__(self, batch: dict, params=None) -> dict:
@@ -59,7 +59,7 @@ class PolicySampler:
   `sample_loss_mask` (`[N, P + M]`), `sample_terminal [N]`; with a
   `reward_fn`, also `sample_rewards`, `sample_advantages [N]`,
   `sample_old_logps` and `sample_ref_logps` (`[N, P + M]`, aligned with the
-  targets as the objectives' `lm_targets` are).
+  targets as `irl_jax.train.lm.lm_targets` are).
   """
 
   def __init__(self, model_def: ModelDef, *, max_new_tokens: int, temperature: float = 1.0,
@@ -74,7 +74,7 @@ class PolicySampler:
     self.key = jax.random.key(seed)
 
     def logps(params, ids, seg, pos):
-      stats = objectives.lm_stats(model_def.merge(params), ids, seg, pos, chunk_size=chunk_size)
+      stats = lm.lm_stats(model_def.merge(params), ids, seg, pos, chunk_size=chunk_size)
       return stats.log_probs
 
     self._logps = jax.jit(logps)

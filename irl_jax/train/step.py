@@ -1,16 +1,17 @@
 """The generic jit-compiled train step over any objective.
 
 An objective is `objective(model, batch, rng) -> (loss, metrics)`: `loss` a
-`MaskedMean(sum, count)` (exact across devices and micro-batches: sums and
-counts add, the mean is taken once) or a scalar mean (averaged over
-micro-batches), `metrics` a dict of scalars. The step splits the batch into
-`micro_batches` along its leading dimension, accumulates the gradient of the
-summed loss, divides by the total count, clips, applies the optimizer, and
-refuses a non-finite update (the state is kept and `train/finite` is 0, so the
-loop can stop with the last good checkpoint intact). A batch whose loss has
-no unmasked element (count 0) carries no signal: its update is skipped too
-(Adam's moments would otherwise still move the weights), the step counter does
-not advance, and `train/skipped_empty` is 1.
+`MaskedMean(sum, count)`, or a tuple of them whose means add up to the loss
+(one per token population; such an objective has `objective.counts(batch)`,
+the populations' counts computed from the masks alone), `metrics` a dict of
+scalars. Means are exact across devices and micro-batches: sums and counts
+add, each mean is taken once. The step splits the batch into `micro_batches`
+along its leading dimension, accumulates the gradient, clips, applies the
+optimizer, and refuses a non-finite update (the state is kept and
+`train/finite` is 0, so the loop can stop with the last good checkpoint
+intact). A batch whose loss has no unmasked element (every count 0) carries no
+signal: its update is skipped too (Adam's moments would otherwise still move
+the weights), the step counter does not advance, and `train/skipped_empty` is 1.
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ from irl_jax.train.state import ModelDef, TrainState
 Objective = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
 
 
-def _sum_count(loss):
+def _populations(loss) -> tuple[tuple[jax.Array, jax.Array], ...]:
+  """`((sum, count), ...)` of a loss (one `MaskedMean` or a tuple of them)."""
   if isinstance(loss, MaskedMean):
-    return loss.sum.astype(jnp.float32), jnp.asarray(loss.count, jnp.float32)
-  return jnp.asarray(loss, jnp.float32), jnp.float32(1.0)
+    loss = (loss,)
+  if not (isinstance(loss, tuple) and loss and all(isinstance(m, MaskedMean) for m in loss)):
+    raise TypeError("an objective's loss must be a MaskedMean(sum, count) or a tuple of them, "
+                    f"got {type(loss).__name__}.")
+  return tuple((m.sum.astype(jnp.float32), jnp.asarray(m.count, jnp.float32)) for m in loss)
+
+
+def _mean(total, count):
+  return jnp.where(count > 0, total / jnp.maximum(count, 1e-30), 0.0)
 
 
 def _split_micro(batch: dict, micro_batches: int) -> dict:
@@ -46,33 +55,58 @@ def _split_micro(batch: dict, micro_batches: int) -> dict:
 
 def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng, *,
                    micro_batches: int = 1):
-  """`(loss, grads, metrics, count)`: the loss is a mean over all micro-batches' counts."""
+  """`(loss, grads, metrics, count)`: the loss is the sum of its populations' means over
+  the whole batch (all micro-batches), `count` their total count."""
 
-  def summed(params, mb, key):
+  def loss_of(params, mb, key, weights=None):
     loss, metrics = objective(model_def.merge(params), mb, key)
-    s, c = _sum_count(loss)
-    return s, (c, metrics)
+    pops = _populations(loss)
+    if weights is None:  # whole batch: each population's own mean
+      value = sum(_mean(s, c) for s, c in pops)
+    else:  # a micro-batch: sums weighted by the whole batch's 1 / count
+      if len(weights) != len(pops):
+        raise TypeError(f"the objective's loss has {len(pops)} populations; micro-batching "
+                        "it needs objective.counts(batch) giving one count for each.")
+      value = sum(s * w for (s, _), w in zip(pops, weights, strict=True))
+    return value, (tuple(s for s, _ in pops), tuple(c for _, c in pops), metrics)
 
-  grad_fn = jax.value_and_grad(summed, has_aux=True)
+  grad_fn = jax.value_and_grad(loss_of, has_aux=True)
   if micro_batches == 1:
-    (total, (count, metrics)), grads = grad_fn(params, batch, rng)
-  else:
-    micro = _split_micro(batch, micro_batches)
-    keys = jax.random.split(rng, micro_batches)
+    (value, (_, counts, metrics)), grads = grad_fn(params, batch, rng)
+    return value, grads, metrics, sum(counts)
 
+  micro = _split_micro(batch, micro_batches)
+  keys = jax.random.split(rng, micro_batches)
+  counts_fn = getattr(objective, "counts", None)
+  if counts_fn is None:
+    # One population: accumulate the gradient of the sum, divide by the count once.
     def body(carry, xs):
       total, count, grads = carry
       mb, key = xs
-      (s, (c, m)), g = grad_fn(params, mb, key)
-      return (total + s, count + c, jax.tree.map(jnp.add, grads, g)), m
+      (s, (_, c, m)), g = grad_fn(params, mb, key, (jnp.float32(1.0),))
+      return (total + s, count + c[0], jax.tree.map(jnp.add, grads, g)), m
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     (total, count, grads), metrics = jax.lax.scan(
         body, (jnp.float32(0), jnp.float32(0), zeros), (micro, keys))
-    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-  scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1e-30), 0.0)
-  grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
-  return total * scale, grads, metrics, count
+    scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1e-30), 0.0)
+    grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+    return total * scale, grads, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), count
+
+  # Several populations: their whole-batch counts come from the masks first, so each
+  # micro-batch's sums are weighted by the right 1 / count.
+  counts = tuple(jnp.asarray(c, jnp.float32) for c in counts_fn(batch))
+  weights = tuple(jnp.where(c > 0, 1.0 / jnp.maximum(c, 1e-30), 0.0) for c in counts)
+
+  def body(carry, xs):
+    value, grads = carry
+    mb, key = xs
+    (v, (_, _, m)), g = grad_fn(params, mb, key, weights)
+    return (value + v, jax.tree.map(jnp.add, grads, g)), m
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (value, grads), metrics = jax.lax.scan(body, (jnp.float32(0), zeros), (micro, keys))
+  return value, grads, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), sum(counts)
 
 
 def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.GradientTransformation,
@@ -117,11 +151,12 @@ def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.Gradien
 
 
 def make_eval_step(model_def: ModelDef, objective: Objective):
-  """`eval_step(params, batch, rng) -> (sum, count, metrics)` for exact eval means."""
+  """`eval_step(params, batch, rng) -> (sums, counts, metrics)` (one per loss population)
+  for exact eval means: add sums and counts over batches, then add the means."""
 
   def eval_step(params, batch, rng):
     loss, metrics = objective(model_def.merge(params), batch, rng)
-    s, c = _sum_count(loss)
-    return s, c, metrics
+    pops = _populations(loss)
+    return tuple(s for s, _ in pops), tuple(c for _, c in pops), metrics
 
   return eval_step

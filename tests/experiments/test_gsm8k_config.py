@@ -38,7 +38,7 @@ def test_gsm8k_config_trains_from_a_pretrained_checkpoint(tmp_path):
          "--config.steps=2", "--config.eval_every=2", "--config.checkpoint_every=2",
          "--config.data.batch_size=8", "--config.data.eval_batch_size=16",
          "--config.data.buckets=(64, 96)", "--config.progress_bar=False",
-         "--config.objective.chunk_size=16"]
+         "--config.objective.iq_learn.chunk_size=16"]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
   final = json.loads(proc.stdout.strip().splitlines()[-1])["final"]

@@ -191,3 +191,65 @@ def test_model_embeds_out_of_vocabulary_ids_as_nan_under_jit(setup):
     # -1 must not wrap to the last row: the row holding it, and only it, is NaN.
     assert np.isnan(np.asarray(logits)[1, 4:]).all(), bad
     assert np.isfinite(np.asarray(logits)[[0, *range(2, 8)]]).all()
+
+
+def _with_samples(batch, seed, *, grpo=False):
+  rng = np.random.default_rng(seed)
+  b, t = batch["input_ids"].shape
+  samples = _batch(seed + 100, b=b, t=t + 3)
+  out = dict(batch)
+  out.update({f"sample_{k}": v for k, v in samples.items()})
+  out["sample_terminal"] = rng.random(b) < 0.5  # some rows truncated (bootstrapped)
+  if grpo:
+    out["sample_old_logps"] = -rng.random((b, t + 3)).astype(np.float32)
+    out["sample_ref_logps"] = -rng.random((b, t + 3)).astype(np.float32)
+    out["sample_advantages"] = rng.standard_normal(b).astype(np.float32)
+  return out
+
+
+@pytest.mark.parametrize("name, hp", [
+    ("iq_learn_online", {"gamma": 0.9, "td_weight": 0.5, "mix": 0.3}),
+    ("iq_learn_online", {"gamma": 0.9, "td_weight": 0.5, "mix": 0.3, "chi2_on_mixture": True}),
+    ("grpo", {"normaliser": "token"}),
+    ("grpo", {"normaliser": "sequence"}),
+])
+def test_sampling_objectives_are_exact_across_micro_batches(setup, name, hp):
+  from irl_jax.train import registry
+
+  _, model_def, params = setup
+  spec = registry.get(name)
+  obj = spec.build(spec.hyperparameters(**hp))
+  batch = _with_samples(_batch(seed=11), 11, grpo=name == "grpo")
+  l1, g1, _, c1 = loss_and_grads(model_def, obj, params, batch, jax.random.key(0))
+  l4, g4, _, c4 = jax.jit(lambda p, b: loss_and_grads(
+      model_def, obj, p, b, jax.random.key(0), micro_batches=4))(params, batch)
+  np.testing.assert_allclose(l4, l1, rtol=2e-6)
+  np.testing.assert_allclose(c4, c1)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4), strict=True):
+    np.testing.assert_allclose(a, b, atol=2e-7, rtol=1e-5)
+
+
+def test_online_iq_learn_populations_add_up_to_the_loss(setup):
+  # The trainer's two-population form equals losses.iq_learn_online's scalar loss.
+  from irl_jax import losses
+  from irl_jax.train import lm, registry
+
+  model, _, _ = setup
+  batch = _with_samples(_batch(seed=12), 12)
+  for chi2_on_mixture in (False, True):
+    hp = dict(gamma=0.9, td_weight=0.5, mix=0.3, chi2_on_mixture=chi2_on_mixture)
+    obj = registry.get("iq_learn_online").build(
+        registry.get("iq_learn_online").hyperparameters(**hp))
+    (expert, policy), _ = obj(model, batch, None)
+    stats, where = lm.batch_stats(model, batch)
+    p_stats = lm.lm_stats(model, batch["sample_input_ids"], batch["sample_segment_ids"],
+                          batch["sample_positions"], chunk_size=None)
+    p_where = lm.lm_targets(batch["sample_loss_mask"])
+    want, _ = losses.iq_learn_online(
+        stats, p_stats, expert_where=where, policy_where=p_where, mix=0.3, gamma=0.9,
+        td_weight=0.5, policy_terminal=batch["sample_terminal"],
+        policy_bootstrap=lm.bootstrap_values(p_stats.v, p_where),
+        chi2_on_mixture=chi2_on_mixture)
+    np.testing.assert_allclose(expert.mean() + policy.mean(), want, rtol=1e-6)
+    counts = obj.counts(batch)
+    np.testing.assert_allclose([expert.count, policy.count], counts)

@@ -1,0 +1,79 @@
+"""Adapters from a language model and a batch to what the objectives consume.
+
+Shared by the objectives, the host-side samplers (`irl_jax.train.rollouts`)
+and the studies: token statistics at every position, the target mask, summed
+sequence log-probs, bootstrap values of truncated rows. Batches follow
+`irl_jax.data`'s contract: `input_ids`, `segment_ids` (0 = padding),
+`positions`, `loss_mask` `[B, T]`; logits at `t` predict `input_ids[t+1]`,
+and `loss_mask[:, 1:]` marks the targets.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from irl_jax import losses
+from irl_jax.models.heads import last_token_index
+
+
+def next_tokens(input_ids):
+  """`input_ids` shifted left by one; the last column's target is a dummy 0."""
+  return jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
+
+
+def lm_targets(loss_mask):
+  """`where [B, T]`: position `t` is trained iff `input_ids[t+1]` is a loss target."""
+  loss_mask = jnp.asarray(loss_mask).astype(bool)
+  return jnp.concatenate([loss_mask[:, 1:], jnp.zeros_like(loss_mask[:, :1])], axis=1)
+
+
+def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None):
+  """Token statistics `[B, T]` at every position (the last column's target is a dummy).
+
+  `stats.q[:, t]` is the logit of `input_ids[:, t+1]` and `stats.v[:, t]` the
+  soft value of the state after token `t`. With `chunk_size`, the statistics
+  are computed from the hidden states in vocabulary chunks (no `[B, T, V]`
+  logits are held).
+  """
+  hidden = model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
+  targets = next_tokens(input_ids)
+  # Padding slots hold no state: their statistics are zero and no gradient
+  # (not even a NaN one from non-finite logits there) flows through them.
+  real = jnp.asarray(segment_ids) > 0
+  if chunk_size:
+    return losses.chunked_soft_q_stats(hidden, model.unembedding(), targets,
+                                       chunk_size=chunk_size, where=real)
+  logits = jnp.dot(hidden, model.unembedding(), preferred_element_type=jnp.float32)
+  return losses.soft_q_stats(logits, targets, where=real)
+
+
+def batch_stats(model, batch, *, chunk_size: int | None = None):
+  """`(stats, where)` of a language-model batch."""
+  stats = lm_stats(model, batch["input_ids"], batch["segment_ids"], batch["positions"],
+                   chunk_size=chunk_size)
+  return stats, lm_targets(batch["loss_mask"])
+
+
+def flatten_responses(x):
+  """`[B, K, T] -> [B·K, T]` (preference batches to language-model rows)."""
+  return x.reshape(-1, x.shape[-1])
+
+
+def sequence_log_probs(model, batch, *, chunk_size: int | None = None):
+  """`[B, K]` summed response log-probs of preference batches `[B, K, T]`."""
+  b, k, _ = batch["input_ids"].shape
+  stats = lm_stats(model, flatten_responses(batch["input_ids"]),
+                   flatten_responses(batch["segment_ids"]),
+                   flatten_responses(batch["positions"]), chunk_size=chunk_size)
+  where = lm_targets(flatten_responses(batch["loss_mask"]))
+  return jnp.sum(jnp.where(where, stats.log_probs, 0), axis=-1).reshape(b, k)
+
+
+def bootstrap_values(v, where):
+  """`[B]` soft value of the state after each row's last target (for truncated rows).
+
+  With `where[:, t]` marking the target `input_ids[t+1]`, the state after the
+  last target is the one whose value is `v[:, t_last + 1]`.
+  """
+  last = last_token_index(where)
+  return v[jnp.arange(v.shape[0]), jnp.minimum(last + 1, where.shape[1] - 1)]
