@@ -354,7 +354,8 @@ def first_tie(responses: Sequence[Any]) -> tuple[int, int] | None:
   return None
 
 
-def _distinct(responses: list[str], names: Sequence[str], source: str) -> list[str]:
+def check_distinct(responses: list[str], names: Sequence[str], source: str) -> list[str]:
+  """`responses`, or `BadRowError` (`identical_responses`) naming the first two equal ones."""
   # A preference between a text and itself teaches nothing (its loss has no
   # gradient to follow); a tie in a ranking contradicts the ranking.
   tie = first_tie(responses)
@@ -423,7 +424,7 @@ def parse_preference(row: dict[str, Any], source: str) -> Example:
     rejected = _string(row, "rejected", source, expected)
     responses = [_nonempty(chosen, "'chosen'", source), _nonempty(rejected, "'rejected'", source)]
     names = ["'chosen'", "'rejected'"]
-  responses = _distinct(list(responses), names, source)
+  responses = check_distinct(list(responses), names, source)
   return {"prompt": prompt, "responses": responses, "source": source}
 
 
@@ -461,7 +462,7 @@ def parse_hh_rlhf(row: dict[str, Any], source: str) -> Example:
     )
   _nonempty(chosen_response, "final assistant turn of 'chosen'", source)
   _nonempty(rejected_response, "final assistant turn of 'rejected'", source)
-  responses = _distinct(
+  responses = check_distinct(
       [chosen_response, rejected_response],
       ["final assistant turns of 'chosen'", "'rejected'"], source,
   )

@@ -78,13 +78,14 @@ import numpy as np
 from absl import logging
 
 from irl_jax.data.formats import (
-    BadRowError,
-    NoExamplesError,
-    OnBadRow,
-    RowCounts,
-    check_on_bad_row,
-    first_tie,
-    quote,
+  BadRowError,
+  NoExamplesError,
+  OnBadRow,
+  RowCounts,
+  check_distinct,
+  check_on_bad_row,
+  first_tie,
+  quote,
 )
 from irl_jax.data.tokenizers import chars_per_token_bound
 
@@ -215,14 +216,8 @@ def _ranking(example: Mapping[str, Any], source: str) -> tuple[str, list[str]]:
         _text(_field(example, "chosen", source), "chosen", source),
         _text(_field(example, "rejected", source), "rejected", source),
     ]
-  tie = first_tie(responses)
-  if tie is not None:
-    i, j = tie
-    raise BadRowError(
-        source, "identical_responses",
-        f"responses {i} and {j} are the same text ({quote(responses[i])})",
-    )
-  return prompt, responses
+  names = [f"responses {i}" for i in range(len(responses))]
+  return prompt, check_distinct(responses, names, source)
 
 
 def _file(source: str) -> str:

@@ -555,9 +555,12 @@ def test_preference_errors_name_the_source(tok):
 @pytest.mark.parametrize(
     ("example", "detail"),
     [
-        ({"prompt": "q", "chosen": "ab", "rejected": "ab"}, "responses 0 and 1 are the same text"),
-        ({"prompt": "q", "responses": ["a", "b", "a"]}, "responses 0 and 2 are the same text"),
-        ({"prompt": "q", "responses": [b"b", "a", "b"]}, "responses 0 and 2 are the same text"),
+        ({"prompt": "q", "chosen": "ab", "rejected": "ab"},
+         "responses 0 and responses 1 are the same text"),
+        ({"prompt": "q", "responses": ["a", "b", "a"]},
+         "responses 0 and responses 2 are the same text"),
+        ({"prompt": "q", "responses": [b"b", "a", "b"]},
+         "responses 0 and responses 2 are the same text"),
         # Different text, the same tokens: both characters are unknown to the tokenizer.
         ({"prompt": "q", "chosen": "\u00e9", "rejected": "\u00fc"},
          "responses 0 and 1 tokenise to the same ids"),
