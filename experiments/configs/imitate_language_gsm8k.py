@@ -12,8 +12,10 @@ Methods, as in the laptop study (`experiments/configs/imitate_language.py`):
 `--config.objective.iq_learn.td_weight` in {0.01, 0.1, 1.0} and
 `--config.objective.iq_learn.gamma` in {0.9, 1.0}, and `=iq_learn_online
 --config.objective.iq_learn_online.mix=0.1`. The data go
-through the `gsm8k` TFDS builder (array_record, no TensorFlow). With an empty
-`data.path` the builder downloads openai/grade-school-math itself. The model
+through the `gsm8k` TFDS builder (array_record, no TensorFlow); `data.path` is
+a local GSM8K `train.jsonl` (the builder's public download location is reached
+through `irl_jax.data.prepare("gsm8k", path=None, ...)`, not through this
+config). Without `data.eval_path` no evaluation runs. The model
 is any supported Hugging Face checkpoint (GPT-2, Llama, Qwen2, Mistral, Gemma),
 loaded without torch. Parameters are sharded FSDP over all devices, compute is
 bfloat16 with float32 master weights, and the token statistics are chunked so

@@ -246,9 +246,10 @@ class Transformer(nnx.Module):
     Args:
       input_ids: `[B, T]` token ids in `[0, V)`. An id outside that range
         (negative ones included) raises `ValueError` when the ids are
-        concrete; under `jit` it embeds as NaN, so the logits of its row from
-        that position on, and any loss over them, are NaN (never a silently
-        wrapped or clipped row of the embedding).
+        concrete; under `jit` it embeds as NaN, so the logits of its whole row
+        (attention mixes the NaN into every position, packed neighbours
+        included), and any loss over them, are NaN: never a silently wrapped
+        or clipped row of the embedding.
       attention_mask: `[B, T]` true on real tokens (left or right padding).
       positions: `[B, T]` position ids; default counts real tokens (so left
         padding starts real text at 0) or restarts in each segment.

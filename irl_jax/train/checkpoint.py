@@ -10,9 +10,10 @@ One small wrapper around `orbax.checkpoint.experimental.v1.training.Checkpointer
   and returns the first one that loads and verifies; a partial, corrupted or
   tampered checkpoint is skipped with a warning naming its step and folder
   (partially written saves live in Orbax temporary directories and are never
-  listed). Skipped checkpoints newer than the restored one are moved to
-  `<directory>/invalid/`, so that the run writes good ones when it reaches
-  those steps again;
+  listed). All processes agree on each step before moving on. Skipped
+  checkpoints newer than the restored one are left in place (the failure may
+  have been transient) until the run saves that step again: then the old one
+  is moved to `<directory>/invalid/` and a good one written;
 - integrity: before each save, a checksum of every array of the state is
   computed on device (two 32-bit sums of the array's bits, one plain and one
   position-weighted by odd weights, so that any single flipped bit changes
@@ -210,6 +211,7 @@ class Checkpoints:
         preservation_policy=pp.AnyPreservationPolicy(policies),
     )
     self._closed = False
+    self._replace: set[int] = set()  # invalid steps found at restore, replaced when re-saved
     _finish_at_exit(self)
 
   def __enter__(self) -> Checkpoints:
@@ -230,6 +232,8 @@ class Checkpoints:
     """Whether `maybe_save(step, ...)` would save (a due step not yet saved)."""
     if not force and step % self.save_every:
       return False
+    if step in self._replace:
+      return True  # skipped as invalid at restore: the run writes a good one now
     return not any(c.step == step for c in self._ckptr.checkpoints)
 
   def maybe_save(self, step: int, state, *, data_state: Any = None,
@@ -237,6 +241,9 @@ class Checkpoints:
     """Start an asynchronous save of `state` at `step` if due (or `force`); returns whether."""
     if not self.due(step, force=force):
       return False
+    if self._replace:
+      self._move_invalid(sorted(s for s in self._replace if s >= step))
+      self._replace = {s for s in self._replace if s < step}
     # Both side files are complete before the array save starts, so a
     # committed checkpoint always has them.
     meta = {"version": _META_VERSION, "step": step, "checksums": array_checksums(state),
@@ -315,8 +322,9 @@ class Checkpoints:
         logging.warning("checkpoint at step %d (%s) is unreadable or corrupted (%s: %s); trying "
                         "the previous one.", step, self._step_dir(step), type(e).__name__, e)
         continue
-      if skipped:
-        self._move_invalid(skipped)
+      # Nothing is moved now (a failure may have been transient); a skipped newer
+      # checkpoint is replaced when the run saves that step again.
+      self._replace = set(skipped)
       return state, data, step
     raise CheckpointError(f"no checkpoint in {self.directory} could be restored (they are left "
                           "in place):\n  " + "\n  ".join(failures))
@@ -325,9 +333,21 @@ class Checkpoints:
     return os.path.join(self.directory, str(step))
 
   def _restore(self, step: int, abstract_state):
-    data = self._load_data_state(step)
-    meta = self._load_meta(step)
-    loaded = self._ckptr.load_checkpointables(step, {"state": abstract_state})["state"]
+    # Every stage ends with the processes agreeing, so that they all restore the same
+    # step and enter Orbax's and the checksums' collectives together.
+    try:
+      data = self._load_data_state(step)
+      meta = self._load_meta(step)
+      error = None
+    except Exception as e:
+      error = e
+    _agree(error, f"step {step}: another process cannot read its data position or record")
+    try:
+      loaded = self._ckptr.load_checkpointables(step, {"state": abstract_state})["state"]
+      error = None
+    except Exception as e:
+      error = e
+    _agree(error, f"step {step}: another process cannot load its arrays")
     recorded = meta["checksums"]
     found = array_checksums(loaded)
     bad = [k for k in found if recorded.get(k) != found[k]]
@@ -380,12 +400,17 @@ class Checkpoints:
       return
 
   def _move_invalid(self, steps: list[int]) -> None:
-    """Move invalid checkpoints aside so the run writes good ones at those steps."""
+    """Move invalid checkpoints aside (kept for inspection) before good ones replace them.
+
+    Called by every process at the same save; process 0 moves, all wait and reload.
+    """
     moved = []
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and steps:
       target_root = os.path.join(self.directory, _INVALID_DIR)
       os.makedirs(target_root, exist_ok=True)
       for step in steps:
+        if not os.path.isdir(self._step_dir(step)):
+          continue
         target, n = os.path.join(target_root, str(step)), 0
         while os.path.exists(target):
           n += 1
@@ -401,8 +426,8 @@ class Checkpoints:
       multihost_utils.sync_global_devices("irl_jax_checkpoints_moved")
     self._ckptr.reload()
     if moved:
-      logging.warning("moved the invalid checkpoint(s) of step(s) %s to %s; the run writes new "
-                      "ones when it reaches those steps again.", steps, ", ".join(moved))
+      logging.warning("moved the invalid checkpoint(s) of step(s) %s to %s; the run writes a "
+                      "new one now.", steps, ", ".join(moved))
 
   def _load_data_state(self, step: int):
     path = self._data_path(step, jax.process_index())
@@ -457,6 +482,21 @@ def _finish_at_exit(checkpoints: Checkpoints) -> None:
     _EXIT_HOOK.append(finish)
   except RuntimeError:  # already shutting down
     pass
+
+
+def _agree(error: Exception | None, elsewhere: str) -> None:
+  """Raise `error` here, or an error if any other process had one (all processes call this)."""
+  failed = error is not None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    failed_anywhere = bool(np.any(multihost_utils.process_allgather(np.int32(failed))))
+  else:
+    failed_anywhere = failed
+  if error is not None:
+    raise error
+  if failed_anywhere:
+    raise CheckpointError(elsewhere)
 
 
 def _write_json(path: str, value) -> None:

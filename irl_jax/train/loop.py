@@ -108,6 +108,9 @@ def check_config(config) -> None:
   except (KeyError, TypeError, ValueError) as e:
     raise ConfigError(str(e).strip('"')) from None
   need(_field(config, "best_mode", "min") in ("min", "max"), "best_mode", "must be 'min' or 'max'")
+  best = _field(config, "best_metric")
+  need(best is None or (isinstance(best, str) and best.startswith("eval/")), "best_metric",
+       "must name an eval metric ('eval/...'): checkpoints are ranked by evaluation")
   mesh = dict(_field(config, "mesh", {}) or {})
   unknown = sorted(set(mesh) - set(sharding.MESH_AXES))
   need(not unknown, "mesh", f"unknown mesh axes {unknown}; the axes are {sharding.MESH_AXES}")
@@ -123,12 +126,20 @@ def check_config(config) -> None:
 
 
 def _check_mesh_batch(config, mesh) -> None:
-  """The global batch (and each micro-batch) must split over the mesh's batch axes."""
+  """The global batch (and each micro-batch) and the eval batch must split over the mesh's
+  batch axes."""
   ways = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+  axes = " x ".join(f"{a}={mesh.shape[a]}" for a in sharding.BATCH_AXES)
+  processes = int(_field(config, "distributed.num_processes", 1) or 1)
+  eval_size = _field(config, "data.eval_batch_size", None) or config.data.batch_size
+  eval_rows = max(int(eval_size) // processes, 1) * processes  # as the data setup builds it
+  if _field(config, "eval_every") and eval_rows % ways:
+    raise ConfigError(
+        f"config.data.eval_batch_size={eval_size}: eval batches of {eval_rows} rows must be "
+        f"divisible by the mesh's batch axes ({axes} = {ways} ways).")
   micro = int(_field(config, "optimizer.micro_batches", 1))
   rows = config.data.batch_size // micro
   if rows % ways:
-    axes = " x ".join(f"{a}={mesh.shape[a]}" for a in sharding.BATCH_AXES)
     raise ConfigError(
         f"config.data.batch_size={config.data.batch_size}: "
         + (f"each of the {micro} micro-batches has {rows} rows, which " if micro > 1 else "")
@@ -145,32 +156,37 @@ def workdir_lock(workdir: str):
   runs on one host or on a file system with working `flock`.
   """
   path = os.path.join(workdir, ".lock")
-  handle, holder = None, ""
+  handle, holder, status = None, "", 0  # 0 locked, 1 held by another run, 2 error
   if jax.process_index() == 0:
-    handle = open(path, "a+")
     try:
+      handle = open(path, "a+")  # held (and locked) for the whole run
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       handle.seek(0)
       holder = handle.read().strip() or "another process"
+      status = 1
+    except OSError as e:  # no permission, no lock support on this file system, ...
+      holder, status = f"{type(e).__name__}: {e}", 2
+    if status and handle is not None:
       handle.close()
       handle = None
-  locked = handle is not None
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    locked = bool(multihost_utils.broadcast_one_to_all(np.int32(locked)))
-  if not locked:
-    raise WorkdirLockedError(
-        f"{workdir} is in use by another run ({holder or 'see process 0'}); wait for it to "
-        "finish or give this run another --workdir.")
-  if handle is not None:
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    handle.flush()
   try:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      status = int(multihost_utils.broadcast_one_to_all(np.int32(status)))
+    if status == 1:
+      raise WorkdirLockedError(
+          f"{workdir} is in use by another run ({holder or 'see process 0'}); wait for it to "
+          "finish or give this run another --workdir.")
+    if status == 2:
+      raise WorkdirLockedError(f"could not lock {path} ({holder or 'see process 0'}).")
+    if handle is not None:
+      handle.seek(0)
+      handle.truncate()
+      handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+      handle.flush()
     yield
   finally:
     if handle is not None:
@@ -342,9 +358,9 @@ def _train_locked(config, workdir: str, data, task, reward_fn) -> dict[str, Any]
     data = build_data(config, workdir, task=task)
   train_iter, eval_batches, tokenizer = data
   try:
-    mesh = sharding.make_mesh(dict(config.mesh))
+    mesh = sharding.make_mesh(dict(config.get("mesh") or {}))
   except ValueError as e:
-    raise ConfigError(f"config.mesh={dict(config.mesh)!r}: {e}") from None
+    raise ConfigError(f"config.mesh={dict(config.get('mesh') or {})!r}: {e}") from None
   _check_mesh_batch(config, mesh)
   model = build_model(config, len(tokenizer))
   vocab_size = _vocab_size(model)
@@ -352,7 +368,8 @@ def _train_locked(config, workdir: str, data, task, reward_fn) -> dict[str, Any]
   fingerprint = run_fingerprint(config, model)
   model_def, params = split_model(model)
   tx, schedule = optim.make_optimizer(
-      learning_rate=config.optimizer.learning_rate, warmup_steps=config.optimizer.warmup_steps,
+      learning_rate=config.optimizer.learning_rate,
+      warmup_steps=config.optimizer.get("warmup_steps", 0),
       total_steps=config.steps, decay=config.optimizer.get("decay", "cosine"),
       weight_decay=config.optimizer.get("weight_decay", 0.0),
       clip_norm=config.optimizer.get("clip_norm", 1.0) or None)  # 0 or None: no clipping
@@ -451,8 +468,9 @@ def _train_locked(config, workdir: str, data, task, reward_fn) -> dict[str, Any]
 
 
 def evaluate(eval_fn, params, eval_batches, mesh, preparer, config) -> dict[str, float]:
-  """Exact means over the eval set: each loss population's sums and counts add across
-  batches; `eval/loss` is the sum of the populations' means."""
+  """Metrics over the eval set (`{}` when there is none). `eval/loss` is exact: each loss
+  population's sums and counts add across batches, then the populations' means add. The
+  objective's other metrics are averaged over batches."""
   totals, counts, sums, n = None, None, {}, 0
   key = jax.random.key(config.seed + 7)
   for local in eval_batches():
@@ -465,7 +483,9 @@ def evaluate(eval_fn, params, eval_batches, mesh, preparer, config) -> dict[str,
     n += 1
     for k, v in m.items():
       sums[k] = sums.get(k, 0.0) + float(v)
-  if not n or not any(counts):
+  if not n:
+    return {}  # no eval set: nothing to report, and no best checkpoint to rank
+  if not any(counts):
     loss = float("nan")
   else:
     loss = sum(t / c for t, c in zip(totals, counts, strict=True) if c)

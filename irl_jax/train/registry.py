@@ -172,6 +172,11 @@ def hyperparameters(objective_config_dict) -> Any:
   """
   name = objective_config_dict["name"]
   spec = get(name)
+  stray = sorted(set(objective_config_dict) - {"name", *names()})
+  if stray:
+    raise KeyError(f"config.objective has fields {stray} that no objective reads; "
+                   f"hyperparameters live under config.objective.<objective>, e.g. "
+                   f"config.objective.{name}.<field>.")
   raw = objective_config_dict.get(name) if hasattr(objective_config_dict, "get") else None
   raw = {} if raw is None else dict(raw)
   fields = {f.name: f for f in dataclasses.fields(spec.hyperparameters)}

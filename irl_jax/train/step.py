@@ -43,6 +43,12 @@ def _mean(total, count):
   return jnp.where(count > 0, total / jnp.maximum(count, 1e-30), 0.0)
 
 
+def _combine_metrics(metrics: dict) -> dict:
+  """Micro-batch metrics `[M]` -> one value: counts (`tokens`) add, the rest are averaged."""
+  return {k: jnp.sum(v, axis=0) if k == "tokens" else jnp.mean(v, axis=0)
+          for k, v in metrics.items()}
+
+
 def _split_micro(batch: dict, micro_batches: int) -> dict:
   def split(x):
     if x.shape[0] % micro_batches:
@@ -91,7 +97,7 @@ def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng
         body, (jnp.float32(0), jnp.float32(0), zeros), (micro, keys))
     scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1e-30), 0.0)
     grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
-    return total * scale, grads, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), count
+    return total * scale, grads, _combine_metrics(metrics), count
 
   # Several populations: their whole-batch counts come from the masks first, so each
   # micro-batch's sums are weighted by the right 1 / count.
@@ -106,7 +112,7 @@ def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng
 
   zeros = jax.tree.map(jnp.zeros_like, params)
   (value, grads), metrics = jax.lax.scan(body, (jnp.float32(0), zeros), (micro, keys))
-  return value, grads, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics), sum(counts)
+  return value, grads, _combine_metrics(metrics), sum(counts)
 
 
 def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.GradientTransformation,

@@ -147,3 +147,37 @@ def test_check_config_does_not_start_jax():
   proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_flat_objective_fields_of_old_configs_are_refused():
+  c = _config()
+  c.objective.td_weight = 5.0  # where hyperparameters lived before the registry
+  with pytest.raises(loop.ConfigError, match=r"config.objective has fields \['td_weight'\] that "
+                                             r"no objective reads.*config.objective.iq_learn"):
+    loop.check_config(c)
+
+
+def test_best_metric_must_be_an_eval_metric():
+  with pytest.raises(loop.ConfigError, match=r"config\.best_metric='train/loss'"):
+    loop.check_config(_config(best_metric="train/loss"))
+
+
+def test_eval_batch_not_divisible_by_the_mesh_is_named():
+  mesh = types.SimpleNamespace(shape={"data": 6, "fsdp": 1, "tensor": 1})
+  with pytest.raises(loop.ConfigError, match=r"config.data.eval_batch_size=32: eval batches of "
+                                             r"32 rows must be divisible"):
+    loop._check_mesh_batch(_config(data__batch_size=48), mesh)
+
+
+def test_lock_on_an_unwritable_workdir_is_a_clear_error(tmp_path):
+  if os.geteuid() == 0:
+    target = tmp_path / "file"  # root may write anywhere: a path under a file fails instead
+    target.write_text("")
+    workdir = str(target / "run")
+  else:
+    workdir = str(tmp_path / "ro")
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o500)
+  with pytest.raises(loop.WorkdirLockedError, match="could not lock"):
+    with loop.workdir_lock(workdir):
+      pass

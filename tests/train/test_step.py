@@ -35,12 +35,13 @@ def test_micro_batches_give_the_exact_token_mean(setup):
   _, model_def, params = setup
   batch = _batch()
   obj = objectives.iq_learn_objective(gamma=0.9, td_weight=0.5)
-  l1, g1, _, _ = loss_and_grads(model_def, obj, params, batch, jax.random.key(0))
-  l4, g4, _, _ = jax.jit(lambda p, b: loss_and_grads(
+  l1, g1, m1, _ = loss_and_grads(model_def, obj, params, batch, jax.random.key(0))
+  l4, g4, m4, _ = jax.jit(lambda p, b: loss_and_grads(
       model_def, obj, p, b, jax.random.key(0), micro_batches=4))(params, batch)
   # Rows hold different numbers of targets, so averaging 4 micro-batch means would differ;
   # sums and counts give the whole-batch token mean.
   np.testing.assert_allclose(l4, l1, rtol=1e-6)
+  assert float(m4["tokens"]) == float(m1["tokens"])  # counts add over micro-batches
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4), strict=True):
     np.testing.assert_allclose(a, b, atol=2e-7)
   with pytest.raises(ValueError, match="not divisible by micro_batches=3"):
