@@ -263,7 +263,6 @@ class _Encode:
     self._max_responses = max_responses
     self._on_bad_row = on_bad_row
     self.counts = counts
-    self._skipped: set[str] = set()
     # (shard index, shard count, examples in the shard), and what was skipped
     # in it: every example skipped means that no batch can ever be made.
     self._shard = shard
@@ -382,7 +381,10 @@ class _Encode:
   def _skip(self, error: BadRowError, index: int, file: str) -> None:
     shard_index, shard_count, shard_size = self._shard
     with self._skip_lock:
-      if index not in self._skipped_indices:
+      # Each distinct example counts once, whether it is seen again in a later
+      # epoch, after a restore, or by two reader threads at once.
+      new = index not in self._skipped_indices
+      if new:
         self._skipped_indices.add(index)
         self._shard_counts.read += 1
         self._shard_counts.skip(error)
@@ -396,10 +398,7 @@ class _Encode:
             copy.deepcopy(self._shard_counts),
         )
       no_examples = self._no_examples
-      new = error.source not in self._skipped  # else seen in an earlier epoch or before a restore
-      if new:
-        self._skipped.add(error.source)
-      n = len(self._skipped)
+      n = len(self._skipped_indices)
     if new:
       self.counts.skip(error)
       if n <= _LOG_FIRST_SKIPS:

@@ -125,14 +125,13 @@ def array_shapes(tree) -> dict[str, list]:
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+  """Dotted keys -> leaves (lists are leaves) of a `_jsonable` value."""
   if isinstance(value, Mapping):
     out: dict[str, Any] = {}
     for k in sorted(value, key=str):
       out.update(_flatten(value[k], f"{prefix}.{k}" if prefix else str(k)))
     return out if out or not prefix else {prefix: {}}
-  if isinstance(value, (list, tuple)):
-    return {prefix: [_jsonable(v) for v in value]}
-  return {prefix: _jsonable(value)}
+  return {prefix: value}
 
 
 def _jsonable(value: Any) -> Any:

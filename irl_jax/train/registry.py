@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -144,8 +145,8 @@ def objective_config(name: str, **overrides: Mapping[str, Any]):
 def _check_type(value, annotation, where: str):
   """`value` converted to the field's annotated type, or a `TypeError` naming `where`."""
   origin = typing.get_origin(annotation)
-  options = typing.get_args(annotation) if origin in (typing.Union, getattr(
-      __import__("types"), "UnionType", None)) else (annotation,)
+  options = (typing.get_args(annotation) if origin in (typing.Union, types.UnionType)
+             else (annotation,))
   for option in options:
     if option is type(None) and value is None:
       return None

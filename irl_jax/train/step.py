@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from irl_jax.losses.reductions import MaskedMean
+from irl_jax.losses.reductions import MaskedMean, safe_divide
 from irl_jax.train.state import ModelDef, TrainState
 
 Objective = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
@@ -37,10 +37,6 @@ def _populations(loss) -> tuple[tuple[jax.Array, jax.Array], ...]:
     raise TypeError("an objective's loss must be a MaskedMean(sum, count) or a tuple of them, "
                     f"got {type(loss).__name__}.")
   return tuple((m.sum.astype(jnp.float32), jnp.asarray(m.count, jnp.float32)) for m in loss)
-
-
-def _mean(total, count):
-  return jnp.where(count > 0, total / jnp.maximum(count, 1e-30), 0.0)
 
 
 def _combine_metrics(metrics: dict) -> dict:
@@ -68,17 +64,17 @@ def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng
     loss, metrics = objective(model_def.merge(params), mb, key)
     pops = _populations(loss)
     if weights is None:  # whole batch: each population's own mean
-      value = sum(_mean(s, c) for s, c in pops)
+      value = sum(safe_divide(s, c) for s, c in pops)
     else:  # a micro-batch: sums weighted by the whole batch's 1 / count
       if len(weights) != len(pops):
         raise TypeError(f"the objective's loss has {len(pops)} populations; micro-batching "
                         "it needs objective.counts(batch) giving one count for each.")
       value = sum(s * w for (s, _), w in zip(pops, weights, strict=True))
-    return value, (tuple(s for s, _ in pops), tuple(c for _, c in pops), metrics)
+    return value, (tuple(c for _, c in pops), metrics)
 
   grad_fn = jax.value_and_grad(loss_of, has_aux=True)
   if micro_batches == 1:
-    (value, (_, counts, metrics)), grads = grad_fn(params, batch, rng)
+    (value, (counts, metrics)), grads = grad_fn(params, batch, rng)
     return value, grads, metrics, sum(counts)
 
   micro = _split_micro(batch, micro_batches)
@@ -89,25 +85,25 @@ def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng
     def body(carry, xs):
       total, count, grads = carry
       mb, key = xs
-      (s, (_, c, m)), g = grad_fn(params, mb, key, (jnp.float32(1.0),))
+      (s, (c, m)), g = grad_fn(params, mb, key, (jnp.float32(1.0),))
       return (total + s, count + c[0], jax.tree.map(jnp.add, grads, g)), m
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     (total, count, grads), metrics = jax.lax.scan(
         body, (jnp.float32(0), jnp.float32(0), zeros), (micro, keys))
-    scale = jnp.where(count > 0, 1.0 / jnp.maximum(count, 1e-30), 0.0)
+    scale = safe_divide(jnp.float32(1.0), count)
     grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
     return total * scale, grads, _combine_metrics(metrics), count
 
   # Several populations: their whole-batch counts come from the masks first, so each
   # micro-batch's sums are weighted by the right 1 / count.
   counts = tuple(jnp.asarray(c, jnp.float32) for c in counts_fn(batch))
-  weights = tuple(jnp.where(c > 0, 1.0 / jnp.maximum(c, 1e-30), 0.0) for c in counts)
+  weights = tuple(safe_divide(jnp.float32(1.0), c) for c in counts)
 
   def body(carry, xs):
     value, grads = carry
     mb, key = xs
-    (v, (_, _, m)), g = grad_fn(params, mb, key, weights)
+    (v, (_, m)), g = grad_fn(params, mb, key, weights)
     return (value + v, jax.tree.map(jnp.add, grads, g)), m
 
   zeros = jax.tree.map(jnp.zeros_like, params)
