@@ -1,29 +1,33 @@
 """Reproduce "Imitating Language via Scalable Inverse RL" (Wulfmeier et al. 2024) at laptop scale.
 
-    python -m experiments.imitate_language --workdir=/tmp/imitate                     # ~10 min
+    python -m experiments.imitate_language --workdir=/tmp/imitate                     # ~15 min
     python -m experiments.imitate_language --workdir=/tmp/imitate --config.quick=True  # ~1-2 min
+    python -m experiments.imitate_language --workdir=/tmp/imitate --config.full_grid=True
 
-The task (`experiments.tasks.arithmetic`) has an expert program with many
-correct outputs and an exact checker, so task performance, diversity and
-reward correlation are measured, not estimated. Every method trains the same
-small character-level transformer from scratch on expert derivations; three
-seeds train in parallel with `jax.vmap`:
+One study, two scales, one code path. At laptop scale (`config.backend =
+"compiled"`), every method trains the same small character-level transformer
+from scratch on the arithmetic task's expert derivations, through the
+library's own pieces: `irl_jax.data.lm_arrays` encodes the data, the
+registry builds the objective, `irl_jax.train.make_train_step` is the step
+(with `irl_jax.train.rollouts.in_step_sampler` for online IQLearn), and
+`irl_jax.train.compiled.make_train` turns a method into `train(key)`, so
+the seeds run in parallel under `jax.vmap`. At accelerator scale
+(`backend = "trainer"`, `experiments/configs/imitate_language_gsm8k.py`),
+each method and seed is a sharded, checkpointed run of
+`irl_jax.train.train` from a pretrained checkpoint on GSM8K. Either way the
+policies are measured by the same generation-based metrics
+(`irl_jax.train.generation`): accuracy with the task's checker, Self-BLEU,
+distinct-n, per-token entropy, and the within-prompt correlation between
+extracted rewards and checker scores.
 
-- MLE, and MLE with an entropy bonus;
-- offline IQLearn (TD-regularised MLE) over a grid of TD weights and γ;
-- online IQLearn, mixing in samples of the current policy (drawn inside the
-  compiled step, no gradient through sampling).
+Methods: MLE, MLE with an entropy bonus, offline IQLearn (TD-regularised MLE)
+over TD weights λ and discounts γ, online IQLearn (policy samples drawn inside
+the compiled step). A small-data run tests whether TD regularisation reduces
+overfitting. `results.md` closes with one verdict per finding of the paper,
+decided by the paired difference to MLE over seeds (95% t-interval). Outputs
+in the work directory: `results.md`, `results.json` and PNG plots.
 
-Reported per method (mean ± std over seeds): final-answer accuracy and step
-validity of samples on held-out prompts at temperature 1 and a lower one;
-diversity (Self-BLEU, lower is more diverse; distinct-n; per-token entropy);
-the Spearman correlation between each policy's extracted sequence rewards
-(`irl_jax.losses.sequence_rewards`) and the checker's score on a mix of correct
-and corrupted derivations; and train-step time relative to MLE. A data-size
-sweep tests whether TD regularisation reduces overfitting. Outputs in the
-work directory: `results.md`, `results.json`, and PNG plots.
-
-The logic lives in importable functions (`run`, `train_method`, `evaluate`)
+The logic lives in importable functions (`run`, `make_train`, `evaluate`)
 that the Colab notebook `colab/imitate_language.ipynb` calls.
 """
 
@@ -33,22 +37,21 @@ import dataclasses
 import json
 import os
 import re
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from experiments.tasks import arithmetic as task
+from experiments.tasks import load as load_task
 from irl_jax import losses, models
-from irl_jax.data import char_tokenizer
-from irl_jax.eval import distinct_n, self_bleu, spearman
-from irl_jax.models.transformer import padded_positions
-from irl_jax.train import lm, optim, registry
+from irl_jax.data import char_tokenizer, lm_arrays
+from irl_jax.train import generation, lm, optim, registry, rollouts
+from irl_jax.train.compiled import make_train as make_compiled_train
 from irl_jax.train.state import TrainState, split_model
 from irl_jax.train.step import make_train_step
 
@@ -56,53 +59,95 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "imitate_la
 _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/imitate_language", "Output directory.")
 
-# -- data ----------------------------------------------------------------------
-
-
-def encode(examples, tokenizer, *, seq_len: int, prompt_len: int) -> dict[str, np.ndarray]:
-  """BOS + prompt + response + EOS, right-padded to `seq_len`; prompts left-aligned to
-  `prompt_len` for sampling. Over-long examples raise (never truncated)."""
-  bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-  n = len(examples)
-  ids = np.full((n, seq_len), pad, np.int32)
-  loss = np.zeros((n, seq_len), bool)
-  prompts = np.full((n, prompt_len), pad, np.int32)
-  pmask = np.zeros((n, prompt_len), bool)
-  for i, ex in enumerate(examples):
-    p = [bos, *tokenizer.encode(ex["prompt"], add_special_tokens=False)]
-    r = [*tokenizer.encode(ex["response"], add_special_tokens=False), eos]
-    if len(p) + len(r) > seq_len or len(p) > prompt_len:
-      raise ValueError(f"example {i} ({len(p)} + {len(r)} tokens) does not fit seq_len={seq_len}"
-                       f" / prompt_len={prompt_len}: {ex}")
-    ids[i, :len(p) + len(r)] = p + r
-    loss[i, len(p):len(p) + len(r)] = True
-    prompts[i, prompt_len - len(p):] = p
-    pmask[i, prompt_len - len(p):] = True
-  seg = (np.arange(seq_len)[None] < (ids != pad).sum(1, keepdims=True)).astype(np.int32)
-  return dict(input_ids=ids, segment_ids=seg,
-                 positions=np.tile(np.arange(seq_len, dtype=np.int32), (n, 1)), loss_mask=loss,
-                 prompt_ids=prompts, prompt_mask=pmask)
-
-
 LM_KEYS = ("input_ids", "segment_ids", "positions", "loss_mask")
 
-# -- methods ---------------------------------------------------------------------
+# -- methods ---------------------------------------------------------------------------------
 
 
 def method_name(m) -> str:
-  kind = m["kind"]
+  m = dict(m)
+  if m.get("label"):
+    return m["label"]
+  kind = m["objective"]
   if kind == "mle":
-    return "MLE" if not m.get("entropy") else f"MLE + entropy {m['entropy']}"
+    return "MLE" if not m.get("entropy_bonus") else f"MLE + entropy {m['entropy_bonus']}"
   name = f"IQLearn λ={m['td_weight']} γ={m['gamma']}"
   return name + (f" online α={m['mix']}" if kind == "iq_learn_online" else "")
 
 
-def _objective(m):
-  """The method's objective through the registry (its hyperparameters from the method)."""
-  spec = registry.get(m["kind"])
+def method_spec(m):
+  """`(spec, hyperparameters)` of a method dict `{"objective": name, **hyperparameters}`."""
+  m = {k: v for k, v in dict(m).items() if k != "label"}
+  name = m.pop("objective")
+  spec = registry.get(name)
   fields = {f.name for f in dataclasses.fields(spec.hyperparameters)}
-  values = {"entropy_bonus": m.get("entropy", 0.0), **m}
-  return spec.build(spec.hyperparameters(**{k: v for k, v in values.items() if k in fields}))
+  unknown = sorted(set(m) - fields)
+  if unknown:
+    raise ValueError(f"config.methods: {name!r} has no hyperparameters {unknown}; "
+                     f"it has {sorted(fields)}.")
+  if spec.data != "demonstrations" or spec.reward_fn or spec.reference or spec.reward_head:
+    raise ValueError(f"config.methods: {name!r} needs more than demonstrations (a reward "
+                     "function, a reference or preferences); this study trains on "
+                     "demonstrations only.")
+  return spec, spec.hyperparameters(**m)
+
+
+def resolve(config):
+  """The config with its quick settings (or the full λ×γ grid) applied."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    if config.get("quick"):
+      for k, v in config.quick_settings.items():
+        config[k] = v
+      config.methods = list(config.quick_methods)
+    elif config.get("full_grid"):
+      names = {method_name(m) for m in config.methods}
+      extra = [dict(objective="iq_learn", td_weight=lam, gamma=g)
+               for lam in config.grid_td_weights for g in config.grid_gammas]
+      config.methods = list(config.methods) + [m for m in extra if method_name(m) not in names]
+  return config
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StudyData:
+  tokenizer: object
+  train_pool: list  # demonstrations, the largest set; smaller sets are its prefixes
+  heldout: dict  # [N_heldout, T] arrays
+  eval_batch: dict  # the evaluation prompts' rows (prompt + reference response)
+  probe: dict  # correct and corrupted responses to the eval prompts
+  probe_scores: np.ndarray
+  probe_groups: np.ndarray
+
+
+def make_data(config, task) -> StudyData:
+  tokenizer = char_tokenizer(task.ALPHABET)
+  difficulty = task.Difficulty(config.min_operands, config.max_operands, config.digits,
+                               config.op)
+  rng = np.random.default_rng(config.data_seed)
+  pool = task.make_dataset(rng, max((*config.data_sizes, config.num_demonstrations)),
+                           difficulty)
+  heldout_examples = task.make_dataset(rng, config.num_heldout, difficulty)
+  heldout = lm_arrays(heldout_examples, tokenizer, seq_len=config.seq_len)
+  rollouts.check_prompt_lengths(heldout, config.prompt_len)
+  eval_batch = {k: v[:config.num_eval_prompts] for k, v in heldout.items()}
+  probe, scores, groups = [], [], []
+  for i, ex in enumerate(heldout_examples[:config.num_eval_prompts]):
+    op, operands = ex["prompt"].split()[0], [int(x) for x in ex["prompt"].split()[1:]]
+    good = task.expert_derivation(rng, op, operands)
+    for kind in (None, "answer", "step", "both"):
+      response = good if kind is None else task.corrupt(rng, good, kind)
+      probe.append({"prompt": ex["prompt"], "response": response})
+      scores.append(task.check(ex["prompt"], response).score)
+      groups.append(i)
+  probe_arrays = lm_arrays(probe, tokenizer, seq_len=config.seq_len + 8)
+  return StudyData(tokenizer, pool, heldout, eval_batch, probe_arrays, np.asarray(scores),
+                   np.asarray(groups))
+
+
+# -- training -----------------------------------------------------------------------------------
 
 
 def model_config(config, vocab_size: int) -> models.ModelConfig:
@@ -111,269 +156,346 @@ def model_config(config, vocab_size: int) -> models.ModelConfig:
       model_type="llama", vocab_size=vocab_size, hidden_size=mc.hidden_size,
       num_layers=mc.num_layers, num_heads=mc.num_heads, num_kv_heads=mc.num_kv_heads,
       head_dim=mc.hidden_size // mc.num_heads, intermediate_size=mc.intermediate_size,
-      max_position_embeddings=config.seq_len + config.max_new_tokens)
+      max_position_embeddings=config.seq_len + config.max_new_tokens + 8)
 
 
-def _sample_batch(model, prompts, prompt_mask, key, max_new_tokens, eos_id):
-  """On-policy samples as `sample_*` arrays (inside the compiled step, no gradient)."""
-  out = models.generate(model, prompts, prompt_mask, key, max_new_tokens=max_new_tokens,
-                        temperature=1.0, eos_id=eos_id)
-  attention = out.attention_mask
-  p = out.prompt_ids.shape[1]
+def heldout_nll_fn(model_def, heldout: dict):
+  """`params -> {"heldout_nll": token-mean NLL of the held-out responses}`."""
+  arrays = {k: jnp.asarray(heldout[k]) for k in LM_KEYS}
+
+  def fn(params):
+    stats, where = lm.batch_stats(model_def.merge(params), arrays)
+    return {"heldout_nll": losses.token_mean(losses.mle(stats, where=where), where)}
+
+  return fn
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodParts:
+  """What a method trains with: the model's structure and initialiser, the objective,
+  the optimizer and schedule, and the in-step sampler of online methods."""
+
+  model_def: object
+  init_params: object
+  objective: object
+  tx: object
+  schedule: object
+  sampler: object
+
+
+def method_parts(config, method, *, tokenizer, steps: int) -> MethodParts:
+  spec, hp = method_spec(method)
+  cfg = model_config(config, len(tokenizer))
+  model_def, _ = split_model(nnx.eval_shape(lambda: models.Transformer(cfg, rngs=nnx.Rngs(0))))
+  tx, schedule = optim.make_optimizer(
+      learning_rate=config.learning_rate, warmup_steps=config.warmup_steps, total_steps=steps,
+      decay="cosine", clip_norm=1.0)
+  sampler = None
+  if spec.sampler:
+    sampler = rollouts.in_step_sampler(
+        max_new_tokens=hp.max_new_tokens, prompt_len=config.prompt_len,
+        temperature=hp.temperature, num_samples=hp.num_samples,
+        num_prompts=config.get("online_sample_prompts") or None,
+        eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)
+  return MethodParts(
+      model_def=model_def,
+      init_params=lambda key: split_model(models.Transformer(cfg, rngs=nnx.Rngs(key)))[1],
+      objective=spec.build(hp), tx=tx, schedule=schedule, sampler=sampler)
+
+
+def make_train(config, method, data: dict, heldout: dict, *, tokenizer, steps=None):
+  """`(train(key) -> (state, log), model_def)` for one method: the study in the
+  `make_train(config) -> train(key)` form (see `irl_jax.train.compiled`)."""
+  steps = steps or config.steps
+  parts = method_parts(config, method, tokenizer=tokenizer, steps=steps)
+  train = make_compiled_train(
+      parts.init_params, parts.model_def, parts.objective, parts.tx,
+      {k: data[k] for k in LM_KEYS}, steps=steps, batch_size=config.batch_size,
+      eval_every=min(config.eval_every, steps), eval_fn=heldout_nll_fn(parts.model_def, heldout),
+      schedule=parts.schedule, sampler=parts.sampler)
+  return train, parts.model_def
+
+
+def step_times(config, methods, data: dict, *, tokenizer, rounds: int = 5,
+               steps_per_round: int = 10) -> dict[str, float]:
+  """Median seconds per train step of each method (one seed, one fixed batch), measured
+  after compilation in interleaved rounds so that every method sees the same machine."""
+  batch = {k: jnp.asarray(data[k][:config.batch_size]) for k in LM_KEYS}
+  fns = {}
+  for m in methods:
+    parts = method_parts(config, m, tokenizer=tokenizer, steps=config.steps)
+    step = make_train_step(parts.model_def, parts.objective, parts.tx, parts.schedule,
+                           sampler=parts.sampler)
+    params = parts.init_params(jax.random.key(0))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       opt_state=parts.tx.init(params),
+                       rng=jax.random.key_data(jax.random.key(1)))
+
+    def many(state, batch, step=step):
+      return jax.lax.scan(lambda s, _: step(s, batch), state, None, length=steps_per_round)
+
+    fn = jax.jit(many).lower(state, batch).compile()
+    jax.block_until_ready(fn(state, batch))
+    fns[method_name(m)] = (fn, state)
+  times = {name: [] for name in fns}
+  for _ in range(rounds):
+    for name, (fn, state) in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(state, batch))
+      times[name].append((time.perf_counter() - t0) / steps_per_round)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def seed_keys(config):
+  return jax.random.split(jax.random.key(config.seed), config.num_seeds)
+
+
+def train_method(config, method, data: dict, heldout: dict, *, tokenizer, steps=None) -> dict:
+  """Train one method for every seed at once; compile and run are timed apart."""
+  train, model_def = make_train(config, method, data, heldout, tokenizer=tokenizer, steps=steps)
+  keys = seed_keys(config)
+  t0 = time.perf_counter()
+  compiled = jax.jit(jax.vmap(train)).lower(keys).compile()
+  t1 = time.perf_counter()
+  state, log = compiled(keys)
+  jax.block_until_ready(state)
+  run_time = time.perf_counter() - t1
+  steps = steps or config.steps
+  log = jax.device_get(log)
+  if not np.all(log["train"]["train/finite"]):
+    bad = np.argwhere(log["train"]["train/finite"] == 0)[0]
+    raise FloatingPointError(f"{method_name(method)}: non-finite loss or gradient at seed "
+                             f"{bad[0]}, step {bad[1] + 1}.")
+  nll = np.asarray(log["eval"]["heldout_nll"])  # [seeds, evals]
   return {
-      "sample_input_ids": out.sequences.astype(jnp.int32),
-      "sample_segment_ids": attention.astype(jnp.int32),
-      "sample_positions": padded_positions(attention),
-      "sample_loss_mask": jnp.concatenate(
-          [jnp.zeros((attention.shape[0], p), bool), out.response_mask], axis=1),
-      "sample_terminal": out.terminal,
+      "params": state.params, "model_def": model_def,
+      "curve": [(int(s), nll[:, i].tolist()) for i, s in enumerate(log["eval_step"][0])],
+      "final_train_loss": np.asarray(log["train"]["train/loss"][:, -1]).tolist(),
+      "compile_time": t1 - t0, "run_time": run_time, "step_time": run_time / steps,
   }
 
 
-def train_method(m, data: dict, heldout: dict, config, tokenizer, *, seeds):
-  """Train one method for every seed at once (vmap); returns params, curves, step time."""
-  cfg = model_config(config, len(tokenizer))
-  per_seed = []
-  for s in seeds:
-    model_def, params = split_model(models.Transformer(cfg, rngs=nnx.Rngs(s)))
-    per_seed.append(params)
-  params = jax.tree.map(lambda *x: jnp.stack(x), *per_seed)
-  tx, schedule = optim.make_optimizer(
-      learning_rate=config.learning_rate, warmup_steps=config.warmup_steps,
-      total_steps=config.steps, decay="cosine", clip_norm=1.0)
-  base = make_train_step(model_def, _objective(m), tx, schedule)
-  online = m["kind"] == "iq_learn_online"
-  eos = tokenizer.eos_token_id
-
-  def step(state, batch):
-    if online:
-      key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), 1)
-      model = model_def.merge(jax.lax.stop_gradient(state.params))
-      batch = dict(batch, **_sample_batch(model, batch["prompt_ids"], batch["prompt_mask"], key,
-                                          config.max_new_tokens, eos))
-    return base(state, {k: v for k, v in batch.items() if not k.startswith("prompt")})
-
-  states = jax.vmap(lambda p, s: TrainState(
-      step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
-      rng=jax.random.key_data(jax.random.key(s))))(params, jnp.asarray(seeds))
-  step_fn = jax.jit(jax.vmap(step))
-  nll_fn = jax.jit(jax.vmap(lambda p, b: _heldout_nll(model_def, p, b), in_axes=(0, None)))
-  n, b = len(data["input_ids"]), config.batch_size
-  orders = [np.random.default_rng(1000 + s).permutation(n) for s in seeds]
-  keys = (*LM_KEYS, "prompt_ids", "prompt_mask")
-  curve, times = [], []
-  held = {k: heldout[k] for k in LM_KEYS}
-  for t in range(config.steps):
-    idx = [(o[np.arange(t * b, (t + 1) * b) % n]) for o in orders]
-    batch = {k: np.stack([data[k][i] for i in idx]) for k in keys}
-    start = time.perf_counter()
-    states, metrics = step_fn(states, batch)
-    jax.block_until_ready(metrics)
-    if t > 0:
-      times.append(time.perf_counter() - start)
-    if (t + 1) % config.eval_every == 0 or t + 1 == config.steps:
-      curve.append((t + 1, np.asarray(nll_fn(states.params, held)).tolist()))
-  return {"params": states.params, "model_def": model_def, "curve": curve,
-          "step_time": statistics.median(times) if times else float("nan"),
-          "final_train_loss": np.asarray(metrics["train/loss"]).tolist()}
-
-
-def _heldout_nll(model_def, params, batch):
-  stats = lm.lm_stats(model_def.merge(params), batch["input_ids"], batch["segment_ids"],
-                              batch["positions"], chunk_size=None)
-  where = lm.lm_targets(batch["loss_mask"])
-  return losses.token_mean(losses.mle(stats, where=where), where)
-
-
-# -- evaluation ---------------------------------------------------------------------
+# -- evaluation ---------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"\d+|[+*=#]|\n")
 
 
 def words(text: str) -> list[str]:
-  """Tokens for diversity metrics: numbers, operators, line breaks."""
+  """Units of the diversity metrics: numbers, operators, line breaks."""
   return _TOKEN.findall(text)
 
 
-def _decode(tokenizer, ids, mask) -> str:
-  return tokenizer.decode([int(t) for t, keep in zip(ids, mask, strict=True) if keep],
-                          skip_special_tokens=True)
+def seed_params(trained, i: int):
+  return jax.tree.map(lambda x: x[i], trained["params"])
 
 
-def sample_metrics(model, tokenizer, prompts: dict, texts, *, temperature, num_samples,
-                   max_new_tokens, key):
-  """Accuracy, step validity and diversity of `num_samples` samples per held-out prompt."""
-  out = models.generate(model, prompts["prompt_ids"], prompts["prompt_mask"], key,
-                        max_new_tokens=max_new_tokens, temperature=temperature,
-                        num_samples=num_samples, eos_id=tokenizer.eos_token_id)
-  tokens, mask = np.asarray(out.tokens), np.asarray(out.response_mask)
-  responses = [_decode(tokenizer, t, m) for t, m in zip(tokens, mask, strict=True)]
-  scores = [task.check(texts[i // num_samples], r) for i, r in enumerate(responses)]
-  groups = [[words(r) for r in responses[i:i + num_samples]]
-            for i in range(0, len(responses), num_samples)]
-  # Per-token entropy of the policy on its own samples.
-  logits = model(out.sequences, attention_mask=out.attention_mask)
-  p = out.prompt_ids.shape[1]
-  where = jnp.asarray(mask)
-  entropy = losses.token_mean(losses.token_entropy(logits[:, p - 1:-1], where=where), where)
-  return {
-      "accuracy": float(np.mean([s.correct for s in scores])),
-      "step_validity": float(np.mean([s.step_validity for s in scores])),
-      "self_bleu": float(np.mean([self_bleu(g) for g in groups if sum(map(len, g))])),
-      "distinct_2": distinct_n([w for g in groups for w in g], 2),
-      "distinct_3": distinct_n([w for g in groups for w in g], 3),
-      "entropy": float(entropy),
-      "examples": responses[:num_samples],
-  }
-
-
-def reward_probe(rng, prompts_text, tokenizer, config):
-  """Correct and corrupted derivations of held-out prompts with their checker scores."""
-  examples, scores = [], []
-  for prompt in prompts_text:
-    head = prompt.split()
-    op, operands = head[0], [int(x) for x in head[1:]]
-    good = task.expert_derivation(rng, op, operands)
-    for kind in (None, "answer", "step", "both"):
-      response = good if kind is None else task.corrupt(rng, good, kind)
-      examples.append({"prompt": prompt, "response": response})
-      scores.append(task.check(prompt, response).score)
-  enc = encode(examples, tokenizer, seq_len=config.seq_len + 8, prompt_len=config.prompt_len)
-  return enc, np.asarray(scores)
-
-
-def sequence_reward_fn(model_def, gamma):
-  @jax.jit
-  def fn(params, batch):
-    stats = lm.lm_stats(model_def.merge(params), batch["input_ids"],
-                                batch["segment_ids"], batch["positions"], chunk_size=None)
-    return losses.sequence_rewards(stats, where=lm.lm_targets(batch["loss_mask"]),
-                                   gamma=gamma)
-
-  return fn
-
-
-def evaluate(m, trained, tokenizer, config, eval_prompts: dict, eval_texts, probe, seeds):
-  """Per-seed metrics of one trained method (see `sample_metrics`, `reward_probe`)."""
+def evaluate(config, trained, study: StudyData, checker, *, key_offset: int = 0) -> list[dict]:
+  """Per-seed generation metrics (T=1 and the low temperature) and reward ranking."""
   model_def = trained["model_def"]
-  probe_enc, probe_scores = probe
-  reward_fn = sequence_reward_fn(model_def, m.get("gamma", 1.0))
-  per_seed = []
-  for i, s in enumerate(seeds):
-    params = jax.tree.map(lambda x, i=i: x[i], trained["params"])
-    model = model_def.merge(params)
-    row = {"seed": s, "heldout_nll": trained["curve"][-1][1][i]}
+  rows = []
+  for i in range(config.num_seeds):
+    model = model_def.merge(seed_params(trained, i))
+    row = {"seed": i, "heldout_nll": trained["curve"][-1][1][i]}
     for label, temp in (("t1", 1.0), ("tlow", config.low_temperature)):
-      metrics = sample_metrics(model, tokenizer, eval_prompts, eval_texts, temperature=temp,
-                               num_samples=config.num_samples, key=jax.random.key(s + 77),
-                               max_new_tokens=config.max_new_tokens)
-      examples = metrics.pop("examples")
-      row.update({f"{k}_{label}": v for k, v in metrics.items()})
+      m = generation.generation_metrics(
+          model, study.eval_batch, study.tokenizer, checker=checker,
+          key=jax.random.key(1000 * i + key_offset + 7), temperature=temp,
+          num_samples=config.num_samples, max_new_tokens=config.max_new_tokens,
+          gamma=config.reward_gamma, words=words, prompt_len=config.prompt_len)
+      responses = m.pop("responses")
+      row.update({f"{k}_{label}": v for k, v in m.items()})
       if label == "t1":
-        row["examples"] = examples
-    rewards = np.asarray(reward_fn(params, {k: probe_enc[k] for k in LM_KEYS}))
-    row["reward_spearman"] = spearman(rewards, probe_scores)
-    row["probe_rewards"] = rewards.tolist()
-    per_seed.append(row)
-  return per_seed
+        row["examples"] = responses[:config.num_samples]
+    ranking = generation.reward_ranking(model, study.probe, study.probe_scores,
+                                        study.probe_groups, gamma=config.reward_gamma)
+    loglik = generation.reward_ranking(model, study.probe, study.probe_scores,
+                                       study.probe_groups, gamma=1.0)
+    row["reward_spearman"] = ranking["spearman"]
+    row["loglik_spearman"] = loglik["spearman"]
+    row["probe_rewards"] = ranking["rewards"].tolist()
+    rows.append(row)
+  return rows
 
 
-# -- the study -------------------------------------------------------------------------
+# -- statistics and verdicts --------------------------------------------------------------------
 
 
-def _mean_std(values):
+def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+  """`(mean, low, high)`: a t-interval over seeds (`scipy.stats.t`)."""
   v = np.asarray(values, float)
-  return float(np.mean(v)), float(np.std(v))
+  v = v[~np.isnan(v)]
+  if len(v) == 0:
+    return float("nan"), float("nan"), float("nan")
+  mean = float(v.mean())
+  if len(v) < 2:
+    return mean, float("nan"), float("nan")
+  half = float(scipy.stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1)
+               / np.sqrt(len(v)))
+  return mean, mean - half, mean + half
 
 
 def summarise(per_seed, keys):
-  return {k: _mean_std([r[k] for r in per_seed]) for k in keys}
+  return {k: interval([r[k] for r in per_seed]) for k in keys}
 
 
-SUMMARY_KEYS = ("accuracy_t1", "step_validity_t1", "accuracy_tlow", "step_validity_tlow",
+SUMMARY_KEYS = ("accuracy_t1", "score_t1", "accuracy_tlow", "score_tlow",
                 "self_bleu_t1", "distinct_2_t1", "entropy_t1", "self_bleu_tlow",
-                "reward_spearman", "heldout_nll")
+                "reward_spearman", "loglik_spearman", "heldout_nll")
 
 
-def resolve(config):
-  """The config with its quick settings applied when `config.quick` is set."""
-  config = config.copy_and_resolve_references()
-  if config.get("quick"):
-    with config.unlocked():
-      for k, v in config.quick_settings.items():
-        config[k] = v
-      config.methods = list(config.quick_methods)
-  return config
+def paired(results, a: str, b: str, key: str):
+  """`(mean, low, high)` of `a − b` over seeds (same seeds, same data order)."""
+  ra, rb = results["methods"][a]["per_seed"], results["methods"][b]["per_seed"]
+  return interval([x[key] - y[key] for x, y in zip(ra, rb, strict=True)])
+
+
+def _fmt_ci(ci, digits=3):
+  m, lo, hi = ci
+  return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def verdicts(results, config) -> list[dict]:
+  """One verdict per finding of the paper, each with the number that decides it.
+
+  Rules (fixed before running): a paired difference over seeds decides when
+  its 95% interval excludes 0; an interval containing 0 is "not at this
+  scale" unless the finding only claims a match.
+  """
+  methods = results["methods"]
+  mle = method_name(config.baseline)
+  iq = method_name(config.main_iq_learn)
+  out = []
+  if mle in methods and iq in methods:
+    acc = paired(results, iq, mle, "accuracy_tlow")
+    div = paired(results, iq, mle, "self_bleu_t1")
+    ent_name = next((n for n in methods if n.startswith("MLE + entropy")), None)
+    ent = paired(results, ent_name, mle, "self_bleu_t1") if ent_name else None
+    if acc[2] < 0 or div[1] > 0:
+      v = "contradicted"
+    elif acc[1] >= 0 or (acc[2] >= 0 and div[2] < 0):
+      v = "reproduced"
+    else:
+      v = "not at this scale"
+    out.append(dict(finding="(1) IQLearn matches or beats MLE on accuracy while keeping more "
+                    "diversity; an entropy bonus on MLE does not buy the same",
+                    verdict=v,
+                    number=f"{iq} − MLE: accuracy (T={config.low_temperature}) "
+                    f"{_fmt_ci(acc)}, Self-BLEU (T=1) {_fmt_ci(div)}"
+                    + (f"; entropy-bonus MLE − MLE Self-BLEU {_fmt_ci(ent)}" if ent else "")))
+  sweep = results.get("sweep", {})
+  small = [r for r in sweep.values() if r["size"] == min(config.data_sizes)] if sweep else []
+  if len(small) == 2:
+    gaps = {r["method"]: r for r in small}
+    a, b = gaps.get(method_name(config.sweep_methods[1])), gaps.get(mle)
+    if a and b:
+      diff = interval(np.asarray(a["overfit_gap_per_seed"]) - np.asarray(b["overfit_gap_per_seed"]))
+      v = ("reproduced" if diff[2] < 0 else "contradicted" if diff[1] > 0
+           else "not at this scale")
+      out.append(dict(finding="(2) TD regularisation reduces overfitting on small datasets",
+                      verdict=v, number=f"n={a['size']}: overfitting gap (final − best held-out "
+                      f"NLL) {a['method']} − MLE {_fmt_ci(diff)}; MLE's gap "
+                      f"{_fmt_ci(interval(b['overfit_gap_per_seed']))}"))
+  online = next((n for n in methods if "online" in n), None)
+  offline = (method_name({**dict(config.online_baseline)}) if config.get("online_baseline")
+             else None)
+  if online and offline in methods:
+    d = paired(results, online, offline, "accuracy_tlow")
+    v = "reproduced" if d[1] > 0 else "contradicted" if d[2] < 0 else "not at this scale"
+    out.append(dict(finding="(3) online IQLearn (policy samples mixed in) adds further gains",
+                    verdict=v, number=f"{online} − {offline}: accuracy (T={config.low_temperature})"
+                    f" {_fmt_ci(d)}"))
+  if mle in methods and iq in methods:
+    d = paired(results, iq, mle, "reward_spearman")
+    v = "reproduced" if d[1] > 0 else "contradicted" if d[2] < 0 else "not at this scale"
+    out.append(dict(
+        finding="(4) rewards extracted from IQLearn correlate with task quality far better "
+        "than MLE's", verdict=v,
+        number=f"within-prompt Spearman of extracted rewards (γ={config.reward_gamma}) with "
+        f"checker scores: {iq} {_fmt_ci(methods[iq]['summary']['reward_spearman'])}, "
+        f"MLE {_fmt_ci(methods[mle]['summary']['reward_spearman'])}, difference {_fmt_ci(d)}"))
+    ratio = methods[iq]["step_time"] / methods[mle]["step_time"]
+    v = "reproduced" if ratio <= 1.1 else "contradicted" if ratio > 1.25 else "not at this scale"
+    out.append(dict(finding="(5) an IQLearn update costs about the same as an MLE update",
+                    verdict=v, number=f"step time {iq} / MLE = {ratio:.3f} "
+                    f"({results['step_time_source']})"))
+  return out
+
+
+# -- the study ---------------------------------------------------------------------------------
 
 
 def run(config, workdir: str, *, log=print) -> dict:
   """The whole study; writes results.md, results.json and plots into `workdir`."""
   config = resolve(config)
-  os.makedirs(workdir, exist_ok=True)
-  tokenizer = char_tokenizer(task.ALPHABET)
-  difficulty = task.Difficulty(config.min_operands, config.max_operands, config.digits,
-                               config.op)
-  rng = np.random.default_rng(config.data_seed)
-  pool = task.make_dataset(rng, max((*config.data_sizes, config.num_demonstrations)),
-                           difficulty)
-  heldout_examples = task.make_dataset(rng, config.num_heldout, difficulty)
-  enc = lambda ex: encode(ex, tokenizer, seq_len=config.seq_len, prompt_len=config.prompt_len)
-  heldout = enc(heldout_examples)
-  eval_texts = [ex["prompt"] for ex in heldout_examples[:config.num_eval_prompts]]
-  eval_prompts = {k: heldout[k][:config.num_eval_prompts] for k in ("prompt_ids", "prompt_mask")}
-  probe = reward_probe(rng, eval_texts, tokenizer, config)
-  seeds = list(range(config.num_seeds))
-  results = {"config": config.to_dict(), "methods": {}, "sweep": {}}
+  if config.get("backend", "compiled") == "trainer":
+    from experiments import imitate_language_trainer
 
-  main_data = enc(pool[:config.num_demonstrations])
-  curves = {}  # (method name, data size) -> curves, reused by the sweep
+    return imitate_language_trainer.run(config, workdir, log=log)
+  os.makedirs(workdir, exist_ok=True)
+  task = load_task(config.task)
+  study = make_data(config, task)
+  checker = task.checker
+  encode = lambda examples: lm_arrays(examples, study.tokenizer, seq_len=config.seq_len)
+  results = {"config": config.to_dict(), "backend": "compiled", "device": str(jax.devices()[0]),
+             "methods": {}, "sweep": {}}
   trained_models = {}
+  main_data = encode(study.train_pool[:config.num_demonstrations])
+  rollouts.check_prompt_lengths(main_data, config.prompt_len)
   for m in config.methods:
-    m = dict(m)
     name = method_name(m)
     t0 = time.perf_counter()
-    trained = train_method(m, main_data, heldout, config, tokenizer, seeds=seeds)
-    curves[(name, config.num_demonstrations)] = (trained["curve"], trained["final_train_loss"])
-    per_seed = evaluate(m, trained, tokenizer, config, eval_prompts, eval_texts, probe, seeds)
+    trained = train_method(config, m, main_data, study.heldout, tokenizer=study.tokenizer)
+    per_seed = evaluate(config, trained, study, checker)
     results["methods"][name] = {
-        "method": m, "per_seed": per_seed, "summary": summarise(per_seed, SUMMARY_KEYS),
+        "method": dict(m), "per_seed": per_seed, "summary": summarise(per_seed, SUMMARY_KEYS),
         "curve": trained["curve"], "step_time": trained["step_time"],
+        "compile_time": trained["compile_time"], "run_time": trained["run_time"],
     }
     trained_models[name] = trained
-    log(f"{name}: acc {results['methods'][name]['summary']['accuracy_t1'][0]:.3f} "
-        f"self-BLEU {results['methods'][name]['summary']['self_bleu_t1'][0]:.3f} "
-        f"ρ {results['methods'][name]['summary']['reward_spearman'][0]:.3f} "
-        f"({time.perf_counter() - t0:.0f} s)")
-  mle_time = results["methods"][method_name(dict(config.methods[0]))]["step_time"]
-  for r in results["methods"].values():
-    r["step_time_over_mle"] = r["step_time"] / mle_time
+    s = results["methods"][name]["summary"]
+    log(f"{name}: acc T={config.low_temperature} {s['accuracy_tlow'][0]:.3f} "
+        f"self-BLEU {s['self_bleu_t1'][0]:.3f} reward ρ {s['reward_spearman'][0]:.3f} "
+        f"({trained['run_time']:.0f} s training, {time.perf_counter() - t0:.0f} s in all)")
+  # Step times: interleaved rounds after compilation (the runs' own wall times above
+  # include a shared machine's drift; these are comparable across methods).
+  times = step_times(config, config.methods, main_data, tokenizer=study.tokenizer)
+  mle_time = times[method_name(config.methods[0])]
+  results["step_time_source"] = (f"medians of 5 interleaved rounds of 10 compiled steps; "
+                                 f"{mle_time * 1e3:.1f} ms per MLE step")
+  for name, r in results["methods"].items():
+    r["step_time"] = times[name]
+    r["step_time_over_mle"] = times[name] / mle_time
 
   for m in config.sweep_methods:
-    m = dict(m)
     for size in config.data_sizes:
-      if (method_name(m), size) not in curves:
-        trained = train_method(m, enc(pool[:size]), heldout, config, tokenizer, seeds=seeds)
-        curves[(method_name(m), size)] = (trained["curve"], trained["final_train_loss"])
-      curve, train_loss = curves[(method_name(m), size)]
-      nll = np.asarray([c[1] for c in curve])  # [evals, seeds]
+      trained = train_method(config, m, encode(study.train_pool[:size]), study.heldout,
+                             tokenizer=study.tokenizer, steps=config.sweep_steps)
+      nll = np.asarray([c[1] for c in trained["curve"]])  # [evals, seeds]
+      gap = nll[-1] - nll.min(0)
       results["sweep"][f"{method_name(m)} | n={size}"] = {
-          "method": method_name(m), "size": size,
-          "final_heldout_nll": _mean_std(nll[-1]), "best_heldout_nll": _mean_std(nll.min(0)),
-          "overfit_gap": _mean_std(nll[-1] - nll.min(0)),
-          "final_train_loss": _mean_std(train_loss),
+          "method": method_name(m), "size": size, "steps": config.sweep_steps,
+          "final_heldout_nll": interval(nll[-1]), "best_heldout_nll": interval(nll.min(0)),
+          "overfit_gap": interval(gap), "overfit_gap_per_seed": gap.tolist(),
+          "final_train_loss": interval(trained["final_train_loss"]),
+          "curve": trained["curve"],
       }
-      log(f"sweep {method_name(m)} n={size}: held-out NLL {nll[-1].mean():.3f}")
-
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=1, default=float)
-  table = results_table(results)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table)
-  plot_results(results, workdir, probe[1])
+      log(f"sweep {method_name(m)} n={size}: held-out NLL {nll[-1].mean():.3f} "
+          f"(best {nll.min(0).mean():.3f})")
+  results["verdicts"] = verdicts(results, config)
+  write_results(results, workdir, study.probe_scores)
   # Trained parameters stay out of results.json; notebooks inspect them.
   results["trained"] = trained_models
-  results["tokenizer"] = tokenizer
+  results["tokenizer"] = study.tokenizer
   return results
+
+
+def write_results(results, workdir: str, probe_scores=None) -> None:
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump({k: v for k, v in results.items() if k not in ("trained", "tokenizer")}, f,
+              indent=1, default=float)
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(results_table(results))
+  plot_results(results, workdir, probe_scores)
 
 
 def token_rewards(trained, tokenizer, prompt: str, response: str, *, gamma: float, seed: int = 0):
@@ -381,44 +503,51 @@ def token_rewards(trained, tokenizer, prompt: str, response: str, *, gamma: floa
 
   Returns `[(character, reward)]` for the response tokens and the final EOS.
   """
-  enc = encode([{"prompt": prompt, "response": response}], tokenizer,
-               seq_len=len(prompt) + len(response) + 2, prompt_len=len(prompt) + 1)
-  params = jax.tree.map(lambda x: x[seed], trained["params"])
-  stats = lm.lm_stats(trained["model_def"].merge(params), enc["input_ids"],
-                              enc["segment_ids"], enc["positions"], chunk_size=None)
-  where = lm.lm_targets(jnp.asarray(enc["loss_mask"]))
+  batch = lm_arrays([{"prompt": prompt, "response": response}], tokenizer,
+                    seq_len=len(prompt) + len(response) + 2)
+  model = trained["model_def"].merge(seed_params(trained, seed))
+  stats, where = lm.batch_stats(model, {k: jnp.asarray(batch[k]) for k in LM_KEYS})
   rewards = np.asarray(losses.implied_rewards(stats, where=where, gamma=gamma))[0]
-  ids = enc["input_ids"][0]
+  ids = batch["input_ids"][0]
   return [(tokenizer.decode([int(ids[t + 1])]) or "<eos>", float(rewards[t]))
           for t in np.nonzero(np.asarray(where[0]))[0]]
 
 
-def _fmt(ms, digits=3):
-  return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+def _fmt(ci, digits=3):
+  m, lo, hi = ci
+  if np.isnan(lo):
+    return f"{m:.{digits}f}"
+  return f"{m:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
 
 
 def results_table(results) -> str:
-  cols = [("acc T=1", "accuracy_t1"), ("steps T=1", "step_validity_t1"),
-          ("acc T=low", "accuracy_tlow"), ("Self-BLEU T=1 ↓", "self_bleu_t1"),
+  low = results["config"].get("low_temperature", "low")
+  cols = [("acc T=1", "accuracy_t1"), ("score T=1", "score_t1"),
+          (f"acc T={low}", "accuracy_tlow"), ("Self-BLEU T=1 ↓", "self_bleu_t1"),
           ("distinct-2 T=1", "distinct_2_t1"), ("entropy T=1", "entropy_t1"),
-          ("Self-BLEU T=low ↓", "self_bleu_tlow"), ("reward ρ", "reward_spearman"),
-          ("held-out NLL", "heldout_nll")]
+          (f"Self-BLEU T={low} ↓", "self_bleu_tlow"), ("reward ρ", "reward_spearman"),
+          ("log-lik ρ", "loglik_spearman"), ("held-out NLL", "heldout_nll")]
   lines = ["| method | " + " | ".join(c for c, _ in cols) + " | step time / MLE |",
            "|---" * (len(cols) + 2) + "|"]
   for name, r in results["methods"].items():
-    cells = [_fmt(r["summary"][k]) for _, k in cols]
+    cells = [_fmt(r["summary"][k]) if k in r["summary"] else "–" for _, k in cols]
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['step_time_over_mle']:.3f} |")
-  if results["sweep"]:
-    lines += ["", "| method | demonstrations | final held-out NLL | best held-out NLL | "
-              "overfitting gap (final − best) | final train loss |", "|---" * 6 + "|"]
+  if results.get("sweep"):
+    lines += ["", "| method | demonstrations | steps | final held-out NLL | best held-out NLL | "
+              "overfitting gap (final − best) | final train loss |", "|---" * 7 + "|"]
     for r in results["sweep"].values():
-      lines.append(f"| {r['method']} | {r['size']} | {_fmt(r['final_heldout_nll'])} | "
-                   f"{_fmt(r['best_heldout_nll'])} | {_fmt(r['overfit_gap'])} | "
-                   f"{_fmt(r['final_train_loss'])} |")
+      lines.append(f"| {r['method']} | {r['size']} | {r['steps']} | "
+                   f"{_fmt(r['final_heldout_nll'])} | {_fmt(r['best_heldout_nll'])} | "
+                   f"{_fmt(r['overfit_gap'])} | {_fmt(r['final_train_loss'])} |")
+  if results.get("verdicts"):
+    lines += ["", "| finding | verdict | deciding number (mean [95% interval] over seeds) |",
+              "|---|---|---|"]
+    for v in results["verdicts"]:
+      lines.append(f"| {v['finding']} | **{v['verdict']}** | {v['number']} |")
   return "\n".join(lines) + "\n"
 
 
-def plot_results(results, workdir, probe_scores):
+def plot_results(results, workdir, probe_scores=None):
   import matplotlib
 
   matplotlib.use("Agg")
@@ -436,28 +565,33 @@ def plot_results(results, workdir, probe_scores):
     fig.savefig(os.path.join(workdir, filename), dpi=120)
     plt.close(fig)
 
+  def half(ci):
+    return 0.0 if np.isnan(ci[1]) else (ci[2] - ci[1]) / 2
+
   def accuracy_vs_diversity(ax, name, r):
-    (a, sa), (b, sb) = r["summary"]["accuracy_t1"], r["summary"]["self_bleu_t1"]
-    ax.errorbar(b, a, xerr=sb, yerr=sa, fmt="o", capsize=3, label=name)
+    a, b = r["summary"]["accuracy_tlow"], r["summary"]["self_bleu_t1"]
+    ax.errorbar(b[0], a[0], xerr=half(b), yerr=half(a), fmt="o", capsize=3, label=name)
 
   def learning_curve(ax, name, r):
     ax.plot([c[0] for c in r["curve"]], [np.mean(c[1]) for c in r["curve"]], label=name)
 
+  low = results["config"].get("low_temperature", "low")
   one_axis_plot("accuracy_vs_diversity.png", accuracy_vs_diversity,
-                "Self-BLEU at T=1 (lower = more diverse)", "final-answer accuracy at T=1",
-                "accuracy vs diversity (mean ± std over seeds)")
+                "Self-BLEU at T=1 (lower = more diverse)", f"final-answer accuracy at T={low}",
+                "accuracy vs diversity (mean, 95% interval over seeds)")
   one_axis_plot("learning_curves.png", learning_curve, "train step",
                 "held-out NLL per token (mean over seeds)", "learning curves")
-
+  if probe_scores is None:
+    return
   fig, axes = plt.subplots(1, 2, figsize=(9, 4))
   iq = [n for n in methods if n.startswith("IQLearn")]
-  best = max(iq, key=lambda n: methods[n]["summary"]["reward_spearman"][0]) if iq else None
-  for ax, name in zip(axes, [n for n in (next(iter(methods)), best) if n], strict=False):
+  shown = [n for n in (next(iter(methods)), iq[0] if iq else None) if n]
+  for ax, name in zip(axes, shown, strict=False):
     rewards = methods[name]["per_seed"][0]["probe_rewards"]
     jitter = np.random.default_rng(0).uniform(-0.02, 0.02, len(probe_scores))
-    ax.scatter(probe_scores + jitter, rewards, s=8, alpha=0.6)
-    ax.set_title(f"{name}\nSpearman {methods[name]['per_seed'][0]['reward_spearman']:.2f}",
-                 fontsize=8)
+    ax.scatter(np.asarray(probe_scores) + jitter, rewards, s=8, alpha=0.6)
+    ax.set_title(f"{name}\nwithin-prompt Spearman "
+                 f"{methods[name]['per_seed'][0]['reward_spearman']:.2f}", fontsize=8)
     ax.set_xlabel("checker score")
     ax.set_ylabel("extracted sequence reward")
   fig.tight_layout()

@@ -11,8 +11,9 @@ work directory. Multi-host: start one process per host with
 
 `config.data.task` names a module of `experiments/tasks/` that generates the
 data when `config.data.path` is empty and provides the reward function of
-objectives that score samples (GRPO); this entry point passes both to the
-library's trainer.
+objectives that score samples (GRPO); `config.eval_generation.task` (default:
+the data task) provides the checker of the generation metrics. This entry
+point passes them to the library's trainer.
 """
 
 import json
@@ -34,8 +35,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep Orbax's per-save INFO lines out of the way
   config = _CONFIG.value
   task = tasks.load(config.data.get("task", ""))
+  gen = config.get("eval_generation") or {}
+  checking = tasks.load(gen.get("task", "")) or task
   summary = loop.train(config, _WORKDIR.value, task=task,
-                       reward_fn=getattr(task, "make_reward_fn", None))
+                       reward_fn=getattr(task, "make_reward_fn", None),
+                       checker=getattr(checking, "checker", None))
   print(json.dumps({"final": summary}))
 
 

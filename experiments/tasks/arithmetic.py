@@ -147,3 +147,11 @@ def make_dataset(rng: np.random.Generator, n: int, difficulty: Difficulty):
     out.append({"prompt": make_prompt(op, operands),
                 "response": expert_derivation(rng, op, operands)})
   return out
+
+
+def checker(prompt: str, reference: str, response: str) -> tuple[float, bool]:
+  """`(score, correct)` in the form of `irl_jax.train.generation`'s checkers (exact from the
+  prompt alone: `reference` is unused)."""
+  del reference
+  s = check(prompt, response)
+  return s.score, s.correct

@@ -30,6 +30,7 @@ from irl_jax.data.pipeline import PREFERENCE_KEYS as PREFERENCE_KEYS
 from irl_jax.data.pipeline import SpecialIds as SpecialIds
 from irl_jax.data.pipeline import iterator_state_from_json as iterator_state_from_json
 from irl_jax.data.pipeline import iterator_state_to_json as iterator_state_to_json
+from irl_jax.data.pipeline import lm_arrays as lm_arrays
 from irl_jax.data.pipeline import lm_batches as lm_batches
 from irl_jax.data.pipeline import preference_batches as preference_batches
 from irl_jax.data.pipeline import special_ids as special_ids

@@ -786,3 +786,24 @@ def preference_batches(
                 batch_fn=_PadPreferences(batch_size, max_responses, lengths, ids.pad))
   ds.counts = counts
   return ds
+
+
+def lm_arrays(
+    source: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int, **options: Any
+) -> dict[str, np.ndarray]:
+  """Every demonstration of `source` as one unpacked `[N, seq_len]` batch, in order.
+
+  The same encoding as `lm_batches` (one example per row, its errors and
+  `on_bad_row`), for data that live on the device whole, e.g. the laptop-scale
+  studies' `irl_jax.train.compiled.make_train`. `options` go to `lm_batches`
+  (`on_bad_row`, `bos_id`, `eos_id`, `pad_id`); with `on_bad_row="skip"`
+  the skipped examples are left out and `N` is the number kept.
+  """
+  n = len(source)
+  if n == 0:
+    raise ValueError("lm_arrays: the source has no examples.")
+  ds = lm_batches(source, tokenizer, batch_size=n, seq_len=seq_len, shuffle=False,
+                  num_epochs=1, shard_index=0, shard_count=1, **options)
+  batch = next(iter(ds))
+  kept = int(np.sum(batch["segment_ids"].max(axis=1) > 0))
+  return {k: v[:kept] for k, v in batch.items()}

@@ -349,7 +349,9 @@ class Transformer(nnx.Module):
     h = h.astype(self.dtype)
     rope = self._rope(positions)
     new_cache = [] if cache is not None else None
-    call = _remat_block_call if self.remat else _block_call
+    # Decoding with a cache never runs a backward pass, so it needs no rematerialisation
+    # (and nnx.remat cannot run inside the sampler's while_loop).
+    call = _remat_block_call if self.remat and cache is None else _block_call
     for i, layer in enumerate(self.layers):
       h, layer_cache = call(layer, h, rope, mask, None if cache is None else cache[i], cache_index)
       if cache is not None:

@@ -1,7 +1,9 @@
 """Training: state, sharded jit-compiled steps, objectives, checkpoints, the loop.
 
 `train(config, workdir)` runs a whole experiment from an `ml_collections`
-config; the pieces it is made of are public for users who write their own loop.
+config; `make_train(...)` turns a small model's whole run into one pure
+`train(key)` (seeds in parallel with `jax.vmap`); the pieces both are made of
+are public for users who write their own loop.
 """
 
 from irl_jax.train.checkpoint import CheckpointError as CheckpointError
@@ -9,8 +11,11 @@ from irl_jax.train.checkpoint import Checkpoints as Checkpoints
 from irl_jax.train.checkpoint import ConfigMismatchError as ConfigMismatchError
 from irl_jax.train.checkpoint import IntegrityError as IntegrityError
 from irl_jax.train.checkpoint import array_checksums as array_checksums
+from irl_jax.train.compiled import make_train as make_train
 from irl_jax.train.data_setup import build_data as build_data
 from irl_jax.train.data_setup import load_tokenizer as load_tokenizer
+from irl_jax.train.generation import generation_metrics as generation_metrics
+from irl_jax.train.generation import reward_ranking as reward_ranking
 from irl_jax.train.lm import batch_stats as batch_stats
 from irl_jax.train.lm import lm_stats as lm_stats
 from irl_jax.train.lm import lm_targets as lm_targets
@@ -41,6 +46,7 @@ from irl_jax.train.registry import hyperparameters as hyperparameters
 from irl_jax.train.registry import objective_config as objective_config
 from irl_jax.train.rollouts import PolicySampler as PolicySampler
 from irl_jax.train.rollouts import ReferenceLogProbs as ReferenceLogProbs
+from irl_jax.train.rollouts import in_step_sampler as in_step_sampler
 from irl_jax.train.sharding import MESH_AXES as MESH_AXES
 from irl_jax.train.sharding import global_batch as global_batch
 from irl_jax.train.sharding import make_mesh as make_mesh

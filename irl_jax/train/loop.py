@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import math
 import os
 import socket
@@ -117,6 +118,21 @@ def check_config(config) -> None:
   for axis, size in mesh.items():
     need(_is_int(size) and (size >= 1 or size == -1), f"mesh.{axis}",
          "must be a positive integer or -1 (all remaining devices)")
+  gen = _field(config, "eval_generation")
+  if gen is not None:
+    value = gen.get("num_prompts", 0)
+    need(_is_int(value) and value >= 0, "eval_generation.num_prompts",
+         "must be a non-negative integer (0 disables generation metrics)")
+  if gen is not None and gen.get("num_prompts", 0):
+    for name in ("num_prompts", "num_samples", "max_new_tokens"):
+      value = _field(config, f"eval_generation.{name}")
+      need(_is_int(value) and value > 0, f"eval_generation.{name}", "must be a positive integer")
+    t = _field(config, "eval_generation.temperature", 1.0)
+    need(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0,
+         "eval_generation.temperature", "must be a finite number >= 0")
+    need(int(_field(config, "distributed.num_processes", 1) or 1) == 1,
+         "eval_generation.num_prompts", "generation metrics run in one process; set it to 0 "
+         "for multi-process runs")
   micro = int(_field(config, "optimizer.micro_batches", 1))
   need(config.data.batch_size % micro == 0, "data.batch_size",
        f"must be divisible by config.optimizer.micro_batches={micro}")
@@ -321,7 +337,8 @@ def _abstract(tree, shardings):
                       tree, shardings)
 
 
-def train(config, workdir: str, *, data=None, task=None, reward_fn=None) -> dict[str, Any]:
+def train(config, workdir: str, *, data=None, task=None, reward_fn=None,
+          checker=None) -> dict[str, Any]:
   """Run (or resume) training; returns the last logged metrics.
 
   Args:
@@ -337,6 +354,9 @@ def train(config, workdir: str, *, data=None, task=None, reward_fn=None) -> dict
       preference objectives, `write_preferences(...)` (see `build_data`).
     reward_fn: for objectives that score samples (GRPO), a factory
       `reward_fn(tokenizer) -> score(prompt_ids, response_ids, response_mask)`.
+    checker: for `config.eval_generation` (generation metrics at every
+      evaluation), the task's `checker(prompt, reference, response) ->
+      (score, correct)` (see `irl_jax.train.generation`).
 
   Raises:
     ConfigError: a config field is unusable (the message names it).
@@ -347,13 +367,62 @@ def train(config, workdir: str, *, data=None, task=None, reward_fn=None) -> dict
     NonFiniteError: a non-finite loss or gradient (the update was not applied).
   """
   check_config(config)
+  if _generation_settings(config) is not None and checker is None:
+    raise ConfigError("config.eval_generation.num_prompts > 0 needs the task's checker: "
+                      "train(..., checker=...).")
   maybe_initialize_distributed(config)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock(workdir):
-    return _train_locked(config, workdir, data, task, reward_fn)
+    return _train_locked(config, workdir, data, task, reward_fn, checker)
 
 
-def _train_locked(config, workdir: str, data, task, reward_fn) -> dict[str, Any]:
+def _generation_settings(config):
+  """`config.eval_generation` when it asks for generation metrics, else None."""
+  gen = _field(config, "eval_generation")
+  if gen is None or not int(gen.get("num_prompts", 0) or 0):
+    return None
+  return gen
+
+
+def eval_prompts(eval_batches, num_prompts: int) -> dict | None:
+  """The first `num_prompts` real rows of the eval set (host arrays), or None."""
+  rows, have = [], 0
+  for local in eval_batches():
+    real = np.asarray(local["segment_ids"]).max(axis=1) > 0
+    part = {k: np.asarray(local[k])[real] for k in ("input_ids", "segment_ids", "positions",
+                                                     "loss_mask")}
+    rows.append(part)
+    have += int(real.sum())
+    if have >= num_prompts:
+      break
+  if not have:
+    return None
+  return {k: np.concatenate([r[k] for r in rows])[:num_prompts] for k in rows[0]}
+
+
+def generation_eval(model_def, params, prompts: dict, tokenizer, gen, checker, *, step: int,
+                    seed: int, workdir: str | None = None) -> dict[str, float]:
+  """`eval/gen_*` metrics of the policy's samples on the eval prompts
+  (`irl_jax.train.generation.generation_metrics`); the samples are written to
+  `workdir/samples/<step>.jsonl`."""
+  from irl_jax.train import generation
+
+  metrics = generation.generation_metrics(
+      model_def.merge(params), prompts, tokenizer, checker=checker,
+      key=jax.random.fold_in(jax.random.key(seed + 11), step),
+      temperature=float(gen.get("temperature", 1.0)), num_samples=int(gen.num_samples),
+      max_new_tokens=int(gen.max_new_tokens), gamma=float(gen.get("gamma", 1.0)),
+      prompt_len=int(gen.get("prompt_len", 0) or 0) or None)
+  responses = metrics.pop("responses")
+  if workdir is not None and jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+    with open(os.path.join(workdir, "samples", f"{step}.jsonl"), "w") as f:
+      for r in responses:
+        f.write(json.dumps({"step": step, "response": r}) + "\n")
+  return {f"eval/gen_{k}": float(v) for k, v in metrics.items()}
+
+
+def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[str, Any]:
   if data is None:
     data = build_data(config, workdir, task=task)
   train_iter, eval_batches, tokenizer = data
@@ -447,6 +516,13 @@ def _train_locked(config, workdir: str, data, task, reward_fn) -> dict[str, Any]
       eval_metrics = None
       if config.get("eval_every") and (done % config.eval_every == 0 or done == config.steps):
         eval_metrics = evaluate(eval_fn, state.params, eval_batches, mesh, preparer, config)
+        gen = _generation_settings(config)
+        if gen is not None:
+          prompts = eval_prompts(eval_batches, int(gen.num_prompts))
+          if prompts is not None:
+            eval_metrics.update(generation_eval(model_def, state.params, prompts, tokenizer, gen,
+                                                checker, step=done, seed=config.seed,
+                                                workdir=workdir))
         writer.write(done, eval_metrics)
         metrics.update(eval_metrics)
       if done % config.log_every == 0 or done == config.steps:

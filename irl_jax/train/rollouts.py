@@ -5,9 +5,12 @@
 - `PolicySampler`: samples from the current policy for the prompts of a
   language-model batch and adds `sample_*` keys (online IQLearn), optionally
   with rewards, group advantages, old and reference log-probs (GRPO).
+- `in_step_sampler`: the same `sample_*` keys drawn inside a compiled train
+  step (`irl_jax.train.make_train_step(..., sampler=...)`), for objectives
+  whose samples need no host-side scoring (online IQLearn).
 
-Everything here runs outside the differentiated step: sampling carries no
-gradient, and the reference is frozen.
+Sampling carries no gradient (the step samples from stopped parameters),
+and the reference is frozen.
 """
 
 from __future__ import annotations
@@ -39,6 +42,67 @@ class ReferenceLogProbs:
     out = dict(batch)
     out["ref_logps"] = np.asarray(self._fn(self.ref_params, {k: batch[k] for k in keys}))
     return out
+
+
+def sample_arrays(out) -> dict:
+  """The `sample_*` keys `[N, P + M]` (and `sample_terminal [N]`) of a
+  `irl_jax.models.SampleOutput`, as the online objectives read them."""
+  attention = out.attention_mask
+  p = out.prompt_ids.shape[1]
+  return {
+      "sample_input_ids": out.sequences.astype(jnp.int32),
+      "sample_segment_ids": attention.astype(jnp.int32),
+      "sample_positions": padded_positions(attention).astype(jnp.int32),
+      "sample_loss_mask": jnp.concatenate(
+          [jnp.zeros((attention.shape[0], p), bool), out.response_mask], axis=1),
+      "sample_terminal": out.terminal,
+  }
+
+
+def prompt_prefix(batch: dict, length: int):
+  """`(prompt_ids, prompt_mask)` `[B, length]` of an unpacked language-model batch, inside
+  `jit`: the first `length` columns, the mask on the real tokens before each row's first
+  loss target. Every prompt must fit in `length` (check it with `check_prompt_lengths`
+  on the host: a longer prompt would be cut here)."""
+  ids = jnp.asarray(batch["input_ids"])[:, :length]
+  before = jnp.cumsum(jnp.asarray(batch["loss_mask"]), axis=1) == 0
+  mask = (jnp.asarray(batch["segment_ids"]) > 0) & before
+  return ids, mask[:, :length]
+
+
+def check_prompt_lengths(batch: dict, length: int) -> None:
+  """Raise `ValueError` when a row of an (unpacked) batch holds more than `length` prompt
+  tokens (BOS included) or packs several examples."""
+  _, mask = prompts_of(batch)
+  longest = int(mask.sum(1).max(initial=0))
+  if longest > length:
+    row = int(np.argmax(mask.sum(1)))
+    raise ValueError(f"row {row} has a prompt of {longest} tokens (BOS included), longer than "
+                     f"the sampler's prompt_len={length}.")
+
+
+def in_step_sampler(*, max_new_tokens: int, prompt_len: int, temperature: float = 1.0,
+                    num_samples: int = 1, num_prompts: int | None = None, eos_id=None,
+                    pad_id: int = 0):
+  """`sampler(model, batch, key) -> batch` adding the policy's `sample_*` keys, pure and
+  jit-compatible (pass it to `make_train_step(..., sampler=...)`).
+
+  Prompts are the first `prompt_len` columns of each row (`prompt_prefix`);
+  check them once with `check_prompt_lengths`. With `num_prompts`, only the
+  first `num_prompts` rows of each batch are sampled (batches are shuffled,
+  so these are a random subset), which bounds the cost of decoding.
+  """
+
+  def sampler(model, batch: dict, key) -> dict:
+    ids, mask = prompt_prefix(batch, prompt_len)
+    if num_prompts is not None:
+      ids, mask = ids[:num_prompts], mask[:num_prompts]
+    out = generate(model, ids, mask, key, max_new_tokens=max_new_tokens,
+                   temperature=temperature, num_samples=num_samples, eos_id=eos_id,
+                   pad_id=pad_id)
+    return {**batch, **sample_arrays(out)}
+
+  return sampler
 
 
 def prompts_of(batch: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -86,17 +150,8 @@ class PolicySampler:
     out = generate(model, prompt_ids, prompt_mask, key, max_new_tokens=self.max_new_tokens,
                    temperature=self.temperature, num_samples=self.num_samples,
                    eos_id=self.eos_id, pad_id=self.pad_id)
-    p = out.prompt_ids.shape[1]
-    attention = np.asarray(out.attention_mask)
-    ids = np.asarray(out.sequences, np.int32)
-    sample = {
-        "sample_input_ids": ids,
-        "sample_segment_ids": attention.astype(np.int32),
-        "sample_positions": np.asarray(padded_positions(jnp.asarray(attention)), np.int32),
-        "sample_loss_mask": np.concatenate(
-            [np.zeros((ids.shape[0], p), bool), np.asarray(out.response_mask)], axis=1),
-        "sample_terminal": np.asarray(out.terminal),
-    }
+    sample = {k: np.asarray(v) for k, v in sample_arrays(out).items()}
+    ids = sample["sample_input_ids"]
     if self.reward_fn is not None:
       rewards = np.asarray(self.reward_fn(np.asarray(out.prompt_ids), np.asarray(out.tokens),
                                           np.asarray(out.response_mask)), np.float32)

@@ -112,8 +112,14 @@ def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng
 
 
 def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule | None = None, *, micro_batches: int = 1):
+                    schedule: optax.Schedule | None = None, *, micro_batches: int = 1,
+                    sampler: Callable[[Any, dict, jax.Array], dict] | None = None):
   """`step(state, batch) -> (state, metrics)`, pure (wrap it in `jax.jit`).
+
+  With a `sampler(model, batch, key) -> batch` (e.g.
+  `irl_jax.train.rollouts.in_step_sampler`), the step first draws the
+  current policy's samples inside the compiled step, from parameters under
+  `stop_gradient`, with a key split off the state's PRNG key.
 
   Metrics are `/`-namespaced scalars: `train/loss`, `train/grad_norm`,
   `train/param_norm`, `train/learning_rate`, `train/finite`, and the
@@ -122,6 +128,10 @@ def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.Gradien
 
   def step(state: TrainState, batch: dict):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+    if sampler is not None:
+      step_rng, sample_rng = jax.random.split(step_rng)
+      policy = model_def.merge(jax.lax.stop_gradient(state.params))
+      batch = sampler(policy, batch, sample_rng)
     loss, grads, obj_metrics, count = loss_and_grads(
         model_def, objective, state.params, batch, step_rng, micro_batches=micro_batches)
     grad_norm = optax.tree.norm(grads)

@@ -1,0 +1,116 @@
+"""A whole training run as one compiled function of a PRNG key, for small models.
+
+`make_train(...)` returns `train(key) -> (state, log)`: parameters are
+initialised from the key, the data stay on the device, every step draws its
+batch from a per-epoch permutation, and the steps run under `lax.scan` with
+an evaluation every `eval_every` steps. Because `train` is pure, seeds run in
+parallel with `jax.vmap(train)(keys)` and the run compiles once
+(`jax.jit(jax.vmap(train)).lower(keys).compile()`), so step times can be
+measured without compilation. The step is the trainer's own
+(`irl_jax.train.make_train_step`), so the objectives, micro-batching, the
+non-finite guard and in-step sampling behave exactly as in `train(config,
+workdir)`; what this form drops is what a long sharded run needs (checkpoints,
+a mesh, a host-side data pipeline). This is the layout of purejaxrl-style
+research code, used by the laptop-scale studies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from irl_jax.train.state import ModelDef, TrainState
+from irl_jax.train.step import Objective, make_train_step
+
+
+def _rows(data: dict) -> int:
+  if not data:
+    raise ValueError("make_train: data holds no arrays.")
+  sizes = {k: v.shape[0] for k, v in data.items()}
+  if len(set(sizes.values())) != 1:
+    raise ValueError(f"make_train: data arrays disagree on their number of rows: {sizes}.")
+  return next(iter(sizes.values()))
+
+
+def make_train(
+    init_params: Callable[[jax.Array], Any],
+    model_def: ModelDef,
+    objective: Objective,
+    tx: optax.GradientTransformation,
+    data: dict,
+    *,
+    steps: int,
+    batch_size: int,
+    eval_every: int | None = None,
+    eval_fn: Callable[[Any], dict] | None = None,
+    schedule: optax.Schedule | None = None,
+    sampler: Callable[[Any, dict, jax.Array], dict] | None = None,
+    micro_batches: int = 1,
+) -> Callable[[jax.Array], tuple[TrainState, dict]]:
+  """`train(key) -> (state, log)`, pure and `vmap`-able over keys.
+
+  Args:
+    init_params: `init_params(key) -> params` (a pure dict, e.g.
+      `split_model(Transformer(config, rngs=nnx.Rngs(key)))[1]`).
+    model_def: the static half of the model (`split_model`).
+    objective: `objective(model, batch, rng) -> (loss, metrics)`.
+    tx: the optimizer.
+    data: training arrays `[N, ...]` (e.g. `irl_jax.data.lm_arrays`), held on
+      the device; each epoch visits every row once in a fresh order.
+    steps: number of train steps.
+    batch_size: rows per step (at most `N`).
+    eval_every: run `eval_fn` every this many steps (must divide `steps`);
+      default `steps` (once, at the end).
+    eval_fn: `eval_fn(params) -> {name: scalar}`; default none.
+    schedule: the learning-rate schedule, logged as `train/learning_rate`.
+    sampler: in-step policy sampler (`irl_jax.train.rollouts.in_step_sampler`).
+    micro_batches: gradient accumulation inside the step.
+
+  Returns:
+    `train(key)` returning the final `TrainState` and a log: `"train"`, the
+    step's metrics `[steps]`, and `"eval"`, `eval_fn`'s values
+    `[steps // eval_every]` (with `"eval_step"`, the step each was taken at).
+  """
+  n = _rows(data)
+  for name, value in (("steps", steps), ("batch_size", batch_size)):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"make_train: {name} must be a positive integer, got {value!r}.")
+  if batch_size > n:
+    raise ValueError(f"make_train: batch_size={batch_size} exceeds the {n} rows of data.")
+  eval_every = steps if eval_every is None else eval_every
+  if not isinstance(eval_every, int) or eval_every < 1 or steps % eval_every:
+    raise ValueError(f"make_train: eval_every={eval_every!r} must be a positive divisor of "
+                     f"steps={steps}.")
+  step_fn = make_train_step(model_def, objective, tx, schedule, micro_batches=micro_batches,
+                            sampler=sampler)
+  epochs = -(-steps * batch_size // n)
+  chunks = steps // eval_every
+
+  def train(key: jax.Array) -> tuple[TrainState, dict]:
+    init_key, data_key, state_key = jax.random.split(key, 3)
+    params = init_params(init_key)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       opt_state=tx.init(params), rng=jax.random.key_data(state_key))
+    order = jax.vmap(lambda k: jax.random.permutation(k, n))(
+        jax.random.split(data_key, epochs)).reshape(-1)
+    arrays = jax.tree.map(jnp.asarray, data)
+
+    def one_step(state, t):
+      rows = jax.lax.dynamic_slice(order, (t * batch_size,), (batch_size,))
+      return step_fn(state, jax.tree.map(lambda x: x[rows], arrays))
+
+    def chunk(state, c):
+      state, metrics = jax.lax.scan(one_step, state, c * eval_every + jnp.arange(eval_every))
+      evals = eval_fn(state.params) if eval_fn is not None else {}
+      return state, (metrics, evals)
+
+    state, (metrics, evals) = jax.lax.scan(chunk, state, jnp.arange(chunks))
+    metrics = jax.tree.map(lambda x: x.reshape(steps, *x.shape[2:]), metrics)
+    return state, {"train": metrics, "eval": evals,
+                   "eval_step": (jnp.arange(chunks) + 1) * eval_every}
+
+  return train
