@@ -105,6 +105,14 @@ def resolve(config):
       extra = [dict(objective="iq_learn", td_weight=lam, gamma=g)
                for lam in config.grid_td_weights for g in config.grid_gammas]
       config.methods = list(config.methods) + [m for m in extra if method_name(m) not in names]
+  names = [method_name(m) for m in config.methods]
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise ValueError(f"config.methods: {repeated} appear twice (methods that differ in fields "
+                     "the name does not show need a 'label').")
+  if method_name(config.baseline) not in names:
+    raise ValueError(f"config.baseline: {method_name(config.baseline)!r} is not one of "
+                     f"config.methods {names}.")
   return config
 
 
@@ -122,17 +130,35 @@ class StudyData:
   probe_groups: np.ndarray
 
 
+def disjoint_pool(rng, n: int, difficulty, task, exclude: set[str]) -> list:
+  """`n` demonstrations whose prompts are not in `exclude` (held-out prompts stay unseen)."""
+  pool, drawn = [], 0
+  while len(pool) < n:
+    batch = task.make_dataset(rng, n, difficulty)
+    drawn += len(batch)
+    pool.extend(ex for ex in batch if ex["prompt"] not in exclude)
+    if drawn > 20 * n and len(pool) < n:
+      raise ValueError(f"only {len(pool)} of {drawn} drawn demonstrations have prompts outside "
+                       "the held-out set: the task's difficulty allows too few distinct prompts "
+                       "for config.num_demonstrations and config.num_heldout.")
+  return pool[:n]
+
+
 def make_data(config, task) -> StudyData:
+  """Held-out prompts first (their own seed), then a training pool that never shows them,
+  then correct and corrupted derivations of the eval prompts (the reward probe)."""
   tokenizer = char_tokenizer(task.ALPHABET)
   difficulty = task.Difficulty(config.min_operands, config.max_operands, config.digits,
                                config.op)
-  rng = np.random.default_rng(config.data_seed)
-  pool = task.make_dataset(rng, max((*config.data_sizes, config.num_demonstrations)),
-                           difficulty)
-  heldout_examples = task.make_dataset(rng, config.num_heldout, difficulty)
+  heldout_examples = task.make_dataset(np.random.default_rng([config.data_seed, 1]),
+                                       config.num_heldout, difficulty)
+  pool = disjoint_pool(np.random.default_rng([config.data_seed, 0]),
+                       max((*config.data_sizes, config.num_demonstrations)), difficulty, task,
+                       {ex["prompt"] for ex in heldout_examples})
   heldout = lm_arrays(heldout_examples, tokenizer, seq_len=config.seq_len)
   rollouts.check_prompt_lengths(heldout, config.prompt_len)
   eval_batch = {k: v[:config.num_eval_prompts] for k, v in heldout.items()}
+  rng = np.random.default_rng([config.data_seed, 2])
   probe, scores, groups = [], [], []
   for i, ex in enumerate(heldout_examples[:config.num_eval_prompts]):
     op, operands = ex["prompt"].split()[0], [int(x) for x in ex["prompt"].split()[1:]]
@@ -299,7 +325,8 @@ def evaluate(config, trained, study: StudyData, checker, *, key_offset: int = 0)
     for label, temp in (("t1", 1.0), ("tlow", config.low_temperature)):
       m = generation.generation_metrics(
           model, study.eval_batch, study.tokenizer, checker=checker,
-          key=jax.random.key(1000 * i + key_offset + 7), temperature=temp,
+          key=jax.random.fold_in(jax.random.key(config.seed), 1000 * i + key_offset + 7),
+          temperature=temp,
           num_samples=config.num_samples, max_new_tokens=config.max_new_tokens,
           gamma=config.reward_gamma, words=words, prompt_len=config.prompt_len)
       responses = m.pop("responses")
@@ -320,18 +347,19 @@ def evaluate(config, trained, study: StudyData, checker, *, key_offset: int = 0)
 # -- statistics and verdicts --------------------------------------------------------------------
 
 
-def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-  """`(mean, low, high)`: a t-interval over seeds (`scipy.stats.t`)."""
+def interval(values, confidence: float = 0.95) -> tuple[float, float, float, int]:
+  """`(mean, low, high, n)`: a t-interval over seeds (`scipy.stats.t`) of the `n` values
+  that are defined (a seed whose value is NaN is counted out, and `n` says so)."""
   v = np.asarray(values, float)
   v = v[~np.isnan(v)]
   if len(v) == 0:
-    return float("nan"), float("nan"), float("nan")
+    return float("nan"), float("nan"), float("nan"), 0
   mean = float(v.mean())
   if len(v) < 2:
-    return mean, float("nan"), float("nan")
+    return mean, float("nan"), float("nan"), 1
   half = float(scipy.stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1)
                / np.sqrt(len(v)))
-  return mean, mean - half, mean + half
+  return mean, mean - half, mean + half, len(v)
 
 
 def summarise(per_seed, keys):
@@ -349,72 +377,104 @@ def paired(results, a: str, b: str, key: str):
   return interval([x[key] - y[key] for x, y in zip(ra, rb, strict=True)])
 
 
-def _fmt_ci(ci, digits=3):
-  m, lo, hi = ci
-  return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+def _fmt_ci(ci, digits=3, seeds=None):
+  m, lo, hi, n = ci
+  text = f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+  return text + (f" (n={n})" if seeds is not None and n < seeds else "")
+
+
+def _decide(ci) -> str:
+  """A claimed positive difference: reproduced when its 95% interval lies above 0,
+  contradicted when below, otherwise (or with fewer than 2 defined seeds) not at this
+  scale."""
+  _, low, high, n = ci
+  if n < 2 or np.isnan(low):
+    return "not at this scale"
+  return "reproduced" if low > 0 else "contradicted" if high < 0 else "not at this scale"
 
 
 def verdicts(results, config) -> list[dict]:
   """One verdict per finding of the paper, each with the number that decides it.
 
-  Rules (fixed before running): a paired difference over seeds decides when
-  its 95% interval excludes 0; an interval containing 0 is "not at this
-  scale" unless the finding only claims a match.
+  Rules (fixed before running), on paired differences over seeds with 95%
+  t-intervals:
+
+  (1) reproduced when `main_iq_learn`'s accuracy at the low temperature is not
+      significantly below MLE's (interval's upper end ≥ 0), its Self-BLEU at T=1
+      is significantly below MLE's (upper end < 0), and the entropy-bonus MLE
+      does not buy as much (it is not both significantly more diverse than MLE,
+      without a significant accuracy loss, and at least as diverse as IQLearn);
+      contradicted when IQLearn's accuracy is significantly lower, its Self-BLEU
+      significantly higher, or the entropy bonus buys the same;
+  (2) the small-data overfitting gap (final − best held-out NLL), TD-regularised
+      minus MLE, significantly below 0;
+  (3) online minus offline IQLearn accuracy significantly above 0;
+  (4) IQLearn minus MLE within-prompt reward correlation significantly above 0;
+  (5) step-time ratio IQLearn / MLE ≤ 1.1 (contradicted above 1.25).
+
+  Anything else is "not at this scale". A seed whose value is undefined (NaN)
+  is left out and the count is shown.
   """
   methods = results["methods"]
+  seeds = config.num_seeds
+  fmt = lambda ci: _fmt_ci(ci, seeds=seeds)
   mle = method_name(config.baseline)
   iq = method_name(config.main_iq_learn)
+  low_t = config.low_temperature
   out = []
   if mle in methods and iq in methods:
     acc = paired(results, iq, mle, "accuracy_tlow")
     div = paired(results, iq, mle, "self_bleu_t1")
     ent_name = next((n for n in methods if n.startswith("MLE + entropy")), None)
-    ent = paired(results, ent_name, mle, "self_bleu_t1") if ent_name else None
-    if acc[2] < 0 or div[1] > 0:
+    same = False
+    number = (f"{iq} − MLE: accuracy (T={low_t}) {fmt(acc)}, Self-BLEU (T=1) {fmt(div)}")
+    if ent_name:
+      ent_div = paired(results, ent_name, mle, "self_bleu_t1")
+      ent_acc = paired(results, ent_name, mle, "accuracy_tlow")
+      same = ent_div[2] < 0 and ent_acc[2] >= 0 and ent_div[0] <= div[0]
+      number += (f"; {ent_name} − MLE: accuracy {fmt(ent_acc)}, Self-BLEU {fmt(ent_div)}")
+    if min(acc[3], div[3]) < 2:
+      v = "not at this scale"
+    elif acc[2] < 0 or div[1] > 0 or same:
       v = "contradicted"
-    elif acc[1] >= 0 or (acc[2] >= 0 and div[2] < 0):
+    elif acc[2] >= 0 and div[2] < 0:
       v = "reproduced"
     else:
       v = "not at this scale"
     out.append(dict(finding="(1) IQLearn matches or beats MLE on accuracy while keeping more "
                     "diversity; an entropy bonus on MLE does not buy the same",
-                    verdict=v,
-                    number=f"{iq} − MLE: accuracy (T={config.low_temperature}) "
-                    f"{_fmt_ci(acc)}, Self-BLEU (T=1) {_fmt_ci(div)}"
-                    + (f"; entropy-bonus MLE − MLE Self-BLEU {_fmt_ci(ent)}" if ent else "")))
+                    verdict=v, number=number))
   sweep = results.get("sweep", {})
   small = [r for r in sweep.values() if r["size"] == min(config.data_sizes)] if sweep else []
   if len(small) == 2:
     gaps = {r["method"]: r for r in small}
     a, b = gaps.get(method_name(config.sweep_methods[1])), gaps.get(mle)
     if a and b:
-      diff = interval(np.asarray(a["overfit_gap_per_seed"]) - np.asarray(b["overfit_gap_per_seed"]))
-      v = ("reproduced" if diff[2] < 0 else "contradicted" if diff[1] > 0
-           else "not at this scale")
+      diff = interval(np.asarray(b["overfit_gap_per_seed"]) - np.asarray(a["overfit_gap_per_seed"]))
       out.append(dict(finding="(2) TD regularisation reduces overfitting on small datasets",
-                      verdict=v, number=f"n={a['size']}: overfitting gap (final − best held-out "
-                      f"NLL) {a['method']} − MLE {_fmt_ci(diff)}; MLE's gap "
-                      f"{_fmt_ci(interval(b['overfit_gap_per_seed']))}"))
+                      verdict=_decide(diff),
+                      number=f"n={a['size']}, {a['steps']} steps: overfitting gap (final − best "
+                      f"held-out NLL) MLE − {a['method']} {fmt(diff)}; MLE's gap "
+                      f"{fmt(interval(b['overfit_gap_per_seed']))}, {a['method']}'s "
+                      f"{fmt(interval(a['overfit_gap_per_seed']))}"))
   online = next((n for n in methods if "online" in n), None)
-  offline = (method_name({**dict(config.online_baseline)}) if config.get("online_baseline")
-             else None)
+  offline = method_name(config.online_baseline) if config.get("online_baseline") else None
   if online and offline in methods:
     d = paired(results, online, offline, "accuracy_tlow")
-    v = "reproduced" if d[1] > 0 else "contradicted" if d[2] < 0 else "not at this scale"
     out.append(dict(finding="(3) online IQLearn (policy samples mixed in) adds further gains",
-                    verdict=v, number=f"{online} − {offline}: accuracy (T={config.low_temperature})"
-                    f" {_fmt_ci(d)}"))
+                    verdict=_decide(d),
+                    number=f"{online} − {offline}: accuracy (T={low_t}) {fmt(d)}"))
   if mle in methods and iq in methods:
     d = paired(results, iq, mle, "reward_spearman")
-    v = "reproduced" if d[1] > 0 else "contradicted" if d[2] < 0 else "not at this scale"
     out.append(dict(
         finding="(4) rewards extracted from IQLearn correlate with task quality far better "
-        "than MLE's", verdict=v,
+        "than MLE's", verdict=_decide(d),
         number=f"within-prompt Spearman of extracted rewards (γ={config.reward_gamma}) with "
-        f"checker scores: {iq} {_fmt_ci(methods[iq]['summary']['reward_spearman'])}, "
-        f"MLE {_fmt_ci(methods[mle]['summary']['reward_spearman'])}, difference {_fmt_ci(d)}"))
+        f"checker scores: {iq} {fmt(methods[iq]['summary']['reward_spearman'])}, "
+        f"MLE {fmt(methods[mle]['summary']['reward_spearman'])}, difference {fmt(d)}"))
     ratio = methods[iq]["step_time"] / methods[mle]["step_time"]
-    v = "reproduced" if ratio <= 1.1 else "contradicted" if ratio > 1.25 else "not at this scale"
+    v = ("not at this scale" if np.isnan(ratio) else "reproduced" if ratio <= 1.1
+         else "contradicted" if ratio > 1.25 else "not at this scale")
     out.append(dict(finding="(5) an IQLearn update costs about the same as an MLE update",
                     verdict=v, number=f"step time {iq} / MLE = {ratio:.3f} "
                     f"({results['step_time_source']})"))
@@ -459,7 +519,7 @@ def run(config, workdir: str, *, log=print) -> dict:
   # Step times: interleaved rounds after compilation (the runs' own wall times above
   # include a shared machine's drift; these are comparable across methods).
   times = step_times(config, config.methods, main_data, tokenizer=study.tokenizer)
-  mle_time = times[method_name(config.methods[0])]
+  mle_time = times[method_name(config.baseline)]
   results["step_time_source"] = (f"medians of 5 interleaved rounds of 10 compiled steps; "
                                  f"{mle_time * 1e3:.1f} ms per MLE step")
   for name, r in results["methods"].items():
@@ -514,9 +574,9 @@ def token_rewards(trained, tokenizer, prompt: str, response: str, *, gamma: floa
 
 
 def _fmt(ci, digits=3):
-  m, lo, hi = ci
+  m, lo, hi, n = ci
   if np.isnan(lo):
-    return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} (n={n})"
   return f"{m:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
 
 

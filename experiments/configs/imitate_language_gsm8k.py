@@ -30,8 +30,11 @@ reached through `irl_jax.data.prepare("gsm8k", path=None, ...)`, not through
 this config). The model is any supported Hugging Face checkpoint (GPT-2,
 Llama, Qwen2, Mistral, Gemma) or a GGUF file, loaded without torch.
 Parameters are sharded FSDP over all devices, compute is bfloat16 with float32
-master weights, and the token statistics are chunked so that no `[B, T, V]`
-logits are held. The final policy is exported in Hugging Face format to
+master weights, and the training statistics are chunked so that no `[B, T, V]`
+logits are held (the generation metrics score 8 samples at a time:
+`eval_generation.rows`). The study's final measurement loads each exported
+policy in float32 on one device, so its numbers can differ slightly from the
+runs' own bfloat16 `eval/gen_*`. The final policy is exported in Hugging Face format to
 `<run>/export`.
 """
 
@@ -81,9 +84,11 @@ def trainer_config():
 
   # Generation metrics at every evaluation (0 prompts: off). `experiments.train` passes
   # the checker of `task`.
+  # Entropy and rewards are scored 8 samples at a time, the rewards' statistics in
+  # vocabulary chunks, so that memory stays at 8 · T · V logits.
   c.eval_generation = ml_collections.ConfigDict(dict(
       task="gsm8k", num_prompts=64, num_samples=4, temperature=1.0, max_new_tokens=256,
-      gamma=0.9, prompt_len=0))
+      gamma=0.9, prompt_len=0, chunk_size=8192, rows=8))
   return c
 
 

@@ -789,21 +789,26 @@ def preference_batches(
 
 
 def lm_arrays(
-    source: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int, **options: Any
+    source: Sequence[Mapping[str, Any]], tokenizer, *, seq_len: int,
+    on_bad_row: OnBadRow = "raise", counts: RowCounts | None = None,
+    bos_id: int | None = None, eos_id: int | None = None, pad_id: int | None = None,
 ) -> dict[str, np.ndarray]:
   """Every demonstration of `source` as one unpacked `[N, seq_len]` batch, in order.
 
-  The same encoding as `lm_batches` (one example per row, its errors and
-  `on_bad_row`), for data that live on the device whole, e.g. the laptop-scale
-  studies' `irl_jax.train.compiled.make_train`. `options` go to `lm_batches`
-  (`on_bad_row`, `bos_id`, `eos_id`, `pad_id`); with `on_bad_row="skip"`
-  the skipped examples are left out and `N` is the number kept.
+  The same encoding as `lm_batches` (one example per row, its errors), for
+  data that live on the device whole, e.g. the laptop-scale studies'
+  `irl_jax.train.compiled.make_train`. With `on_bad_row="skip"` the skipped
+  examples are left out (`N` is the number kept) and counted in `counts`,
+  with the first skipped example of each reason; rows no longer line up with
+  source indices then, so code that pairs rows with other per-example data
+  should keep the default `"raise"`.
   """
   n = len(source)
   if n == 0:
     raise ValueError("lm_arrays: the source has no examples.")
   ds = lm_batches(source, tokenizer, batch_size=n, seq_len=seq_len, shuffle=False,
-                  num_epochs=1, shard_index=0, shard_count=1, **options)
+                  num_epochs=1, shard_index=0, shard_count=1, on_bad_row=on_bad_row,
+                  counts=counts, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
   batch = next(iter(ds))
   kept = int(np.sum(batch["segment_ids"].max(axis=1) > 0))
   return {k: v[:kept] for k, v in batch.items()}

@@ -161,7 +161,7 @@ def _generate(graphdef, state, prompt_ids, prompt_mask, key, *, max_new_tokens, 
   cache = model.init_cache(n, p + m)
   key_mask = jnp.concatenate([mask, jnp.zeros((n, m), bool)], axis=1)
   logits, cache = model.decode(ids, positions=padded_positions(mask), key_mask=key_mask,
-                               cache=cache, cache_index=0)
+                               cache=cache, cache_index=0, last_only=True)
   first_pos = jnp.sum(mask, axis=1).astype(jnp.int32)
   eos_arr = jnp.asarray(eos if eos else (-1,), jnp.int32)
 

@@ -287,8 +287,12 @@ class Transformer(nnx.Module):
     dtype = dtype or self.dtype
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.layers]
 
-  def decode(self, input_ids, *, positions, key_mask, cache: Cache, cache_index):
+  def decode(self, input_ids, *, positions, key_mask, cache: Cache, cache_index,
+             last_only: bool = False):
     """Run `T` new tokens against the cache; returns `(logits [B, T, V], cache)`.
+
+    With `last_only`, only the last position's logits are computed (`[B, 1, V]`): a
+    prompt's prefill needs no more, and holds no `[B, T, V]` array.
 
     Args:
       input_ids: `[B, T]` new tokens, written to slots `cache_index + [0, T)`.
@@ -306,7 +310,7 @@ class Transformer(nnx.Module):
     if self.config.sliding_window is not None:
       mask = mask & ((q_slot[:, None] - k_slot[None, :]) < self.config.sliding_window)[None]
     h, cache = self._run(input_ids, jnp.asarray(positions), mask, cache, cache_index)
-    return self._logits(h), cache
+    return self._logits(h[:, -1:] if last_only else h), cache
 
   # -- internals ----------------------------------------------------------------
 

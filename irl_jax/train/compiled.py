@@ -6,12 +6,20 @@ batch from a per-epoch permutation, and the steps run under `lax.scan` with
 an evaluation every `eval_every` steps. Because `train` is pure, seeds run in
 parallel with `jax.vmap(train)(keys)` and the run compiles once
 (`jax.jit(jax.vmap(train)).lower(keys).compile()`), so step times can be
-measured without compilation. The step is the trainer's own
-(`irl_jax.train.make_train_step`), so the objectives, micro-batching, the
-non-finite guard and in-step sampling behave exactly as in `train(config,
-workdir)`; what this form drops is what a long sharded run needs (checkpoints,
-a mesh, a host-side data pipeline). This is the layout of purejaxrl-style
+measured without compilation. This is the layout of purejaxrl-style
 research code, used by the laptop-scale studies.
+
+The step is the trainer's own (`irl_jax.train.make_train_step`): the same
+objectives, micro-batching and exact means. What differs from
+`train(config, workdir)`:
+
+- no checkpoints, mesh or host-side data pipeline (the data are one array);
+- a non-finite loss or gradient skips its update (`train/finite` is 0 in the
+  log) instead of stopping the run: check the log (the studies raise on it);
+- policy samples for online objectives come from an in-step sampler
+  (`irl_jax.train.rollouts.in_step_sampler`: the batch's own prompts, cut to
+  `prompt_len`, a key from the state), where the trainer samples on the host
+  (`PolicySampler`, which also serves objectives that score samples).
 """
 
 from __future__ import annotations

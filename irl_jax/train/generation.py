@@ -70,10 +70,10 @@ def within_group_spearman(values, scores, groups) -> tuple[float, int]:
   return (float(np.mean(rhos)) if rhos else float("nan")), len(rhos)
 
 
-@nnx.jit(static_argnums=2)
-def _rewards_jit(model, batch, gamma):
+@nnx.jit(static_argnums=(2, 3))
+def _rewards_jit(model, batch, gamma, chunk_size):
   stats = lm.lm_stats(model, batch["input_ids"], batch["segment_ids"], batch["positions"],
-                      chunk_size=None)
+                      chunk_size=chunk_size)
   where = lm.lm_targets(batch["loss_mask"])
   terminal = batch.get("terminal")
   bootstrap = None if terminal is None else lm.bootstrap_values(stats.v, where)
@@ -81,22 +81,35 @@ def _rewards_jit(model, batch, gamma):
                                  bootstrap=bootstrap)
 
 
-def sequence_rewards(model, batch: dict, *, gamma: float, terminal=None) -> np.ndarray:
+def _row_chunks(n: int, rows: int | None):
+  rows = rows or n
+  return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+
+
+def sequence_rewards(model, batch: dict, *, gamma: float, terminal=None,
+                     chunk_size: int | None = None, rows: int | None = None) -> np.ndarray:
   """`[B]` extracted sequence rewards of a language-model batch's responses.
 
   Without `terminal`, every response is taken to end with its EOS (a data
   batch's responses do). With `terminal [B]` (sampled responses), a row cut
   off before its EOS adds the discounted value of the state after its last
   token (`irl_jax.train.lm.bootstrap_values`), as the online objectives do.
+  `chunk_size` computes the statistics in vocabulary chunks and `rows`
+  processes that many rows at a time, so no `[B, T, V]` logits are held.
   """
   keys = ("input_ids", "segment_ids", "positions", "loss_mask")
-  arrays = {k: jnp.asarray(batch[k]) for k in keys}
-  if terminal is not None:
-    arrays["terminal"] = jnp.asarray(terminal).astype(bool)
-  return np.asarray(_rewards_jit(model, arrays, float(gamma)))
+  n = len(batch["input_ids"])
+  out = []
+  for part in _row_chunks(n, rows):
+    arrays = {k: jnp.asarray(batch[k][part]) for k in keys}
+    if terminal is not None:
+      arrays["terminal"] = jnp.asarray(terminal[part]).astype(bool)
+    out.append(np.asarray(_rewards_jit(model, arrays, float(gamma), chunk_size or None)))
+  return np.concatenate(out)
 
 
-def reward_ranking(model, batch: dict, scores, groups, *, gamma: float) -> dict:
+def reward_ranking(model, batch: dict, scores, groups, *, gamma: float,
+                   chunk_size: int | None = None, rows: int | None = None) -> dict:
   """How well extracted sequence rewards rank responses to the same prompt.
 
   Args:
@@ -105,29 +118,31 @@ def reward_ranking(model, batch: dict, scores, groups, *, gamma: float) -> dict:
     scores: `[B]` quality of each response (e.g. a checker's score).
     groups: `[B]` prompt index of each row: correlations are taken within groups.
     gamma: the discount of the extracted rewards.
+    chunk_size, rows: as in `sequence_rewards` (memory bounds).
 
   Returns:
     `{"spearman": mean within-group Spearman, "groups": groups that entered it,
     "rewards": [B] the rewards}`.
   """
-  rewards = sequence_rewards(model, batch, gamma=gamma)
+  rewards = sequence_rewards(model, batch, gamma=gamma, chunk_size=chunk_size, rows=rows)
   rho, n = within_group_spearman(rewards, scores, groups)
   return {"spearman": rho, "groups": n, "rewards": rewards}
 
 
 @nnx.jit
-def _entropy(model, sequences, attention, response_mask):
+def _entropy_sum(model, sequences, attention, response_mask):
+  """Summed per-token entropy over the response tokens (dense logits of these rows)."""
   logits = model(sequences, attention_mask=attention)
   p = sequences.shape[1] - response_mask.shape[1]
-  where = response_mask
-  entropy = losses.token_entropy(logits[:, p - 1:-1], where=where)
-  return losses.token_mean(entropy, where)
+  entropy = losses.token_entropy(logits[:, p - 1:-1], where=response_mask)
+  return jnp.sum(jnp.where(response_mask, entropy, 0.0))
 
 
 def generation_metrics(
     model, batch: dict, tokenizer, *, checker: Checker, key: jax.Array, temperature: float,
     num_samples: int, max_new_tokens: int, gamma: float,
     words: Callable[[str], Sequence] = str.split, prompt_len: int | None = None,
+    chunk_size: int | None = None, rows: int | None = None,
 ) -> dict:
   """Sample the policy on a batch's prompts and measure the samples.
 
@@ -146,6 +161,10 @@ def generation_metrics(
     words: splits a response into the units of the diversity metrics.
     prompt_len: keep only the first `prompt_len` columns for the prompts
       (they must fit; default: the whole row).
+    chunk_size: vocabulary chunk of the extracted rewards' statistics.
+    rows: score this many samples at a time (entropy and rewards): memory
+      then grows with `rows · T · V`, not with all samples' (default: all at
+      once).
 
   Returns:
     `accuracy`, `score` (means over samples), `self_bleu`, `distinct_2`,
@@ -154,14 +173,14 @@ def generation_metrics(
     `reward_prompts`, `mean_length` (tokens per response) and `responses`
     (the decoded samples, `num_samples` per prompt in order).
   """
-  rows = {k: np.asarray(v) for k, v in batch.items()}
-  rows = {k: v[np.asarray(rows["segment_ids"]).max(axis=1) > 0] for k, v in rows.items()}
-  if not len(rows["input_ids"]):
+  real = {k: np.asarray(v) for k, v in batch.items()}
+  real = {k: v[np.asarray(real["segment_ids"]).max(axis=1) > 0] for k, v in real.items()}
+  if not len(real["input_ids"]):
     raise ValueError("generation_metrics: the batch has no examples.")
-  prompts, refs = batch_texts(rows, tokenizer)
-  length = rows["input_ids"].shape[1] if prompt_len is None else prompt_len
-  rollouts.check_prompt_lengths(rows, length)
-  ids, mask = rollouts.prompt_prefix(rows, length)
+  prompts, refs = batch_texts(real, tokenizer)
+  length = real["input_ids"].shape[1] if prompt_len is None else prompt_len
+  rollouts.check_prompt_lengths(real, length)
+  ids, mask = rollouts.prompt_prefix(real, length)
   out = generate(model, ids, mask, key, max_new_tokens=max_new_tokens, temperature=temperature,
                  num_samples=num_samples, eos_id=tokenizer.eos_token_id,
                  pad_id=tokenizer.pad_token_id or 0)
@@ -173,13 +192,17 @@ def generation_metrics(
   split = [[words(r) for r in responses[i:i + num_samples]]
            for i in range(0, len(responses), num_samples)]
   diverse = [g for g in split if sum(map(len, g))] if num_samples > 1 else []
-  entropy = _entropy(model, out.sequences, out.attention_mask, out.response_mask)
-  sample_batch = rollouts.sample_arrays(out)
+  entropy_sum = sum(float(_entropy_sum(model, out.sequences[part], out.attention_mask[part],
+                                        out.response_mask[part]))
+                    for part in _row_chunks(len(responses), rows))
+  entropy = entropy_sum / max(int(response_mask.sum()), 1)
+  sample_batch = {k: np.asarray(v) for k, v in rollouts.sample_arrays(out).items()}
   rewards = sequence_rewards(model, {
       "input_ids": sample_batch["sample_input_ids"],
       "segment_ids": sample_batch["sample_segment_ids"],
       "positions": sample_batch["sample_positions"],
-      "loss_mask": sample_batch["sample_loss_mask"]}, gamma=gamma, terminal=out.terminal)
+      "loss_mask": sample_batch["sample_loss_mask"]}, gamma=gamma,
+      terminal=sample_batch["sample_terminal"], chunk_size=chunk_size, rows=rows)
   rho, n = within_group_spearman(rewards, scores, owner)
   return {
       "accuracy": float(np.mean([c for _, c in checked])),

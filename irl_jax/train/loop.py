@@ -133,6 +133,12 @@ def check_config(config) -> None:
     need(int(_field(config, "distributed.num_processes", 1) or 1) == 1,
          "eval_generation.num_prompts", "generation metrics run in one process; set it to 0 "
          "for multi-process runs")
+    if _field(config, "objective.name") in registry.names():
+      spec = registry.get(config.objective.name)
+      need(spec.data == "demonstrations" and not spec.reward_head,
+           "eval_generation.num_prompts", f"objective {spec.name!r} trains on "
+           f"{'a reward head' if spec.reward_head else spec.data}; generation metrics need a "
+           "policy and demonstration prompts (set it to 0)")
   micro = int(_field(config, "optimizer.micro_batches", 1))
   need(config.data.batch_size % micro == 0, "data.batch_size",
        f"must be divisible by config.optimizer.micro_batches={micro}")
@@ -397,7 +403,12 @@ def eval_prompts(eval_batches, num_prompts: int) -> dict | None:
       break
   if not have:
     return None
-  return {k: np.concatenate([r[k] for r in rows])[:num_prompts] for k in rows[0]}
+  # Buckets give batches of different widths: pad each part to the widest (padding is
+  # segment 0, no target).
+  width = max(r["input_ids"].shape[1] for r in rows)
+  padded = [{k: np.pad(v, ((0, 0), (0, width - v.shape[1]))) for k, v in r.items()}
+            for r in rows]
+  return {k: np.concatenate([r[k] for r in padded])[:num_prompts] for k in rows[0]}
 
 
 def generation_eval(model_def, params, prompts: dict, tokenizer, gen, checker, *, step: int,
@@ -412,7 +423,9 @@ def generation_eval(model_def, params, prompts: dict, tokenizer, gen, checker, *
       key=jax.random.fold_in(jax.random.key(seed + 11), step),
       temperature=float(gen.get("temperature", 1.0)), num_samples=int(gen.num_samples),
       max_new_tokens=int(gen.max_new_tokens), gamma=float(gen.get("gamma", 1.0)),
-      prompt_len=int(gen.get("prompt_len", 0) or 0) or None)
+      prompt_len=int(gen.get("prompt_len", 0) or 0) or None,
+      chunk_size=int(gen.get("chunk_size", 0) or 0) or None,
+      rows=int(gen.get("rows", 0) or 0) or None)
   responses = metrics.pop("responses")
   if workdir is not None and jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
@@ -485,15 +498,34 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
       from tqdm import tqdm
 
       pbar = tqdm(total=config.steps, initial=start, desc="train", dynamic_ncols=True)
+    gen = _generation_settings(config)
+    gen_prompts = None
+    if gen is not None:
+      if jax.process_count() > 1:
+        raise ConfigError("config.eval_generation.num_prompts: generation metrics run in one "
+                          f"process, this run has {jax.process_count()}; set it to 0.")
+      # Built and checked once, before the first step: a prompt too long for
+      # eval_generation.prompt_len stops the run here, not at its first evaluation.
+      gen_prompts = eval_prompts(eval_batches, int(gen.num_prompts))
+      if gen_prompts is not None and int(gen.get("prompt_len", 0) or 0):
+        try:
+          rollouts.check_prompt_lengths(gen_prompts, int(gen.prompt_len))
+        except ValueError as e:
+          raise ConfigError(f"config.eval_generation.prompt_len={gen.prompt_len}: eval {e}"
+                            ) from None
     tokens_seen, t0 = 0.0, time.perf_counter()
     for step in range(start, config.steps):
       local = next(train_iter)
       check_token_ids(local, vocab_size, step)
+      step_start = time.perf_counter()
       if preparer is not None:
         local = preparer(local, state.params)
       batch = sharding.global_batch(local, mesh)
       state, metrics = step_fn(state, batch)
       metrics = jax.device_get(metrics)
+      # This step's wall time (the fetch above waits for it), host-side sampling included,
+      # without evaluation, checkpointing or data loading.
+      metrics["train/step_seconds"] = time.perf_counter() - step_start
       if not metrics["train/finite"]:
         checkpoints.wait()
         good = checkpoints.steps
@@ -516,13 +548,10 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
       eval_metrics = None
       if config.get("eval_every") and (done % config.eval_every == 0 or done == config.steps):
         eval_metrics = evaluate(eval_fn, state.params, eval_batches, mesh, preparer, config)
-        gen = _generation_settings(config)
-        if gen is not None:
-          prompts = eval_prompts(eval_batches, int(gen.num_prompts))
-          if prompts is not None:
-            eval_metrics.update(generation_eval(model_def, state.params, prompts, tokenizer, gen,
-                                                checker, step=done, seed=config.seed,
-                                                workdir=workdir))
+        if gen_prompts is not None:
+          eval_metrics.update(generation_eval(model_def, state.params, gen_prompts, tokenizer,
+                                              gen, checker, step=done, seed=config.seed,
+                                              workdir=workdir))
         writer.write(done, eval_metrics)
         metrics.update(eval_metrics)
       if done % config.log_every == 0 or done == config.steps:

@@ -46,13 +46,16 @@ def _combine_metrics(metrics: dict) -> dict:
 
 
 def _split_micro(batch: dict, micro_batches: int) -> dict:
-  def split(x):
+  def split(name, x):
     if x.shape[0] % micro_batches:
       raise ValueError(
-          f"batch dimension {x.shape[0]} is not divisible by micro_batches={micro_batches}.")
+          f"batch[{name!r}] has {x.shape[0]} rows, not divisible by micro_batches="
+          f"{micro_batches}" + (" (policy samples: make the sampled prompts times samples per "
+                                "prompt a multiple of it)" if name.startswith("sample_") else "")
+          + ".")
     return x.reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:])
 
-  return jax.tree.map(split, batch)
+  return {k: split(k, v) for k, v in batch.items()}
 
 
 def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng, *,
@@ -119,7 +122,12 @@ def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.Gradien
   With a `sampler(model, batch, key) -> batch` (e.g.
   `irl_jax.train.rollouts.in_step_sampler`), the step first draws the
   current policy's samples inside the compiled step, from parameters under
-  `stop_gradient`, with a key split off the state's PRNG key.
+  `stop_gradient`, with a key split off the state's PRNG key. Sampling runs
+  once on the whole batch, before micro-batching: the `sample_*` rows are
+  split into micro-batches on their own (their count must divide too), so
+  objectives whose populations are independent (online IQLearn: exact, with
+  `objective.counts`) are unaffected, but one that pairs sample rows with data
+  rows would need its own micro-batching.
 
   Metrics are `/`-namespaced scalars: `train/loss`, `train/grad_norm`,
   `train/param_norm`, `train/learning_rate`, `train/finite`, and the

@@ -50,13 +50,14 @@ def test_equals_one_unshuffled_lm_batches_batch_in_order():
   assert irl_jax.data.lm_arrays is lm_arrays  # exported
 
 
-def test_order_does_not_depend_on_the_seed():
+def test_rows_keep_source_order_and_batching_options_are_refused():
   examples = _examples(9, seed=1)
   a = lm_arrays(examples, TOKENIZER, seq_len=SEQ_LEN)
-  b = lm_arrays(examples, TOKENIZER, seq_len=SEQ_LEN, seed=12345)  # lm_batches' shuffle seed
-  for k in LM_KEYS:
-    np.testing.assert_array_equal(a[k], b[k])
-  assert _decode(b) == [(e["prompt"], e["response"]) for e in examples]
+  assert _decode(a) == [(e["prompt"], e["response"]) for e in examples]
+  # Options that would reorder, pack or drop rows are not lm_batches pass-throughs.
+  for option in (dict(seed=12345), dict(packing="first_fit"), dict(drop_remainder=True)):
+    with pytest.raises(TypeError):
+      lm_arrays(examples, TOKENIZER, seq_len=SEQ_LEN, **option)
 
 
 def test_special_id_overrides_are_passed_on():

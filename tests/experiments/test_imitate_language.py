@@ -29,8 +29,8 @@ def test_quick_config_writes_table_plots_json_and_verdicts(tmp_path):
   for r in saved["methods"].values():
     assert len(r["per_seed"]) == 5  # five seeds, trained in one vmapped function
     for key in ("accuracy_t1", "score_t1", "accuracy_tlow", "distinct_2_t1"):
-      mean, low, high = r["summary"][key]
-      assert 0.0 <= mean <= 1.0 and low <= mean <= high
+      mean, low, high, n = r["summary"][key]
+      assert 0.0 <= mean <= 1.0 and low <= mean <= high and n == 5
     assert -1.0 <= r["summary"]["reward_spearman"][0] <= 1.0
     assert r["summary"]["entropy_t1"][0] > 0 and r["step_time"] > 0
     # Seeds differ: the vmapped runs are not copies of one another.
@@ -83,14 +83,28 @@ def test_verdict_rules_decide_on_paired_intervals():
   results = _results({"MLE": _rows(**base), "IQLearn λ=0.1 γ=0.9": _rows(**same)})
   v = {x["finding"][:3]: x for x in il.verdicts(results, config)}
   assert v["(1)"]["verdict"] == "not at this scale"
+  # Identical accuracy everywhere (saturated) and no diversity gain: still not established.
+  flat = dict(base, accuracy_tlow=base["accuracy_tlow"])
+  results = _results({"MLE": _rows(**base), "IQLearn λ=0.1 γ=0.9": _rows(**flat)})
+  v = {x["finding"][:3]: x for x in il.verdicts(results, config)}
+  assert v["(1)"]["verdict"] == "not at this scale"
+  # An entropy bonus that buys as much diversity at no accuracy cost contradicts (1).
+  ent = dict(base, self_bleu_t1=[0.38, 0.39, 0.37, 0.38, 0.4])
+  results = _results({"MLE": _rows(**base), "IQLearn λ=0.1 γ=0.9": _rows(**iq),
+                      "MLE + entropy 0.01": _rows(**ent)})
+  v = {x["finding"][:3]: x for x in il.verdicts(results, config)}
+  assert v["(1)"]["verdict"] == "contradicted"
+  assert "MLE + entropy 0.01 − MLE" in v["(1)"]["number"]
 
 
 def test_interval_is_a_t_interval():
   scipy_stats = pytest.importorskip("scipy.stats")
   x = np.array([0.1, 0.4, 0.35, 0.2, 0.3])
-  mean, low, high = il.interval(x)
+  mean, low, high, n = il.interval(x)
   lo, hi = scipy_stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=scipy_stats.sem(x))
-  assert np.isclose(mean, x.mean()) and np.isclose(low, lo) and np.isclose(high, hi)
+  assert np.isclose(mean, x.mean()) and np.isclose(low, lo) and np.isclose(high, hi) and n == 5
+  # An undefined seed is counted out, not silently averaged in.
+  assert il.interval([0.1, float("nan"), 0.3])[3] == 2
 
 
 def test_method_errors_name_the_config_field():
@@ -98,6 +112,36 @@ def test_method_errors_name_the_config_field():
     il.method_spec(dict(objective="iq_learn", lambda_=0.1))
   with pytest.raises(ValueError, match=r"config\.methods: 'dpo' needs more than demonstrations"):
     il.method_spec(dict(objective="dpo"))
+
+
+def test_held_out_prompts_are_never_trained_on():
+  from experiments.tasks import arithmetic
+
+  config = il.resolve(get_config())
+  with config.unlocked():
+    config.num_demonstrations, config.num_heldout = 3000, 256
+  study = il.make_data(config, arithmetic)
+  train_prompts = {ex["prompt"] for ex in study.train_pool}
+  held = {t.split("\n")[0] + "\n" for t in (
+      study.tokenizer.decode([int(i) for i, s in zip(row, seg, strict=True) if s],
+                             skip_special_tokens=True)
+      for row, seg in zip(study.heldout["input_ids"], study.heldout["segment_ids"], strict=True))}
+  assert len(study.train_pool) == 3000 and len(held) > 100
+  assert not held & train_prompts
+  # The probe: 4 responses per eval prompt, the correct one scoring highest.
+  assert len(study.probe_scores) == 4 * config.num_eval_prompts
+  assert np.all(study.probe_scores[::4] == 1.0) and np.all(study.probe_scores[1::4] < 1.0)
+
+
+def test_duplicate_methods_and_a_missing_baseline_are_config_errors():
+  config = get_config()
+  config.methods = [dict(objective="mle"), dict(objective="mle", chunk_size=16)]
+  with pytest.raises(ValueError, match=r"config\.methods: \['MLE'\] appear twice"):
+    il.resolve(config)
+  config = get_config()
+  config.methods = [dict(objective="iq_learn", td_weight=0.1, gamma=0.9)]
+  with pytest.raises(ValueError, match=r"config\.baseline: 'MLE' is not one of"):
+    il.resolve(config)
 
 
 def test_full_grid_adds_the_missing_grid_points_once():
