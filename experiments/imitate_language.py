@@ -315,7 +315,7 @@ def seed_params(trained, i: int):
   return jax.tree.map(lambda x: x[i], trained["params"])
 
 
-def evaluate(config, trained, study: StudyData, checker, *, key_offset: int = 0) -> list[dict]:
+def evaluate(config, trained, study: StudyData, checker) -> list[dict]:
   """Per-seed generation metrics (T=1 and the low temperature) and reward ranking."""
   model_def = trained["model_def"]
   rows = []
@@ -325,7 +325,7 @@ def evaluate(config, trained, study: StudyData, checker, *, key_offset: int = 0)
     for label, temp in (("t1", 1.0), ("tlow", config.low_temperature)):
       m = generation.generation_metrics(
           model, study.eval_batch, study.tokenizer, checker=checker,
-          key=jax.random.fold_in(jax.random.key(config.seed), 1000 * i + key_offset + 7),
+          key=jax.random.fold_in(jax.random.key(config.seed), 1000 * i + 7),
           temperature=temp,
           num_samples=config.num_samples, max_new_tokens=config.max_new_tokens,
           gamma=config.reward_gamma, words=words, prompt_len=config.prompt_len)

@@ -25,7 +25,7 @@ import numpy as np
 from experiments import imitate_language as il
 from experiments.tasks import load as load_task
 from irl_jax import models
-from irl_jax.train import generation, loop, registry
+from irl_jax.train import generation, loop
 from irl_jax.train.data_setup import build_data
 from irl_jax.train.metrics import read_metrics
 
@@ -101,7 +101,6 @@ def run(config, workdir: str, *, log=print) -> dict:
       # The objective's NLL term (IQLearn's eval/loss adds its TD penalty), averaged
       # over eval batches by the trainer.
       row = {"seed": seed, "heldout_nll": final["eval/nll"]}
-      hp = registry.hyperparameters(c.objective)
       gen = c.eval_generation
       for label, temp in (("t1", 1.0), ("tlow", config.low_temperature)):
         metrics = generation.generation_metrics(
@@ -110,7 +109,6 @@ def run(config, workdir: str, *, log=print) -> dict:
             temperature=temp, num_samples=config.num_samples,
             max_new_tokens=config.max_new_tokens, gamma=config.reward_gamma,
             prompt_len=int(gen.get("prompt_len", 0) or 0) or None,
-            chunk_size=int(getattr(hp, "chunk_size", 0)) or None,
             rows=int(gen.get("rows", 0) or 0) or None)
         responses = metrics.pop("responses")
         row.update({f"{k}_{label}": v for k, v in metrics.items()})

@@ -84,11 +84,11 @@ def trainer_config():
 
   # Generation metrics at every evaluation (0 prompts: off). `experiments.train` passes
   # the checker of `task`.
-  # Entropy and rewards are scored 8 samples at a time, the rewards' statistics in
-  # vocabulary chunks, so that memory stays at 8 · T · V logits.
+  # Entropy and rewards are scored 8 samples at a time, so that memory stays at
+  # 8 · T · V logits.
   c.eval_generation = ml_collections.ConfigDict(dict(
       task="gsm8k", num_prompts=64, num_samples=4, temperature=1.0, max_new_tokens=256,
-      gamma=0.9, prompt_len=0, chunk_size=8192, rows=8))
+      gamma=0.9, prompt_len=0, rows=8))
   return c
 
 

@@ -129,20 +129,28 @@ def reward_ranking(model, batch: dict, scores, groups, *, gamma: float,
   return {"spearman": rho, "groups": n, "rewards": rewards}
 
 
-@nnx.jit
-def _entropy_sum(model, sequences, attention, response_mask):
-  """Summed per-token entropy over the response tokens (dense logits of these rows)."""
-  logits = model(sequences, attention_mask=attention)
-  p = sequences.shape[1] - response_mask.shape[1]
-  entropy = losses.token_entropy(logits[:, p - 1:-1], where=response_mask)
-  return jnp.sum(jnp.where(response_mask, entropy, 0.0))
+@nnx.jit(static_argnums=2)
+def _score_samples(model, batch, gamma):
+  """`(summed per-token entropy, [N] extracted sequence rewards)` of sampled rows, both
+  from one forward pass (the entropy needs these rows' dense logits anyway)."""
+  hidden = model(batch["input_ids"], segment_ids=batch["segment_ids"],
+                 positions=batch["positions"], return_hidden=True)
+  logits = jnp.dot(hidden, model.unembedding(), preferred_element_type=jnp.float32)
+  stats = losses.soft_q_stats(logits, lm.next_tokens(batch["input_ids"]),
+                              where=batch["segment_ids"] > 0)
+  where = lm.lm_targets(batch["loss_mask"])
+  entropy = losses.token_entropy(logits, where=where)
+  rewards = losses.sequence_rewards(stats, where=where, gamma=gamma,
+                                    terminal=batch["terminal"],
+                                    bootstrap=lm.bootstrap_values(stats.v, where))
+  return jnp.sum(jnp.where(where, entropy, 0.0)), rewards
 
 
 def generation_metrics(
     model, batch: dict, tokenizer, *, checker: Checker, key: jax.Array, temperature: float,
     num_samples: int, max_new_tokens: int, gamma: float,
     words: Callable[[str], Sequence] = str.split, prompt_len: int | None = None,
-    chunk_size: int | None = None, rows: int | None = None,
+    rows: int | None = None,
 ) -> dict:
   """Sample the policy on a batch's prompts and measure the samples.
 
@@ -161,10 +169,9 @@ def generation_metrics(
     words: splits a response into the units of the diversity metrics.
     prompt_len: keep only the first `prompt_len` columns for the prompts
       (they must fit; default: the whole row).
-    chunk_size: vocabulary chunk of the extracted rewards' statistics.
-    rows: score this many samples at a time (entropy and rewards): memory
-      then grows with `rows · T · V`, not with all samples' (default: all at
-      once).
+    rows: score this many samples at a time (entropy and rewards, from one
+      forward pass with dense logits): memory then grows with `rows · T · V`,
+      not with all samples' (default: all at once).
 
   Returns:
     `accuracy`, `score` (means over samples), `self_bleu`, `distinct_2`,
@@ -192,17 +199,15 @@ def generation_metrics(
   split = [[words(r) for r in responses[i:i + num_samples]]
            for i in range(0, len(responses), num_samples)]
   diverse = [g for g in split if sum(map(len, g))] if num_samples > 1 else []
-  entropy_sum = sum(float(_entropy_sum(model, out.sequences[part], out.attention_mask[part],
-                                        out.response_mask[part]))
-                    for part in _row_chunks(len(responses), rows))
+  sample = {k.removeprefix("sample_"): jnp.asarray(v)
+            for k, v in rollouts.sample_arrays(out).items()}
+  entropy_sum, rewards = 0.0, []
+  for part in _row_chunks(len(responses), rows):
+    e, r = _score_samples(model, {k: v[part] for k, v in sample.items()}, float(gamma))
+    entropy_sum += float(e)
+    rewards.append(np.asarray(r))
   entropy = entropy_sum / max(int(response_mask.sum()), 1)
-  sample_batch = {k: np.asarray(v) for k, v in rollouts.sample_arrays(out).items()}
-  rewards = sequence_rewards(model, {
-      "input_ids": sample_batch["sample_input_ids"],
-      "segment_ids": sample_batch["sample_segment_ids"],
-      "positions": sample_batch["sample_positions"],
-      "loss_mask": sample_batch["sample_loss_mask"]}, gamma=gamma,
-      terminal=sample_batch["sample_terminal"], chunk_size=chunk_size, rows=rows)
+  rewards = np.concatenate(rewards)
   rho, n = within_group_spearman(rewards, scores, owner)
   return {
       "accuracy": float(np.mean([c for _, c in checked])),

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from irl_jax import models
 from irl_jax.train import checkpoint as ckpt_lib
-from irl_jax.train import optim, registry, rollouts, sharding
+from irl_jax.train import generation, optim, registry, rollouts, sharding
 from irl_jax.train.data_setup import build_data
 from irl_jax.train.metrics import MetricWriter
 from irl_jax.train.state import TrainState, init_train_state, split_model
@@ -416,15 +416,12 @@ def generation_eval(model_def, params, prompts: dict, tokenizer, gen, checker, *
   """`eval/gen_*` metrics of the policy's samples on the eval prompts
   (`irl_jax.train.generation.generation_metrics`); the samples are written to
   `workdir/samples/<step>.jsonl`."""
-  from irl_jax.train import generation
-
   metrics = generation.generation_metrics(
       model_def.merge(params), prompts, tokenizer, checker=checker,
       key=jax.random.fold_in(jax.random.key(seed + 11), step),
       temperature=float(gen.get("temperature", 1.0)), num_samples=int(gen.num_samples),
       max_new_tokens=int(gen.max_new_tokens), gamma=float(gen.get("gamma", 1.0)),
       prompt_len=int(gen.get("prompt_len", 0) or 0) or None,
-      chunk_size=int(gen.get("chunk_size", 0) or 0) or None,
       rows=int(gen.get("rows", 0) or 0) or None)
   responses = metrics.pop("responses")
   if workdir is not None and jax.process_index() == 0:

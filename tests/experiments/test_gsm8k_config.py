@@ -7,30 +7,13 @@ import os
 import subprocess
 import sys
 
-from flax import nnx
-
 from irl_jax import models
-from irl_jax.data import char_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_gsm8k_config_trains_from_a_pretrained_checkpoint(tmp_path):
-  rows = []
-  for a in range(1, 7):
-    for b in range(1, 7):
-      rows.append({"question": f"What is {a} plus {b}?",
-                   "answer": f"{a}+{b}=<<{a}+{b}={a + b}>>{a + b}\n#### {a + b}"})
-  data = tmp_path / "train.jsonl"
-  data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  text = "".join(r["question"] + r["answer"] for r in rows) + "Question: \nAnswer:\n"
-  tokenizer = char_tokenizer("".join(sorted(set(text))))
-  config = models.ModelConfig(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
-                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
-                              intermediate_size=64, max_position_embeddings=256)
-  ckpt = tmp_path / "ckpt"
-  models.save_pretrained(models.Transformer(config, rngs=nnx.Rngs(0)), str(ckpt),
-                         tokenizer=tokenizer)
+def test_gsm8k_config_trains_from_a_pretrained_checkpoint(tmp_path, tiny_gsm8k):
+  ckpt, data = tiny_gsm8k
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "experiments.train",
          "--config=experiments/configs/imitate_language_gsm8k.py:trainer",
@@ -53,4 +36,4 @@ def test_gsm8k_config_trains_from_a_pretrained_checkpoint(tmp_path):
   assert len(samples) == 4 * 2
   assert all(json.loads(line)["step"] == 2 for line in samples)
   exported = models.from_pretrained(str(workdir / "export"))
-  assert exported.config.vocab_size == len(tokenizer)
+  assert exported.config.vocab_size == models.from_pretrained(str(ckpt)).config.vocab_size

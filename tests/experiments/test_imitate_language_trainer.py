@@ -5,33 +5,12 @@ with the generation metrics — here on a tiny checkpoint and GSM8K file the tes
 import json
 import math
 
-from flax import nnx
-
 from experiments import imitate_language as il
 from experiments import imitate_language_trainer
 from experiments.configs import imitate_language_gsm8k
-from irl_jax import models
-from irl_jax.data import char_tokenizer
 
 MLE = dict(objective="mle")
 IQ = dict(objective="iq_learn", td_weight=0.1, gamma=0.9)
-
-
-def _checkpoint_and_data(tmp_path):
-  rows = [{"question": f"What is {a} plus {b}?",
-           "answer": f"{a}+{b}=<<{a}+{b}={a + b}>>{a + b}\n#### {a + b}"}
-          for a in range(1, 7) for b in range(1, 7)]
-  data = tmp_path / "train.jsonl"
-  data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  text = "".join(r["question"] + r["answer"] for r in rows) + "Question: \nAnswer:\n"
-  tokenizer = char_tokenizer("".join(sorted(set(text))))
-  config = models.ModelConfig(model_type="llama", vocab_size=len(tokenizer), hidden_size=32,
-                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
-                              intermediate_size=64, max_position_embeddings=256)
-  ckpt = tmp_path / "ckpt"
-  models.save_pretrained(models.Transformer(config, rngs=nnx.Rngs(0)), str(ckpt),
-                         tokenizer=tokenizer)
-  return ckpt, data
 
 
 def _tiny_study_config(ckpt, data):
@@ -67,8 +46,8 @@ def _tiny_study_config(ckpt, data):
   return config
 
 
-def test_trainer_backend_runs_the_study_end_to_end(tmp_path):
-  ckpt, data = _checkpoint_and_data(tmp_path)
+def test_trainer_backend_runs_the_study_end_to_end(tmp_path, tiny_gsm8k):
+  ckpt, data = tiny_gsm8k
   config = _tiny_study_config(ckpt, data)
   workdir = tmp_path / "study"
   lines = []

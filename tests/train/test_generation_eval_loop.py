@@ -29,12 +29,7 @@ def _config(num_prompts=4, num_samples=2, **overrides):
   c.eval_generation = ml_collections.ConfigDict(dict(
       task="reverse", num_prompts=num_prompts, num_samples=num_samples, temperature=1.0,
       max_new_tokens=8, gamma=1.0, prompt_len=0))
-  for dotted, value in overrides.items():
-    node = c
-    *path, last = dotted.split("__")
-    for part in path:
-      node = node[part]
-    node[last] = value
+  c.update_from_flattened_dict({k.replace("__", "."): v for k, v in overrides.items()})
   return c
 
 

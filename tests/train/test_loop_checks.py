@@ -21,12 +21,7 @@ def _config(**fields):
   c = smoke.get_config()
   c.progress_bar = False
   c.tensorboard = False
-  for dotted, value in fields.items():
-    node = c
-    *path, last = dotted.split("__")
-    for part in path:
-      node = node[part]
-    node[last] = value
+  c.update_from_flattened_dict({k.replace("__", "."): v for k, v in fields.items()})
   return c
 
 
