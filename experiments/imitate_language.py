@@ -42,11 +42,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
+from experiments.study import decide, interval
 from experiments.tasks import load as load_task
 from irl_jax import losses, models
 from irl_jax.data import char_tokenizer, lm_arrays
@@ -347,21 +347,6 @@ def evaluate(config, trained, study: StudyData, checker) -> list[dict]:
 # -- statistics and verdicts --------------------------------------------------------------------
 
 
-def interval(values, confidence: float = 0.95) -> tuple[float, float, float, int]:
-  """`(mean, low, high, n)`: a t-interval over seeds (`scipy.stats.t`) of the `n` values
-  that are defined (a seed whose value is NaN is counted out, and `n` says so)."""
-  v = np.asarray(values, float)
-  v = v[~np.isnan(v)]
-  if len(v) == 0:
-    return float("nan"), float("nan"), float("nan"), 0
-  mean = float(v.mean())
-  if len(v) < 2:
-    return mean, float("nan"), float("nan"), 1
-  half = float(scipy.stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1)
-               / np.sqrt(len(v)))
-  return mean, mean - half, mean + half, len(v)
-
-
 def summarise(per_seed, keys):
   return {k: interval([r[k] for r in per_seed]) for k in keys}
 
@@ -381,16 +366,6 @@ def _fmt_ci(ci, digits=3, seeds=None):
   m, lo, hi, n = ci
   text = f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
   return text + (f" (n={n})" if seeds is not None and n < seeds else "")
-
-
-def _decide(ci) -> str:
-  """A claimed positive difference: reproduced when its 95% interval lies above 0,
-  contradicted when below, otherwise (or with fewer than 2 defined seeds) not at this
-  scale."""
-  _, low, high, n = ci
-  if n < 2 or np.isnan(low):
-    return "not at this scale"
-  return "reproduced" if low > 0 else "contradicted" if high < 0 else "not at this scale"
 
 
 def verdicts(results, config) -> list[dict]:
@@ -452,7 +427,7 @@ def verdicts(results, config) -> list[dict]:
     if a and b:
       diff = interval(np.asarray(b["overfit_gap_per_seed"]) - np.asarray(a["overfit_gap_per_seed"]))
       out.append(dict(finding="(2) TD regularisation reduces overfitting on small datasets",
-                      verdict=_decide(diff),
+                      verdict=decide(diff),
                       number=f"n={a['size']}, {a['steps']} steps: overfitting gap (final − best "
                       f"held-out NLL) MLE − {a['method']} {fmt(diff)}; MLE's gap "
                       f"{fmt(interval(b['overfit_gap_per_seed']))}, {a['method']}'s "
@@ -462,13 +437,13 @@ def verdicts(results, config) -> list[dict]:
   if online and offline in methods:
     d = paired(results, online, offline, "accuracy_tlow")
     out.append(dict(finding="(3) online IQLearn (policy samples mixed in) adds further gains",
-                    verdict=_decide(d),
+                    verdict=decide(d),
                     number=f"{online} − {offline}: accuracy (T={low_t}) {fmt(d)}"))
   if mle in methods and iq in methods:
     d = paired(results, iq, mle, "reward_spearman")
     out.append(dict(
         finding="(4) rewards extracted from IQLearn correlate with task quality far better "
-        "than MLE's", verdict=_decide(d),
+        "than MLE's", verdict=decide(d),
         number=f"within-prompt Spearman of extracted rewards (γ={config.reward_gamma}) with "
         f"checker scores: {iq} {fmt(methods[iq]['summary']['reward_spearman'])}, "
         f"MLE {fmt(methods[mle]['summary']['reward_spearman'])}, difference {fmt(d)}"))

@@ -71,8 +71,9 @@ def test_installed_wheel_imports_every_subpackage_outside_the_repository(wheel, 
       for name in names:
           module = importlib.import_module(name)
           assert module.__file__.startswith(sys.argv[1]), module.__file__
-      from irl_jax import data, eval, losses, models, train
+      from irl_jax import data, eval, losses, models, tabular, train
       assert callable(train.train) and callable(models.from_pretrained)
+      assert callable(tabular.soft_value_iteration)
       print(len(names), "modules")
   """)
   env = dict(os.environ, PYTHONPATH=str(target))

@@ -1,0 +1,93 @@
+"""What every study shares: intervals over seeds, verdict rules and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+import numpy as np
+import scipy.stats
+
+VERDICTS = ("reproduced", "not at this scale", "contradicted")
+
+
+def interval(values, confidence: float = 0.95) -> tuple[float, float, float, int]:
+  """`(mean, low, high, n)`: a t-interval over seeds (`scipy.stats.t`) of the `n` values
+  that are defined (a seed whose value is NaN is counted out, and `n` says so)."""
+  v = np.asarray(values, float).ravel()
+  v = v[~np.isnan(v)]
+  if len(v) == 0:
+    return float("nan"), float("nan"), float("nan"), 0
+  mean = float(v.mean())
+  if len(v) < 2:
+    return mean, float("nan"), float("nan"), 1
+  half = float(scipy.stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1)
+               / np.sqrt(len(v)))
+  return mean, mean - half, mean + half, len(v)
+
+
+def decide(ci) -> str:
+  """A claimed positive quantity: reproduced when its 95% interval lies above 0,
+  contradicted when below, otherwise (or with fewer than 2 defined seeds) not at this
+  scale."""
+  _, low, high, n = ci
+  if n < 2 or np.isnan(low):
+    return "not at this scale"
+  return "reproduced" if low > 0 else "contradicted" if high < 0 else "not at this scale"
+
+
+def fmt_ci(ci, digits: int = 3, signed: bool = True) -> str:
+  m, lo, hi, n = ci
+  f = f"{{:{'+' if signed else ''}.{digits}f}}"
+  return f"{f.format(m)} [{f.format(lo)}, {f.format(hi)}] (n={n})"
+
+
+def resolve_quick(config):
+  """A resolved copy of `config` with `config.quick_settings` applied when
+  `config.quick` is True."""
+  config = config.copy_and_resolve_references()
+  if config.get("quick"):
+    with config.unlocked():
+      for k, v in config.quick_settings.items():
+        if k not in config:
+          raise ValueError(f"config.quick_settings.{k}: no such config field.")
+        config[k] = v
+  return config
+
+
+def cpu_model() -> str:
+  """The CPU's model name (from /proc/cpuinfo on Linux), for every timing figure."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def write_json(results: dict, workdir: str, name: str = "results.json") -> str:
+  """Writes `results` (NumPy values converted) to `workdir/name`; returns the path."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, name)
+
+  def default(x):
+    if isinstance(x, np.ndarray):
+      return x.tolist()
+    if isinstance(x, np.generic):
+      return x.item()
+    return float(x)
+
+  with open(path, "w") as f:
+    json.dump(results, f, indent=1, default=default)
+  return path
+
+
+def write_text(text: str, workdir: str, name: str = "results.md") -> str:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, name)
+  with open(path, "w") as f:
+    f.write(text)
+  return path
