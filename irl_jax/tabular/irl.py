@@ -14,6 +14,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -32,6 +33,8 @@ class MCEExtras(NamedTuple):
     occupancy_error: `‖ρ_θ − ρ_E‖₁`, scalar.
     values: the soft values `V[S]` (infinite horizon; a warm start for the next
       call) or `V_0[S]` (finite horizon).
+
+  The extras carry no gradient (they are diagnostics).
   """
   policy: jax.Array
   occupancy: jax.Array
@@ -61,7 +64,9 @@ def mce_irl_loss(reward, expert_occupancy, mdp: TabularMDP, *, temperature: floa
   so linear rewards `r = Φ w` give feature-expectation matching
   `Φᵀ(ρ_θ − ρ_E)/α`. Infinite horizon (`horizon=None`, `γ < 1`): soft value
   iteration to the fixed point, differentiated implicitly. Finite horizon: the
-  `lax.scan` recursion, differentiated by autodiff; `ρ_E` summed over steps.
+  `lax.scan` recursion and the forward occupancy, with a custom VJP that returns
+  the occupancy mismatch (and the exact gradients with respect to `P`, `ν0` and
+  `γ`) without a backward scan; `ρ_E` summed over steps.
 
   Args:
     reward: `[S, A]`.
@@ -77,21 +82,68 @@ def mce_irl_loss(reward, expert_occupancy, mdp: TabularMDP, *, temperature: floa
     `(loss, MCEExtras)`; the loss is a scalar.
   """
   _check_occupancy("mce_irl_loss", expert_occupancy, mdp)
+  if reward.ndim != 2:
+    raise ValueError("mce_irl_loss: `reward` must be a stationary [S, A] table, got shape "
+                     f"{tuple(reward.shape)} (a per-step reward needs per-step occupancies).")
   if horizon is None:
     sol = dp.soft_value_iteration(reward, mdp, temperature=temperature, init_v=init_v)
     v0 = sol.v
     rho = dp.occupancy(jax.lax.stop_gradient(sol.policy), mdp)
+    dtype = v0.dtype
+    expert = expert_occupancy.astype(dtype)
+    loss = (jnp.dot(mdp.initial.astype(dtype), v0)
+            - jnp.sum(expert * reward.astype(dtype))) / temperature
+    policy = sol.policy
   else:
-    sol = dp.finite_soft_value_iteration(reward, mdp, horizon=horizon,
-                                         temperature=temperature)
-    v0 = sol.v[0]
-    rho = dp.finite_occupancy(jax.lax.stop_gradient(sol.policy), mdp, horizon=horizon)
-  dtype = v0.dtype
-  expert = expert_occupancy.astype(dtype)
-  loss = (jnp.dot(mdp.initial.astype(dtype), v0)
-          - jnp.sum(expert * reward.astype(dtype))) / temperature
-  return loss, MCEExtras(sol.policy, rho, jnp.sum(jnp.abs(rho - expert)),
-                         jax.lax.stop_gradient(v0))
+    if horizon < 1:
+      raise ValueError(f"mce_irl_loss: horizon must be >= 1, got {horizon}.")
+    dtype = jnp.promote_types(jnp.float32, jnp.promote_types(reward.dtype,
+                                                             mdp.transitions.dtype))
+    expert = expert_occupancy.astype(dtype)
+    loss, policy, rho, v0 = _finite_mce(
+        reward.astype(dtype), expert, mdp.transitions.astype(dtype),
+        mdp.initial.astype(dtype), jnp.asarray(mdp.discount, dtype), horizon, temperature)
+  extras = MCEExtras(policy, rho, jnp.sum(jnp.abs(rho - expert)), v0)
+  return loss, jax.tree.map(jax.lax.stop_gradient, extras)
+
+
+def _finite_mce_parts(reward, expert, transitions, initial, discount, horizon, temperature):
+  mdp = TabularMDP(transitions, initial, discount)
+  sol = dp.finite_soft_value_iteration(reward, mdp, horizon=horizon, temperature=temperature)
+  rho_t = dp.finite_occupancy(sol.policy, mdp, horizon=horizon, per_step=True)
+  loss = (jnp.dot(initial, sol.v[0]) - jnp.sum(expert * reward)) / temperature
+  return loss, sol, rho_t
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _finite_mce(reward, expert, transitions, initial, discount, horizon, temperature):
+  loss, sol, rho_t = _finite_mce_parts(reward, expert, transitions, initial, discount,
+                                       horizon, temperature)
+  return loss, sol.policy, rho_t.sum(0), sol.v[0]
+
+
+def _finite_mce_fwd(reward, expert, transitions, initial, discount, horizon, temperature):
+  loss, sol, rho_t = _finite_mce_parts(reward, expert, transitions, initial, discount,
+                                       horizon, temperature)
+  out = (loss, sol.policy, rho_t.sum(0), sol.v[0])
+  return out, (reward, expert, transitions, discount, rho_t, sol.v)
+
+
+def _finite_mce_bwd(horizon, temperature, res, cotangents):
+  # The gradient of ν0ᵀV_0 with respect to Q_t(s, a) is the occupancy ρ_t(s, a) (γ^t
+  # included), so one forward pass gives every gradient: no backward scan. Only the
+  # loss is differentiated; the other outputs are diagnostics (stopped by the caller).
+  reward, expert, transitions, discount, rho_t, v = res
+  g = cotangents[0] / temperature
+  v_next = jnp.concatenate([v[1:], jnp.zeros_like(v[:1])], 0)            # V_{t+1}
+  rho = rho_t.sum(0)
+  d_transitions = g * discount * jnp.einsum("tsa,tu->sau", rho_t, v_next)
+  d_discount = g * jnp.sum(rho_t * jnp.einsum("sau,tu->tsa", transitions, v_next))
+  return (g * (rho - expert), -g * reward, d_transitions, g * v[0],
+          d_discount.astype(jnp.result_type(discount)))
+
+
+_finite_mce.defvjp(_finite_mce_fwd, _finite_mce_bwd)
 
 
 def expert_log_likelihood(reward, expert_occupancy, mdp: TabularMDP, *,
