@@ -250,8 +250,9 @@ def plot_results(results, workdir, example_reward, true_reward, config) -> None:
   size = config.size
   diff = example_reward[:, 0] - example_reward[:, 0].mean()
   im = axes[2].imshow(diff.reshape(size, size), cmap="viridis")
+  goal = tuple(int(i) for i in np.unravel_index(true_reward[:, 0].argmax(), (size, size)))
   axes[2].set_title(f"MCE reward (N={max(ns)}, seed 0), mean removed;\n"
-                    f"true goal at {np.unravel_index(true_reward[:, 0].argmax(), (size, size))}")
+                    f"true goal at (row, col) = {goal}")
   fig.colorbar(im, ax=axes[2])
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "tabular_irl.png"), dpi=110)
