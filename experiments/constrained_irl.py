@@ -46,16 +46,27 @@ elsewhere no demonstration informs the reward), each divided by
 The same IRL also runs once per class on the expert's exact occupancy (N = ∞),
 which separates identification from sampling; it decides nothing.
 
-Verdict rules (fixed before the first run; 95% t-intervals over seeds, at the
-largest N):
-(A) reproduced if both paired differences `d_const(everywhere) −
-    d_const(boundary)` and, for "everywhere", `d_const − d_shape` have intervals
+Verdict rules (95% t-intervals over seeds, at the largest N). The study's
+verdicts are decided on seed set `config.seed = 1`, never used before; seed set
+0 served the exploratory runs described above, which also led to the revision
+of these rules after an independent review (the first form of (A)'s second
+part could not fail, and the first form of (C) could be passed by a wide
+interval):
+(A) two parts. First, the paired difference `d_const(everywhere) −
+    d_const(boundary)`. Second, whether the shaping class explains the
+    "everywhere" reward's deviation better than it explains random deviations:
+    the paired difference `ρ_null − d_shape/d_const(everywhere)`, where `ρ_null`
+    is the mean of `d_shape/d_const` over 200 Gaussian deviations of `r_E` on
+    the expert's support (with 62 support pairs and 39 free directions the
+    ratio is well below 1 even for noise). Reproduced if both intervals lie
     above 0; contradicted if either lies below 0; otherwise not at this scale.
 (B) the paired difference of regret `everywhere − boundary` in the first
-    transfer environment: reproduced above 0, contradicted below 0.
-(C) the per-seed least-squares slope of `log d_const(boundary)` on `log N`:
-    reproduced if its interval lies below 0 and meets [−0.65, −0.35];
-    contradicted if it misses [−0.65, −0.35]; otherwise not at this scale.
+    transfer environment: reproduced above 0, contradicted below 0; not at this
+    scale whenever a re-solved policy of either class violates the new budgets
+    by more than `config.max_violation`.
+(C) the per-seed least-squares slope of `log d_const(boundary)` on `log N`, an
+    equivalence test: reproduced if its interval lies inside [−0.75, −0.25],
+    contradicted if it misses that range, otherwise not at this scale.
 """
 
 from __future__ import annotations
@@ -224,6 +235,7 @@ def run(config, workdir: str, *, log=print) -> dict:
                         "violation": np.asarray(expert.violation).tolist(),
                         "support_pairs": int(support.sum())},
              "transfers": [t["name"] for t in config.transfers]}
+  results["null_shape_ratio"] = null_shape_ratio(config, mdp, support)
   results["slopes"] = slopes(results, config)
   results["verdicts"] = verdicts(results, config)
   results["seconds"] = time.perf_counter() - t_start
@@ -252,33 +264,57 @@ def verdicts(results, config) -> list[dict]:
   get = lambda which, key: np.asarray(
       results["feature_sets"][which]["by_num_demos"][n][key]["per_seed"])
   d1 = interval(get("everywhere", "d_const") - get("boundary", "d_const"))
-  d2 = interval(get("everywhere", "d_const") - get("everywhere", "d_shape"))
+  ratio = get("everywhere", "d_shape") / get("everywhere", "d_const")
+  null = results["null_shape_ratio"]
+  d2 = interval(null - ratio)
   v1, v2 = decide(d1), decide(d2)
   va = ("contradicted" if "contradicted" in (v1, v2) else
         "reproduced" if v1 == v2 == "reproduced" else "not at this scale")
   out = [dict(finding="(A) everywhere: shaping-equivalent but not constant-equivalent; "
                       "boundary: close to r_E + c",
               verdict=va,
-              number=f"N={n}: d_const everywhere − boundary {fmt_ci(d1)}; everywhere "
-                     f"d_const − d_shape {fmt_ci(d2)}; boundary d_const "
+              number=f"N={n}: d_const everywhere − boundary {fmt_ci(d1)}; shaping fit of "
+                     f"random deviations − of everywhere's (d_shape/d_const; null "
+                     f"{null:.3f}) {fmt_ci(d2)}; boundary d_const "
                      f"{fmt_ci(interval(get('boundary', 'd_const')), signed=False)}")]
   d3 = interval(get("everywhere", "regret_0") - get("boundary", "regret_0"))
+  worst = max(float(np.max(get(w, "violation_0"))) for w in ("everywhere", "boundary"))
+  vb = decide(d3) if worst <= config.max_violation else "not at this scale"
   out.append(dict(finding="(B) under new dynamics and budgets, everywhere transfers worse "
                           "than boundary",
-                  verdict=decide(d3),
+                  verdict=vb,
                   number=f"N={n}, {results['transfers'][0]}: regret everywhere − boundary "
-                         f"{fmt_ci(d3)}"))
+                         f"{fmt_ci(d3)}; largest budget violation {worst:.1e} (bar "
+                         f"{config.max_violation:g})"))
   s = results["slopes"]["boundary/d_const"]["ci"]  # the state-only class
   _, lo, hi, k = s
   if k < 2 or np.isnan(lo):
     vc = "not at this scale"
-  elif hi < -0.65 or lo > -0.35:
+  elif hi < -0.75 or lo > -0.25:
     vc = "contradicted"
   else:
-    vc = "reproduced" if hi < 0 else "not at this scale"
+    vc = "reproduced" if (lo >= -0.75 and hi <= -0.25) else "not at this scale"
   out.append(dict(finding="(C) reward error ∝ N^−½", verdict=vc,
-                  number=f"slope of log d_const (boundary) on log N: {fmt_ci(s)}"))
+                  number=f"slope of log d_const (boundary) on log N: {fmt_ci(s)} (range "
+                         "[−0.75, −0.25])"))
   return out
+
+
+def null_shape_ratio(config, mdp, support, draws: int = 200) -> float:
+  """Mean `d_shape/d_const` of Gaussian deviations of `r_E` on the expert's support:
+  how well the shaping class fits noise, the baseline for finding (A)."""
+  keys = jax.random.split(jax.random.key(config.seed + 1000), draws)
+  r_e = mdp.reward
+
+  def ratio(key):
+    noise = jnp.where(support, jax.random.normal(key, r_e.shape), 0.0)
+    r = r_e + noise
+    d_c = constrained.distance_to_constant_class(r, r_e, where=support)
+    d_s = constrained.distance_to_shaping_class(r, r_e, mdp, where=support,
+                                                extra_basis=mdp.costs)
+    return d_s / d_c
+
+  return float(jnp.mean(jax.jit(jax.vmap(ratio))(keys)))
 
 
 def results_table(results) -> str:
@@ -300,6 +336,7 @@ def results_table(results) -> str:
       cells = [fmt_ci(m[k]["ci"], signed=False) for k in ("d_const", "d_shape",
                                                          "occupancy_error")]
       cells += [fmt_ci(m[f"regret_{i}"]["ci"], signed=False)
+                + f"; max violation {max(m[f'violation_{i}']['per_seed']):.1e}"
                 for i in range(len(results["transfers"]))]
       lines.append(f"| {which} | {n} | " + " | ".join(cells) + " |")
   lines += ["", "The same IRL on the expert's exact occupancy (N = ∞), one run per class: "

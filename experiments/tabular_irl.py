@@ -13,7 +13,7 @@ MCE IRL with linear rewards on one-hot state features and on coordinate
 features (`make_mce_irl`, discounted, exact soft value iteration), tabular
 IQ-Learn (χ², c = 0.5; `make_iq_learn`) with the offline value term on expert
 states and, as a second variant, IQ-Learn's initial-state form
-`(1 − γ)E_ν0[V(s_0)]`, and tabular BC
+`(1 − γ)E_ν0[V(s_0)]` with expert steps weighted by `γ^t`, and tabular BC
 (`make_behaviour_cloning`). Every method trains all (N, seed) pairs in one
 `jax.vmap`-ed compiled run; smaller demonstration sets are masks on the largest.
 
@@ -123,6 +123,9 @@ def run(config, workdir: str, *, log=print) -> dict:
       d.states, d.actions, num_states=s, num_actions=a, discount=config.discount, where=m))
   visited = grid(lambda d, m: jnp.zeros(s, bool).at[d.states].max(m))
   transitions = grid(lambda d, m: learners.transitions_from(d, where=m))
+  # The initial-state form of IQ-Learn weights expert steps by γ^t (see make_iq_learn).
+  discounted = grid(lambda d, m: learners.transitions_from(d, where=m,
+                                                           discount=config.discount))
 
   policies, timing = {}, {}
   for feat in config.mce_features:
@@ -146,14 +149,15 @@ def run(config, workdir: str, *, log=print) -> dict:
     log(f"{name}: final occupancy-matching error "
         f"{float(log_['occupancy_error'][..., -1].mean()):.4f} ({timing[name]:.1f} s)")
 
-  for name, value_term in (("IQ-Learn", "expert"), ("IQ-Learn (ν0 value term)", "initial")):
+  for name, value_term, data in (("IQ-Learn", "expert", transitions),
+                                 ("IQ-Learn (ν0 value term)", "initial", discounted)):
     iq = learners.make_iq_learn(num_states=s, num_actions=a,
                                 optimizer=optax.adam(config.iq_lr), steps=config.iq_steps,
                                 temperature=alpha, chi2_coef=config.iq_chi2_coef,
                                 value_term=value_term)
     t0 = time.perf_counter()
     q, _ = jax.jit(jax.vmap(jax.vmap(iq, in_axes=(None, None, 0)), in_axes=(None, None, 0)))(
-        jax.random.key(0), base, transitions)
+        jax.random.key(0), base, data)
     policies[name] = jax.block_until_ready(jax.nn.softmax(q / alpha, -1))
     timing[name] = time.perf_counter() - t0
 

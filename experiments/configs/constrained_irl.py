@@ -16,7 +16,8 @@ import ml_collections
 def get_config():
   c = ml_collections.ConfigDict()
   c.quick = False
-  c.seed = 0
+  # Seed set 1 decides the verdicts; seed set 0 was used for exploratory runs.
+  c.seed = 1
   c.num_seeds = 5
 
   # irl_jax.tabular.envs.constrained_gridworld
@@ -42,6 +43,9 @@ def get_config():
   # Rewards are compared on the state-action pairs the expert visits:
   # μ_E(s, a) ≥ support_threshold (elsewhere no demonstration can inform them).
   c.support_threshold = 1e-4
+
+  # Finding (B) is decided only if no re-solved policy breaks the new budgets by more.
+  c.max_violation = 1e-3
 
   # New environments for transfer: dynamics and budgets changed.
   c.transfers = [

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from irl_jax.tabular.mdp import TabularMDP
 
@@ -83,7 +84,27 @@ def _unroll(horizon: int) -> int:
 
 
 def _default_tol(dtype):
-  return 1e-12 if dtype == jnp.float64 else 1e-6
+  # float32: round-off in the backups is a few ulps of |V|, so a tighter bound
+  # could not be certified at γ = 0.9 (1e-5 · 9 ≈ 100 ulps of headroom).
+  return 1e-12 if dtype == jnp.float64 else 1e-5
+
+
+def _require_discounted(fn: str, mdp) -> None:
+  """An infinite horizon needs γ < 1; checked whenever the discount is concrete."""
+  try:
+    gamma = np.asarray(mdp.discount)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return
+  if np.any(gamma >= 1):
+    raise ValueError(f"{fn}: an infinite horizon needs discount < 1, got {gamma}; use a "
+                     "finite horizon (the finite_* functions) for γ = 1.")
+
+
+def _require_static(fn: str, name: str, value) -> None:
+  if isinstance(value, jax.core.Tracer):
+    raise TypeError(f"{fn}: `{name}` must be a Python number (it is static: the implicit "
+                    "gradient does not differentiate it), got a traced value. Close over "
+                    "it instead of passing it through jit/vmap/grad.")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -97,9 +118,11 @@ def _soft_fixed_point(reward, transitions, discount, v0, temperature, tol, max_i
 
   def cond(carry):
     v, delta, i = carry
-    # Stop at the tolerance (relative to the values' scale, so float32 round-off
-    # cannot keep it running), at the iteration cap, or on a non-finite value.
-    return ((delta > tol * (1 + jnp.max(jnp.abs(v)))) & (i < max_iterations)
+    # A γ-contraction's distance to the fixed point is at most δ·γ/(1 − γ): stop
+    # when that bound is within tol·(1 + max|V|) (relative to the values' scale),
+    # at the iteration cap, or on a non-finite value (no hang).
+    bound = delta * discount / (1 - discount)
+    return ((bound > tol * (1 + jnp.max(jnp.abs(v)))) & (i < max_iterations)
             & jnp.isfinite(delta))
 
   v, _, _ = jax.lax.while_loop(cond, body, (v0, jnp.array(jnp.finfo(dtype).max, dtype), 0))
@@ -137,18 +160,19 @@ def soft_value_iteration(reward, mdp: TabularMDP, *, temperature: float = 1.0,
                          init_v=None) -> SoftSolution:
   """Discounted soft value iteration to the fixed point.
 
-  `V ← α·logsumexp((r + γ P V)/α)` from `V = 0` until
-  `max|ΔV| ≤ tol·(1 + max|V|)` (a γ-contraction; `max_iterations` caps it).
-  Gradients are exact at the fixed
+  `V ← α·logsumexp((r + γ P V)/α)` from `V = 0` until the contraction bound on
+  the distance to the fixed point, `max|ΔV|·γ/(1 − γ)`, is at most
+  `tol·(1 + max|V|)` (`max_iterations` caps it; float32 cannot certify much
+  below 1e-5, use float64 for γ ≥ 0.99). Gradients are exact at the fixed
   point by implicit differentiation (one `S × S` linear solve), not by
   unrolling the iteration: `∂(ν0ᵀV)/∂r = ρ_π`, the policy's occupancy.
 
   Args:
     reward: `[S, A]`.
     mdp: one MDP with `discount < 1`.
-    temperature: `α > 0`.
-    tol: relative stopping tolerance on `max|ΔV|`; default 1e-6 (float32) or
-      1e-12 (float64).
+    temperature: `α > 0`, a Python number (static).
+    tol: relative bound on the distance to the fixed point; default 1e-5
+      (float32) or 1e-12 (float64).
     max_iterations: cap on the number of backups.
     init_v: optional `[S]` starting values (a warm start, e.g. the previous
       solution in an outer loop); zeros by default. It changes the number of
@@ -158,6 +182,8 @@ def soft_value_iteration(reward, mdp: TabularMDP, *, temperature: float = 1.0,
     `SoftSolution(q[S, A], v[S], policy[S, A])`.
   """
   _check_reward("soft_value_iteration", reward, mdp)
+  _require_discounted("soft_value_iteration", mdp)
+  _require_static("soft_value_iteration", "temperature", temperature)
   dtype = _dtype(reward, mdp.transitions)
   reward = reward.astype(dtype)
   p = mdp.transitions.astype(dtype)
@@ -236,6 +262,7 @@ def policy_evaluation(policy, reward, mdp: TabularMDP, *,
   """
   _check_reward("policy_evaluation", reward, mdp)
   _check_policy("policy_evaluation", policy, mdp, allow_time=False)
+  _require_discounted("policy_evaluation", mdp)
   dtype = _dtype(reward, policy, mdp.transitions)
   policy, reward = policy.astype(dtype), reward.astype(dtype)
   p = mdp.transitions.astype(dtype)
@@ -257,6 +284,7 @@ def occupancy(policy, mdp: TabularMDP) -> jax.Array:
     `ρ[S, A]`.
   """
   _check_policy("occupancy", policy, mdp, allow_time=False)
+  _require_discounted("occupancy", mdp)
   dtype = _dtype(policy, mdp.transitions)
   policy = policy.astype(dtype)
   p_pi = jnp.einsum("sa,sat->st", policy, mdp.transitions.astype(dtype))

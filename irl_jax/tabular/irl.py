@@ -54,9 +54,9 @@ def mce_irl_loss(reward, expert_occupancy, mdp: TabularMDP, *, temperature: floa
                  horizon: int | None = None, init_v=None) -> tuple[jax.Array, MCEExtras]:
   """Maximum-causal-entropy IRL as a loss on a reward table.
 
-  `L(r) = (ν0ᵀ V_r − ⟨ρ_E, r⟩) / α`, the negative expert log-likelihood
-  `−⟨ρ_E, log π_r⟩` whenever `ρ_E` is an occupancy measure of the MDP (it then
-  differs from it by a constant in `r`), and its dual otherwise. Its gradient is
+  `L(r) = (ν0ᵀ V_r − ⟨ρ_E, r⟩) / α`, equal to the negative expert
+  log-likelihood `−⟨ρ_E, log π_r⟩` whenever `ρ_E` is an occupancy measure of the
+  MDP, and its dual otherwise. Its gradient is
   the occupancy mismatch
 
       ∂L/∂r = (ρ_θ − ρ_E) / α,
@@ -73,7 +73,7 @@ def mce_irl_loss(reward, expert_occupancy, mdp: TabularMDP, *, temperature: floa
     expert_occupancy: `ρ_E[S, A]`, with the same discount and horizon as the DP
       (e.g. `dp.empirical_occupancy` of the demonstrations).
     mdp: one MDP.
-    temperature: `α > 0`.
+    temperature: `α > 0`, a Python number (static).
     horizon: `None` for the discounted infinite horizon, or `T`.
     init_v: optional warm start `[S]` for the infinite-horizon soft value
       iteration (e.g. the previous step's `MCEExtras.values`).
@@ -97,6 +97,7 @@ def mce_irl_loss(reward, expert_occupancy, mdp: TabularMDP, *, temperature: floa
   else:
     if horizon < 1:
       raise ValueError(f"mce_irl_loss: horizon must be >= 1, got {horizon}.")
+    dp._require_static("mce_irl_loss", "temperature", temperature)
     dtype = jnp.promote_types(jnp.float32, jnp.promote_types(reward.dtype,
                                                              mdp.transitions.dtype))
     expert = expert_occupancy.astype(dtype)

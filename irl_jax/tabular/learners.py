@@ -25,25 +25,35 @@ from irl_jax.tabular.mdp import TabularMDP
 
 class Transitions(NamedTuple):
   """Flat expert transitions, each `[B]`: `states`, `actions`, `next_states` (int),
-  `dones` (bool: `next_state` is terminal, so no bootstrap) and `where` (bool: a real
-  transition, not padding)."""
+  `dones` (bool: `next_state` is terminal, so no bootstrap), `where` (bool: a real
+  transition, not padding) and optional `weights` (float: each transition's weight in
+  the expert expectations; uniform when None)."""
   states: jax.Array
   actions: jax.Array
   next_states: jax.Array
   dones: jax.Array
   where: jax.Array
+  weights: jax.Array | None = None
 
 
-def transitions_from(trajectories: dp.Trajectories, *, terminal=None,
-                     where=None) -> Transitions:
+def transitions_from(trajectories: dp.Trajectories, *, terminal=None, where=None,
+                     discount=None) -> Transitions:
   """Flattens `[N, T]` trajectories to `[N·T]` transitions. `terminal[S]` (bool,
   optional) marks terminal states: a transition into one is done. The last step
-  of a trajectory cut by the horizon is not done (its next value bootstraps)."""
+  of a trajectory cut by the horizon is not done (its next value bootstraps).
+  With `discount`, step `t` gets weight `γ^t`, so expert expectations are taken
+  under the discounted occupancy (the measure under which the value term
+  telescopes to `(1 − γ)·E_ν0[V(s_0)]`)."""
+  n, t = trajectories.states.shape
   s, a, s2 = (jnp.reshape(x, (-1,)) for x in trajectories)
   dones = (jnp.zeros_like(s, bool) if terminal is None
            else jnp.asarray(terminal, bool)[s2])
   w = jnp.ones_like(s, bool) if where is None else jnp.reshape(jnp.asarray(where, bool), (-1,))
-  return Transitions(s, a, s2, dones, w)
+  weights = None
+  if discount is not None:
+    steps = jnp.broadcast_to(jnp.arange(t), (n, t)).reshape(-1)
+    weights = jnp.asarray(discount, jnp.float32) ** steps
+  return Transitions(s, a, s2, dones, w, weights)
 
 
 def linear_reward(features) -> Callable[[jax.Array], jax.Array]:
@@ -101,7 +111,9 @@ def make_mce_irl(*, reward_fn: Callable, init_fn: Callable, optimizer: optax.Gra
       return (optax.apply_updates(params, updates), opt_state, v), (
           loss, extras.occupancy_error)
 
-    v0 = jnp.zeros(mdp.num_states, jnp.promote_types(jnp.float32, mdp.transitions.dtype))
+    reward0 = jax.eval_shape(reward_fn, params)
+    v0 = jnp.zeros(mdp.num_states, jnp.promote_types(
+        jnp.promote_types(jnp.float32, mdp.transitions.dtype), reward0.dtype))
     (params, _, _), (losses, errors) = jax.lax.scan(step, (params, opt_state, v0), None,
                                                     length=steps)
     return params, {"loss": losses, "occupancy_error": errors}
@@ -115,7 +127,10 @@ def make_iq_learn(*, num_states: int, num_actions: int, optimizer: optax.Gradien
 
   `value_term="expert"`: the offline loss, value term on expert transitions.
   `value_term="initial"`: IQ-Learn's initial-state form, `(1−γ)·E_{ν0}[V(s_0)]`
-  instead of the expert-state value term (needs the MDP's `ν0`).
+  instead of the expert-state value term (needs the MDP's `ν0`); it matches the
+  expert terms when those are weighted by the discounted occupancy
+  (`transitions_from(..., discount=γ)`). Expert expectations use
+  `transitions.weights` when given, uniform weights otherwise.
 
   Returns:
     `train(key, mdp, transitions) -> (q[S, A], log)`; only `mdp.discount` and,
@@ -134,12 +149,15 @@ def make_iq_learn(*, num_states: int, num_actions: int, optimizer: optax.Gradien
           q, transitions.states, transitions.actions, transitions.next_states,
           transitions.dones, discount=gamma, temperature=temperature,
           chi2_coef=chi2_coef, where=transitions.where)
-      count = jnp.maximum(jnp.sum(transitions.where), 1)
+      weight = transitions.where.astype(per.dtype)
+      if transitions.weights is not None:
+        weight = weight * transitions.weights.astype(per.dtype)
+      total = jnp.maximum(jnp.sum(weight), jnp.finfo(per.dtype).tiny)
       if value_term == "initial":
         v0 = jnp.dot(mdp.initial, irl.soft_values(q, temperature=temperature))
         per = per - extras.value_term
-        return jnp.sum(per) / count + (1 - gamma) * v0, None
-      return jnp.sum(per) / count, None
+        return jnp.sum(weight * per) / total + (1 - gamma) * v0, None
+      return jnp.sum(weight * per) / total, None
 
     q0 = init_scale * jax.random.normal(key, (num_states, num_actions))
     q, losses, _ = _scan(loss_fn, optimizer, steps, q0)

@@ -58,12 +58,38 @@ def test_slope_rule():
            for n in ns}
     by = {n: {"d_const": {"per_seed": v, "ci": (0, 0, 0, 5)},
               "d_shape": {"per_seed": v, "ci": (0, 0, 0, 5)},
-              "regret_0": {"per_seed": [1.0] * 5}} for n, v in per.items()}
+              "regret_0": {"per_seed": [1.0] * 5},
+              "violation_0": {"per_seed": [0.0] * 5}} for n, v in per.items()}
     fs = {w: {"by_num_demos": by} for w in constrained_irl.FEATURE_SETS}
-    r = {"feature_sets": fs, "transfers": ["t"]}
+    r = {"feature_sets": fs, "transfers": ["t"], "null_shape_ratio": 0.6}
     r["slopes"] = constrained_irl.slopes(r, config)
     return constrained_irl.verdicts(r, config)[2]["verdict"]
 
   assert results(-0.5) == "reproduced"
   assert results(-1.0) == "contradicted"
   assert results(0.0) == "contradicted"
+
+
+def test_finding_a_and_b_rules_can_fail():
+  config = get_config()
+  n = str(max(config.num_demos))
+
+  def verdicts(d_const_every, d_shape_every, d_const_boundary, violation=0.0):
+    def entry(d_const, d_shape):
+      return {"d_const": {"per_seed": d_const}, "d_shape": {"per_seed": d_shape},
+              "regret_0": {"per_seed": [1.0, 1.1, 0.9, 1.0, 1.2]},
+              "violation_0": {"per_seed": [violation] * 5}}
+    fs = {"everywhere": {"by_num_demos": {n: entry(d_const_every, d_shape_every)}},
+          "boundary": {"by_num_demos": {n: entry(d_const_boundary, d_const_boundary)}}}
+    r = {"feature_sets": fs, "transfers": ["t"], "null_shape_ratio": 0.6,
+         "slopes": {"boundary/d_const": {"ci": (-0.5, -0.6, -0.4, 5)}}}
+    return [v["verdict"] for v in constrained_irl.verdicts(r, config)]
+
+  big, small = [3.0, 3.2, 2.9, 3.1, 3.0], [0.1, 0.12, 0.09, 0.11, 0.1]
+  assert verdicts(big, [0.3, 0.32, 0.29, 0.31, 0.3], small)[0] == "reproduced"
+  # The shaping class fits the deviation no better than it fits noise: contradicted.
+  assert verdicts(big, [2.7, 2.9, 2.8, 2.9, 2.7], small)[0] == "contradicted"
+  # Boundary farther from r_E + c than everywhere: contradicted.
+  assert verdicts(small, small, big)[0] == "contradicted"
+  # A budget violation above the bar leaves (B) undecided.
+  assert verdicts(big, small, small, violation=0.1)[1] == "not at this scale"
