@@ -8,7 +8,9 @@ from irl_jax.tabular import constrained as constrained
 from irl_jax.tabular import dp as dp
 from irl_jax.tabular import envs as envs
 from irl_jax.tabular import irl as irl
+from irl_jax.tabular import language as language
 from irl_jax.tabular import learners as learners
+from irl_jax.tabular import resets as resets
 from irl_jax.tabular.constrained import ConstrainedSolution as ConstrainedSolution
 from irl_jax.tabular.constrained import constrained_soft_solve as constrained_soft_solve
 from irl_jax.tabular.constrained import distance_to_constant_class as distance_to_constant_class
