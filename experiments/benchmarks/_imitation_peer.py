@@ -18,6 +18,13 @@ evaluates each iteration's reward with imitation's own planner
   `Σ_{t≤H} D_t` (H + 1 states per episode, the final state included) against
   the `demo_state_om` it was given; `state_linf ≤ linf_eps` is its stopping rule.
 
+With `eval_rewards[N, S]` in the input file it trains nothing and instead
+evaluates those state rewards (irl_jax's iterates) in order with the call
+`MCEIRL._train_step` makes, `mce_occupancy_measures(env, reward=r,
+discount=1.0)`, and reports `state_l1`/`state_linf` against `demo_state_om` as
+`MCEIRL.train` computes `linf_delta`; it stops after the first reward with
+`state_linf ≤ linf_eps` (that reward is the one imitation's rule would stop at).
+
 It prints one line `PEER_RESULT {json}` on stdout (anything else it prints can
 be ignored).
 """
@@ -67,6 +74,8 @@ def main(path: str) -> dict:
       transition_matrix=d["transitions"], observation_matrix=d["observations"],
       reward_matrix=d["reward"], horizon=horizon, initial_state_dist=d["initial"])
   expert_sa, expert_om = d["expert_occupancy"], d["expert_state_om"]
+  if "eval_rewards" in d:
+    return evaluate(env, d)
 
   checks = {}
   if "cliff_width" in d:
@@ -159,6 +168,25 @@ def main(path: str) -> dict:
       "final_reward": [float(x) for x in algo.rewards[-1]] if iterations else [],
       "checks": checks,
   }
+
+
+def evaluate(env, d) -> dict:
+  """imitation's stopping quantity for each row of `eval_rewards`, in order, until the
+  first at or below `linf_eps`."""
+  from imitation.algorithms import mce_irl
+
+  expert_om, linf_eps = d["expert_state_om"], float(d["linf_eps"])
+  state_l1, state_linf = [], []
+  start = time.perf_counter()
+  for reward in d["eval_rewards"]:
+    # As in MCEIRL._train_step (reward: the net's float32 output) and MCEIRL.train.
+    _, visitations = mce_irl.mce_occupancy_measures(env, reward=reward, discount=1.0)
+    state_l1.append(float(np.sum(np.abs(expert_om - visitations))))
+    state_linf.append(float(np.max(np.abs(expert_om - visitations))))
+    if state_linf[-1] <= linf_eps:
+      break
+  return {"versions": _versions(), "evaluated": len(state_linf), "eval_s":
+          time.perf_counter() - start, "state_l1": state_l1, "state_linf": state_linf}
 
 
 if __name__ == "__main__":

@@ -51,14 +51,44 @@ Headline metrics:
 - `mce_irl_speedup_vs_imitation` (target ≥ 100): ε is the common error
   imitation reaches at the end of its run; imitation's wall-clock to its first
   iteration at or below ε over irl_jax's wall-clock for the jit-compiled
-  `make_mce_irl` run with just enough steps to reach ε (found by a longer
-  search run; compile time excluded, reported as `mce_irl_compile_s_irl_jax`;
-  median of `--repeats` runs);
+  `make_mce_irl` run with just enough steps to reach ε (found by a search run
+  3× imitation's length, `irl_jax_trajectory`; compile time excluded, reported
+  as `mce_irl_compile_s_irl_jax`; median of `--repeats` runs);
 - `mce_irl_seeds_per_second`: `jax.vmap` of that run over `--mce_seeds` random
   initialisations, seeds completed per second at the same number of steps;
 - `mce_irl_final_occupancy_error_{imitation,irl_jax}`: the common error after
   the same number of Adam updates (that of the reward imitation's last
   iteration evaluated); irl_jax's must not be worse.
+
+ε is an L1 gap over the H state-action steps, the quantity irl_jax's gradient
+matches, while imitation's gradient matches the state visitation including
+`D_H`. So the same run also reports how the headline splits and what it is
+under imitation's own criterion:
+- `mce_irl_step_time_ratio`: imitation's mean time per iteration (its whole
+  `train()` over its iterations) over irl_jax's per step (the timed run over
+  its steps);
+- `mce_irl_step_count_ratio`: imitation's iterations to ε over irl_jax's steps
+  to ε (their product is close to the headline, not equal: the headline uses
+  imitation's time to its ε iteration, not its mean);
+- `mce_irl_speedup_end_to_end`: the headline with irl_jax's compile time added
+  to its run (imitation's setup, imports included, stays excluded);
+- `mce_irl_speedup_own_criterion`: time to imitation's stopping quantity,
+  `linf_delta = max_s |Σ_{t≤H} D_t(s) − demo_state_om(s)| ≤ 1e-3` (its default
+  `linf_eps`; the state visitation of the soft-optimal policy of the current
+  reward, the final state D_H included, as `MCEIRL.train` computes it). For
+  imitation it is the `visitations` its own `_train_step` returned; for irl_jax
+  the peer evaluates each iterate of the search run with the same call,
+  `mce_occupancy_measures(env, reward=w, discount=1.0)` (float32 `w`, as the
+  net's output is), and irl_jax's DP recomputes it as a check
+  (`irl_jax_dp_check_abs_diff`); irl_jax is then timed for the steps to its
+  first iterate at or below 1e-3 (`mce_irl_time_to_own_criterion_{imitation,irl_jax}`).
+
+Context on every row: `cpus_available` is the number of CPUs this process may
+run on (`os.sched_getaffinity`), not a count read from JAX: JAX has no
+documented setting that reports XLA:CPU's thread count (a maintainer's comment
+in jax-ml/jax#1539 says its thread pool is sized from this affinity).
+`XLA_FLAGS`, when set, is recorded as `xla_flags`. `torch_threads` is
+`torch.get_num_threads()` in the peer.
 
 imitation 1.0.1 pins gymnasium 0.29 and stable-baselines3 2.2, which conflict
 with irl_jax's stack, so the peer half (`_imitation_peer.py`) runs in its own
@@ -73,6 +103,7 @@ afterwards. `--quick` skips the peer when that venv does not exist and no
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -102,6 +133,7 @@ DEFAULT_VENV = os.path.join(os.path.expanduser("~"), ".cache", "irl_jax",
 PEER_PINS = ("imitation==1.0.1", "seals==0.2.1", "gymnasium==0.29.1",
              "stable-baselines3==2.2.1", "torch==2.14.1", "numpy==2.4.6", "scipy==1.17.1")
 TARGET_SPEEDUP = 100.0
+LINF_EPS = 1e-3  # MCEIRL's default linf_eps, its stopping rule
 
 FULL = dict(width=15, height=6, horizon=18, seeds=32, repeats=5)
 SMALL = dict(width=7, height=4, horizon=9, seeds=8, repeats=3)
@@ -235,6 +267,69 @@ def irl_jax_errors(problem: Problem, *, steps: int, lr: float, seed: int = 0) ->
   return np.asarray(log["occupancy_error"], np.float64)
 
 
+def irl_jax_trajectory(problem: Problem, *, steps: int, lr: float,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """`make_mce_irl`'s iterates: `(weights[steps, S], errors[steps])`, row i the weights
+  after i Adam updates and their `‖ρ_θ − ρ_E‖₁` (the learner's `occupancy_error` log).
+
+  The same step as `learners.make_mce_irl` (its `train` returns only the final
+  weights), here also emitting each iterate's weights."""
+  reward_fn = learners.linear_reward(problem.features)
+  optimizer = optax.adam(lr)
+
+  def train(key, mdp, expert_occupancy):
+    params = init_fn(problem.features.shape[-1])(key)
+
+    def step(carry, _):
+      params, opt_state = carry
+
+      def loss_fn(params):
+        return irl.mce_irl_loss(reward_fn(params), expert_occupancy, mdp, temperature=1.0,
+                                horizon=problem.horizon)
+
+      (_, extras), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), (params,
+                                                                 extras.occupancy_error)
+
+    _, (weights, errors) = jax.lax.scan(step, (params, optimizer.init(params)), None,
+                                        length=steps)
+    return weights, errors
+
+  weights, errors = jax.jit(train)(jax.random.key(seed), problem.mdp, problem.expert_occupancy)
+  return np.asarray(weights), np.asarray(errors, np.float64)
+
+
+@functools.partial(jax.jit, static_argnames="horizon")
+def _state_visitation(mdp: TabularMDP, rewards, *, horizon: int):
+  s, a = mdp.num_states, mdp.num_actions
+
+  def one(r):
+    policy = dp.finite_soft_value_iteration(jnp.broadcast_to(r[:, None], (s, a)), mdp,
+                                            horizon=horizon, temperature=1.0).policy
+    per_step = dp.finite_occupancy(policy, mdp, horizon=horizon, per_step=True)
+    return per_step.sum((0, 2)) + jnp.einsum("sa,sat->t", per_step[-1], mdp.transitions)
+
+  return jax.vmap(one)(rewards)
+
+
+def state_visitation(problem: Problem, state_rewards) -> np.ndarray:
+  """imitation's state visitation `Σ_{t≤H} D_t[S]` (H + 1 states, the final state
+  included) of the soft-optimal policy of each state reward `r[..., S]`, by irl_jax's
+  DP (float32): what `MCEIRL` compares with `demo_state_om`."""
+  r = jnp.asarray(state_rewards, jnp.float32)
+  out = _state_visitation(problem.mdp, r.reshape(-1, problem.mdp.num_states),
+                          horizon=problem.horizon)
+  return np.asarray(out, np.float64).reshape(r.shape)
+
+
+def state_linf(problem: Problem, state_rewards) -> np.ndarray:
+  """imitation's stopping quantity `max_s |Σ_{t≤H} D_t(s) − demo_state_om(s)|` per
+  reward (irl_jax's DP; the peer computes it with imitation's own functions)."""
+  om = state_visitation(problem, state_rewards)
+  return np.max(np.abs(om - problem.peer_arrays["expert_state_om"]), axis=-1)
+
+
 def reward_error(problem: Problem, state_reward) -> float:
   """irl_jax's occupancy error of a state reward `r[S]` (to re-check the peer's)."""
   s, a = problem.mdp.num_states, problem.mdp.num_actions
@@ -300,7 +395,7 @@ def resolve_peer_python(peer_python: str | None, peer_venv: str, *,
 
 
 def write_peer_problem(path: str, problem: Problem, *, init_weight, lr: float, max_iter: int,
-                       linf_eps: float = 1e-3, grad_l2_eps: float = 1e-4) -> str:
+                       linf_eps: float = LINF_EPS, grad_l2_eps: float = 1e-4) -> str:
   """Writes what the peer reads: the MDP, the expert and the run's settings."""
   np.savez(path, **problem.peer_arrays, init_weight=np.asarray(init_weight, np.float64),
            lr=np.float64(lr), max_iter=np.int64(max_iter), linf_eps=np.float64(linf_eps),
@@ -323,10 +418,12 @@ def parse_peer_output(stdout: str) -> dict:
   return result
 
 
-def run_peer(python: str, problem: Problem, *, init_weight, lr: float, max_iter: int) -> dict:
+def run_peer(python: str, problem: Problem, *, init_weight, lr: float, max_iter: int,
+             linf_eps: float = LINF_EPS) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     path = write_peer_problem(os.path.join(tmp, "problem.npz"), problem,
-                              init_weight=init_weight, lr=lr, max_iter=max_iter)
+                              init_weight=init_weight, lr=lr, max_iter=max_iter,
+                              linf_eps=linf_eps)
     # -I: the benchmarks folder (train.py, models.py, ...) must not shadow the peer's modules.
     out = subprocess.run([python, "-I", PEER_SCRIPT, path], capture_output=True, text=True,
                          cwd=tmp)
@@ -334,6 +431,27 @@ def run_peer(python: str, problem: Problem, *, init_weight, lr: float, max_iter:
     raise RuntimeError(f"the imitation peer failed (exit {out.returncode}):\n"
                        f"{(out.stdout + out.stderr)[-3000:]}")
   return parse_peer_output(out.stdout)
+
+
+def peer_state_linf(python: str, problem: Problem, state_rewards, *,
+                    linf_eps: float = 1e-3) -> dict:
+  """imitation's own `linf_delta` of irl_jax's iterates (`state_rewards[N, S]`, in
+  order), computed in the peer by imitation's `mce_occupancy_measures` until the first
+  at or below `linf_eps`: `{"state_linf": [...], "state_l1": [...], ...}`."""
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "eval.npz")
+    np.savez(path, **problem.peer_arrays, linf_eps=np.float64(linf_eps),
+             eval_rewards=np.asarray(state_rewards, np.float32))
+    out = subprocess.run([python, "-I", PEER_SCRIPT, path], capture_output=True, text=True,
+                         cwd=tmp)
+  if out.returncode != 0:
+    raise RuntimeError(f"the imitation peer's evaluation failed (exit {out.returncode}):\n"
+                       f"{(out.stdout + out.stderr)[-3000:]}")
+  lines = [line for line in out.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+  if not lines:
+    raise ValueError(f"the imitation peer's evaluation printed no result line:\n"
+                     f"{out.stdout[-2000:]}")
+  return json.loads(lines[-1][len(RESULT_PREFIX):])
 
 
 # ---------------------------------------------------------------------------
@@ -345,90 +463,153 @@ def _first_at_or_below(errors, eps) -> int | None:
   return int(hits[0]) if hits.size else None
 
 
+def _timed_run(problem: Problem, args, *, steps: int, lr: float, repeats: int):
+  """`make_mce_irl` with `steps` steps: `(train, compile s, median run s, error log)`."""
+  train = make_train(problem, steps=steps, lr=lr)
+  _, compile_s, t, (_, log) = compile_and_time(train, args, repeats)
+  return train, compile_s, t, np.asarray(log["occupancy_error"], np.float64)
+
+
 def run(problem: Problem, *, lr: float, max_iter: int, seeds: int, repeats: int,
-        peer_python: str | None) -> list[dict]:
+        peer_python: str | None, linf_eps: float = LINF_EPS) -> list[dict]:
   """Every measurement as a row `{"metric", "value", "unit", ...context}`."""
   s, a = problem.mdp.num_states, problem.mdp.num_actions
+  # cpus_available: this process's CPU affinity, not a thread count read from JAX (JAX
+  # documents none; see the module docstring).
   ctx = {"mdp": problem.name, "S": s, "A": a, "H": problem.horizon, "lr": lr,
          "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-         "jax_threads": len(os.sched_getaffinity(0)), "jax": jax.__version__,
+         "cpus_available": len(os.sched_getaffinity(0)), "jax": jax.__version__,
          "device": jax.devices()[0].platform,
          "loadavg_1m": round(os.getloadavg()[0], 2)}
+  if os.environ.get("XLA_FLAGS"):
+    ctx["xla_flags"] = os.environ["XLA_FLAGS"]
   key = jax.random.key(0)
   w0 = init_fn(s)(key)
+  args = (key, problem.mdp, problem.expert_occupancy)
   rows = []
 
   peer = None
   if peer_python:
-    peer = run_peer(peer_python, problem, init_weight=w0, lr=lr, max_iter=max_iter)
+    peer = run_peer(peer_python, problem, init_weight=w0, lr=lr, max_iter=max_iter,
+                    linf_eps=linf_eps)
     ctx["torch_threads"] = peer["torch_threads"]
     ctx["peer_blas_threads"] = peer.get("blas_threads")
-  if peer is not None and peer["iterations"]:
-    n_peer = peer["iterations"]
-    eps = peer["error"][-1]
-    t_peer_idx = _first_at_or_below(peer["error"], eps)
-    t_peer = peer["time_s"][t_peer_idx]
-    budget = 3 * n_peer
-  else:
-    n_peer, eps, t_peer_idx, t_peer, budget = None, None, None, None, max_iter
+  if peer is None or not peer["iterations"]:
+    train, compile_s, t_jax, errors = _timed_run(problem, args, steps=max_iter, lr=lr,
+                                                 repeats=repeats)
+    rows.append({"metric": "mce_irl_compile_s_irl_jax", "value": compile_s, "unit": "s",
+                 "steps": max_iter, **ctx})
+    rows.append({"metric": "mce_irl_step_time_irl_jax", "value": t_jax / max_iter,
+                 "unit": "s", "steps": max_iter, **ctx})
+    rows.append({"metric": "mce_irl_final_occupancy_error_irl_jax", "value": float(errors[-1]),
+                 "unit": "L1", "updates": max_iter - 1, "initial_error": float(errors[0]),
+                 **ctx})
+    return rows + _seeds_row(train, args, seeds=seeds, steps=max_iter, repeats=repeats,
+                             ctx=ctx)
 
-  if eps is not None:  # a search run for the first step at or below ε
-    search = irl_jax_errors(problem, steps=budget, lr=lr)
-    idx = _first_at_or_below(search, eps)
-    steps = budget if idx is None else idx + 1  # the last step reports error[idx]
+  nan = float("nan")
+  # imitation: ε is the common error it ends at; time to its first iteration at or
+  # below ε, and to its own stopping quantity (state_linf ≤ linf_eps).
+  n_peer = peer["iterations"]
+  eps = peer["error"][-1]
+  peer_idx = _first_at_or_below(peer["error"], eps)
+  t_peer = peer["time_s"][peer_idx]
+  peer_own = _first_at_or_below(peer["state_linf"], linf_eps)
+  t_peer_own = peer["time_s"][peer_own] if peer_own is not None else nan
+
+  # irl_jax: every iterate of a search run 3× imitation's length.
+  budget = 3 * n_peer
+  weights, search = irl_jax_trajectory(problem, steps=budget, lr=lr)
+  idx = _first_at_or_below(search, eps)
+  steps = budget if idx is None else idx + 1  # the last step reports error[idx]
+  # imitation's stopping quantity of those iterates, by imitation's own code.
+  evaluated = peer_state_linf(peer_python, problem, weights, linf_eps=linf_eps)
+  jax_linf = np.asarray(evaluated["state_linf"], np.float64)
+  own = _first_at_or_below(jax_linf, linf_eps)
+  own_steps = budget if own is None else own + 1
+  # The same quantity by irl_jax's DP (float32), as a check of the peer's evaluation.
+  peer_check = float(np.max(np.abs(state_linf(problem, weights[:len(jax_linf)]) - jax_linf)))
+
+  train, compile_s, t_jax, errors = _timed_run(problem, args, steps=steps, lr=lr,
+                                               repeats=repeats)
+  # The search run's iterates are the learner's: its error log is the timed run's.
+  trajectory_check = float(np.max(np.abs(errors - search[:steps])))
+  if own is None:
+    t_own = nan
+  elif own_steps == steps:
+    t_own = t_jax
   else:
-    search, idx, steps = None, None, budget
-  train = make_train(problem, steps=steps, lr=lr)
-  args = (key, problem.mdp, problem.expert_occupancy)
-  _, compile_s, t_jax, (_, log) = compile_and_time(train, args, repeats)
-  errors = np.asarray(log["occupancy_error"], np.float64)
-  reached = float(errors[-1])
+    _, _, t_own, _ = _timed_run(problem, args, steps=own_steps, lr=lr, repeats=repeats)
+  t_jax_eps = t_jax if idx is not None else nan
+  step_jax = t_jax / steps
+  step_peer = peer["train_s"] / n_peer
+  own_rule = f"state_linf<={linf_eps:g}"
 
   rows.append({"metric": "mce_irl_compile_s_irl_jax", "value": compile_s, "unit": "s",
                "steps": steps, **ctx})
-  rows.append({"metric": "mce_irl_step_time_irl_jax", "value": t_jax / steps, "unit": "s",
+  rows.append({"metric": "mce_irl_step_time_irl_jax", "value": step_jax, "unit": "s",
                "steps": steps, **ctx})
-  if peer is not None and n_peer:
-    rows.append({"metric": "mce_irl_step_time_imitation", "value": peer["train_s"] / n_peer,
-                 "unit": "s", "iterations": n_peer, **ctx})
-    rows.append({"metric": "mce_irl_time_to_error_imitation", "value": t_peer, "unit": "s",
-                 "epsilon": eps, "iterations": t_peer_idx + 1,
-                 "stopped_by": peer["stopped_by"], "setup_s": peer["setup_s"], **ctx})
-    rows.append({"metric": "mce_irl_time_to_error_irl_jax",
-                 "value": t_jax if idx is not None else float("nan"), "unit": "s",
-                 "epsilon": eps, "steps": steps, "reached": idx is not None,
-                 "error": reached, **ctx})
-    rows.append({"metric": "mce_irl_speedup_vs_imitation",
-                 "value": t_peer / t_jax if idx is not None else float("nan"), "unit": "ratio",
-                 "target": TARGET_SPEEDUP, "epsilon": eps,
-                 "epsilon_rule": "common error imitation reaches at its end",
-                 "imitation_s": t_peer, "imitation_iterations": t_peer_idx + 1,
-                 "irl_jax_s": t_jax, "irl_jax_steps": steps, **ctx})
-    final_jax = float(search[n_peer - 1])
-    cross = abs(reward_error(problem, peer["final_reward"]) - eps)
-    rows.append({"metric": "mce_irl_final_occupancy_error_imitation", "value": eps,
-                 "unit": "L1", "updates": n_peer - 1,
-                 "state_linf": peer["state_linf"][-1], "state_l1": peer["state_l1"][-1],
-                 "cross_check_abs_diff": cross, "versions": peer["versions"],
-                 "checks": peer["checks"], **ctx})
-    rows.append({"metric": "mce_irl_final_occupancy_error_irl_jax", "value": final_jax,
-                 "unit": "L1", "updates": n_peer - 1, "not_worse": final_jax <= eps, **ctx})
-  else:
-    rows.append({"metric": "mce_irl_final_occupancy_error_irl_jax", "value": reached,
-                 "unit": "L1", "updates": steps - 1, "initial_error": float(errors[0]), **ctx})
+  rows.append({"metric": "mce_irl_step_time_imitation", "value": step_peer, "unit": "s",
+               "iterations": n_peer, **ctx})
+  rows.append({"metric": "mce_irl_step_time_ratio", "value": step_peer / step_jax,
+               "unit": "ratio", "imitation_s_per_step": step_peer,
+               "irl_jax_s_per_step": step_jax, **ctx})
+  rows.append({"metric": "mce_irl_time_to_error_imitation", "value": t_peer, "unit": "s",
+               "epsilon": eps, "iterations": peer_idx + 1,
+               "stopped_by": peer["stopped_by"], "setup_s": peer["setup_s"], **ctx})
+  rows.append({"metric": "mce_irl_time_to_error_irl_jax", "value": t_jax_eps, "unit": "s",
+               "epsilon": eps, "steps": steps, "reached": idx is not None,
+               "error": float(errors[-1]), "trajectory_check_abs_diff": trajectory_check,
+               **ctx})
+  rows.append({"metric": "mce_irl_step_count_ratio",
+               "value": (peer_idx + 1) / steps if idx is not None else nan, "unit": "ratio",
+               "epsilon": eps, "imitation_iterations": peer_idx + 1, "irl_jax_steps": steps,
+               **ctx})
+  rows.append({"metric": "mce_irl_speedup_vs_imitation", "value": t_peer / t_jax_eps,
+               "unit": "ratio", "target": TARGET_SPEEDUP, "epsilon": eps,
+               "epsilon_rule": "common error imitation reaches at its end",
+               "imitation_s": t_peer, "imitation_iterations": peer_idx + 1,
+               "irl_jax_s": t_jax_eps, "irl_jax_steps": steps, **ctx})
+  rows.append({"metric": "mce_irl_speedup_end_to_end",
+               "value": t_peer / (compile_s + t_jax_eps), "unit": "ratio", "epsilon": eps,
+               "imitation_s": t_peer, "irl_jax_s": compile_s + t_jax_eps,
+               "irl_jax_compile_s": compile_s, "irl_jax_steps": steps, **ctx})
+  rows.append({"metric": "mce_irl_time_to_own_criterion_imitation", "value": t_peer_own,
+               "unit": "s", "criterion": own_rule,
+               "iterations": peer_own + 1 if peer_own is not None else None,
+               "reached": peer_own is not None, "stopped_by": peer["stopped_by"], **ctx})
+  rows.append({"metric": "mce_irl_time_to_own_criterion_irl_jax", "value": t_own, "unit": "s",
+               "criterion": own_rule, "steps": own_steps, "reached": own is not None,
+               "state_linf": float(jax_linf[-1]), "evaluated_by": "imitation",
+               "irl_jax_dp_check_abs_diff": peer_check, **ctx})
+  rows.append({"metric": "mce_irl_speedup_own_criterion", "value": t_peer_own / t_own,
+               "unit": "ratio", "criterion": own_rule, "imitation_s": t_peer_own,
+               "imitation_iterations": peer_own + 1 if peer_own is not None else None,
+               "irl_jax_s": t_own, "irl_jax_steps": own_steps, **ctx})
+  final_jax = float(search[n_peer - 1])
+  cross = abs(reward_error(problem, peer["final_reward"]) - eps)
+  rows.append({"metric": "mce_irl_final_occupancy_error_imitation", "value": eps,
+               "unit": "L1", "updates": n_peer - 1,
+               "state_linf": peer["state_linf"][-1], "state_l1": peer["state_l1"][-1],
+               "cross_check_abs_diff": cross, "versions": peer["versions"],
+               "checks": peer["checks"], **ctx})
+  rows.append({"metric": "mce_irl_final_occupancy_error_irl_jax", "value": final_jax,
+               "unit": "L1", "updates": n_peer - 1, "not_worse": final_jax <= eps, **ctx})
+  return rows + _seeds_row(train, args, seeds=seeds, steps=steps, repeats=repeats, ctx=ctx)
 
+
+def _seeds_row(train, args, *, seeds: int, steps: int, repeats: int, ctx: dict) -> list[dict]:
   batched = jax.vmap(train, in_axes=(0, None, None))
   keys = jax.random.split(jax.random.key(1), seeds)
   _, vcompile_s, t_vmap, (_, vlog) = compile_and_time(batched, (keys, *args[1:]), repeats)
-  rows.append({"metric": "mce_irl_seeds_per_second", "value": seeds / t_vmap, "unit": "seeds/s",
-               "seeds": seeds, "steps": steps, "compile_s": vcompile_s,
-               "median_final_error": float(np.median(np.asarray(vlog["occupancy_error"])[:, -1])),
-               **ctx})
-  return rows
+  return [{"metric": "mce_irl_seeds_per_second", "value": seeds / t_vmap, "unit": "seeds/s",
+           "seeds": seeds, "steps": steps, "compile_s": vcompile_s,
+           "median_final_error": float(np.median(np.asarray(vlog["occupancy_error"])[:, -1])),
+           **ctx}]
 
 
 def _context(r: dict) -> str:
-  keys = ("mdp", "cpu", "jax_threads", "torch_threads", "loadavg_1m")
+  keys = ("mdp", "cpu", "cpus_available", "torch_threads", "loadavg_1m")
   return " ".join(f"{k}={r[k]}" for k in keys if k in r)
 
 
@@ -441,8 +622,11 @@ def format_rows(rows: list[dict]) -> str:
       target = f">= {r['target']:g} {'ok' if ok else 'MISSED'}"
     elif "not_worse" in r:
       target = "not worse " + ("ok" if r["not_worse"] else "MISSED")
-    extra = {k: r[k] for k in ("epsilon", "steps", "iterations", "seeds", "stopped_by",
-                               "cross_check_abs_diff") if k in r}
+    extra = {k: r[k] for k in ("epsilon", "criterion", "steps", "iterations",
+                               "imitation_iterations", "irl_jax_steps", "irl_jax_compile_s",
+                               "reached", "seeds", "stopped_by", "cross_check_abs_diff",
+                               "trajectory_check_abs_diff", "irl_jax_dp_check_abs_diff")
+             if k in r}
     extra_s = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in extra.items())
     lines.append(f"{r['metric']:42s} {r['value']:12.4g}  {r['unit']:8s}  {target:16s} | "

@@ -70,6 +70,16 @@ def _soft_max(q, temperature):
   return temperature * jax.nn.logsumexp(q / temperature, axis=-1)
 
 
+def _soft_max_and_policy(q, temperature):
+  """`(V, π)` from one pass of exponentials: `V = α·logsumexp(Q/α)`, `π = softmax(Q/α)`.
+  (The max is a constant shift: it carries no gradient.)"""
+  z = q / temperature
+  m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+  e = jnp.exp(z - m)
+  total = jnp.sum(e, axis=-1, keepdims=True)
+  return temperature * (m + jnp.log(total))[..., 0], e / total
+
+
 def _soft_policy(q, v, temperature):
   # softmax(Q/α) = exp((Q − V)/α) with V = α·logsumexp(Q/α); normalising directly keeps
   # the rows summing to 1 in float32, where V's round-off is amplified by 1/α.
@@ -228,12 +238,12 @@ def finite_soft_value_iteration(reward, mdp: TabularMDP, *, horizon: int,
 
   def backup(v_next, r_t):
     q = r_t + gamma * p @ v_next
-    v = _soft_max(q, temperature)
-    return v, (q, v)
+    v, pi = _soft_max_and_policy(q, temperature)
+    return v, (q, v, pi)
 
-  _, (q, v) = jax.lax.scan(backup, jnp.zeros(p.shape[0], dtype), rewards, reverse=True,
+  _, (q, v, pi) = jax.lax.scan(backup, jnp.zeros(p.shape[0], dtype), rewards, reverse=True,
                              unroll=_unroll(horizon))
-  return SoftSolution(q, v, _soft_policy(q, v, temperature))
+  return SoftSolution(q, v, pi)
 
 
 def _check_policy(fn: str, policy, mdp: TabularMDP, *, allow_time: bool):
@@ -319,7 +329,7 @@ def finite_occupancy(policy, mdp: TabularMDP, *, horizon: int,
   def forward(carry, pi_t):
     d, scale = carry
     rho_t = scale * d[:, None] * pi_t
-    d_next = jnp.einsum("sa,sat->t", d[:, None] * pi_t, p)
+    d_next = (d[:, None] * pi_t).reshape(-1) @ p.reshape(-1, p.shape[-1])
     return (d_next, scale * gamma), rho_t
 
   _, rho = jax.lax.scan(forward, (mdp.initial.astype(dtype), jnp.ones((), dtype)), policies,
