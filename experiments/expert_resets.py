@@ -1,6 +1,7 @@
-"""Reproduce "Inverse RL without RL" (Swamy et al. 2023): expert resets make IRL's inner
-RL polynomial in the horizon on a combination lock, where resets to ν0 need
-exponentially many interactions.
+"""Reproduce "Inverse RL without RL" (Swamy et al. 2023) on a combination lock: with
+resets to ν0 IRL's inner RL needs exponentially many interactions in the horizon,
+with resets to expert states far fewer (the paper: polynomially many; see the verdict
+rules for what is tested here).
 
     python -u -m experiments.expert_resets --workdir=/tmp/expert_resets
     python -u -m experiments.expert_resets --workdir=/tmp/expert_resets --config.quick=True
@@ -30,6 +31,12 @@ program per depth. The leaf class was chosen as the verdicts' class after the
 full table had been tried and showed no gap between the reset rules; the full
 table's results are therefore always reported next to the verdicts.
 
+Seeds. Seed set 0 (`config.seed = 0`: the locks' combinations and the training
+keys at every depth) was used for the exploratory runs, including the full-table
+run that led to the choice of the leaf class, so verdicts on it are exploratory.
+The confirmatory verdicts are decided on seed set 1 (`config.seed = 1`, the
+default), never used before.
+
 Caveat (stated, not tested here): ν0 resets are exponential on the lock because
 Q-learning explores by ε-greedy dithering (with random tie-breaking); the lock has
 only `H + 2` states, so an optimistic explorer would be polynomial even from `ν0`.
@@ -44,13 +51,19 @@ and the exponent `p` of the power law, the OLS slope of `ln(interactions)` on
 
 Verdict rules (fixed before the first run; `s* = config.exponential_slope = 0.7`):
 
-(1) "Expert resets need polynomially many interactions in the depth, ν0 resets
-    exponentially many" (cost class `config.cost_class`), from the ν0 slope
-    `b_ν0` and the expert-reset slope `b_E` (intervals over seeds):
+(1) "ν0 resets need exponentially many interactions in the depth (≥ s* doublings
+    per level), expert resets far fewer (their growth per level is below ν0's)"
+    (cost class `config.cost_class`), from the ν0 slope `b_ν0` and the
+    expert-reset slope `b_E` (intervals over seeds):
     reproduced if `low(b_ν0) ≥ s*`, `low(b_ν0) > high(b_E)` and no expert-reset
     run is censored; contradicted if no ν0 run is censored and `high(b_ν0) < s*`
     or `high(b_ν0) < low(b_E)` (censoring only flattens the ν0 slope, so a flat
     censored fit decides nothing); otherwise not at this scale.
+    The rule does not test the paper's "polynomial" for expert resets: over depths
+    4–14 a log2-slope of 0.3–0.5 fits a power law `H^p` and a slow exponential
+    (`1.2^H`–`1.4^H`) alike, and this depth range cannot separate them. The fitted
+    power-law exponent `p` is reported as a description of the expert-reset
+    curve, not as a test.
 (2) "Expert resets need fewer interactions than ν0 resets at the largest depth":
     the paired per-seed `log2(I_ν0 / I_E)` at the largest depth, decided by
     `experiments.study.decide` (interval above 0: reproduced; below: contradicted),
@@ -69,27 +82,29 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-from experiments.study import cpu_model, decide, fmt_ci, interval, write_json, write_text
+from experiments import study
+from experiments.study import (
+  cpu_model,
+  decide,
+  fmt_ci,
+  interval,
+  resolve_quick,
+  write_json,
+  write_text,
+)
 from irl_jax.tabular import dp, envs, resets
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "expert_resets.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/expert_resets", "Output directory.")
 
 COST_CLASSES = ("leaf", "state_action")
 EXPERT, NU0 = "expert resets", "ν0 resets"
 
 
 def resolve(config):
-  """The config with its quick settings applied, checked."""
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    if config.get("quick"):
-      for k, v in config.quick_settings.items():
-        config[k] = v
+  """The config with its quick settings applied (an unknown quick setting raises,
+  naming it), checked."""
+  config = resolve_quick(config)
   classes = cost_classes(config)
   unknown = [c for c in classes if c not in COST_CLASSES]
   if unknown:
@@ -177,7 +192,7 @@ def run_depth(config, depth: int) -> dict:
       episodes_per_iteration=config.episodes_per_iteration,
       cost_rollouts=config.cost_rollouts, epsilon=config.epsilon,
       learning_rate=config.learning_rate, eta=config.eta, threshold=config.threshold,
-      cost_player=config.cost_player)
+      cost_player=config.cost_player, log_length=config.log_length)
   t0 = time.perf_counter()
   compiled = jax.jit(jax.vmap(train)).lower(keys, mdps, demos, alpha).compile()
   t1 = time.perf_counter()
@@ -196,8 +211,8 @@ def run_depth(config, depth: int) -> dict:
     r["iterations"].append(int(out.iterations[i]))
     r["final_return"].append(float(out.final_return[i]))
     r["expert_return"].append(float(out.expert_return[i]))
-    n = int(out.iterations[i])
-    r["curves"].append((log.interactions[i, :n], log.returns[i, :n]))
+    logged = log.iterations[i] > 0  # the log's written entries (a geometric grid)
+    r["curves"].append((log.interactions[i, logged], log.returns[i, logged]))
   return {"classes": result, "compile_time": t1 - t0, "run_time": t2 - t1,
           "batch": len(items)}
 
@@ -257,7 +272,8 @@ def verdicts(results, config) -> list[dict]:
   p_e = exp["power_law_exponent"]
   number1 = (f"log2-interactions per level: ν0 resets {fmt_ci(b_nu0, 2, False)}, expert "
              f"resets {fmt_ci(b_e, 2, False)} (rule: ν0 low ≥ {star} and above expert high); "
-             f"expert-reset power law H^p, p = {fmt_ci(p_e, 2, False)}; censored runs: "
+             f"expert-reset power-law exponent (a description, not tested) p = "
+             f"{fmt_ci(p_e, 2, False)}; censored runs: "
              f"ν0 {nu0['censored_runs']}, expert {exp['censored_runs']}")
   top = str(max(results["depths"]))
   i_nu0 = np.asarray(nu0["by_depth"][top]["interactions"], float)
@@ -269,8 +285,9 @@ def verdicts(results, config) -> list[dict]:
              f"ν0 censored {sum(nu0['by_depth'][top]['censored'])}/{len(i_nu0)}, expert "
              f"censored {sum(exp['by_depth'][top]['censored'])}/{len(i_e)})")
   return [
-      dict(finding="(1) expert resets need polynomially many interactions in the depth, "
-           "ν0 resets exponentially many", verdict=v1, number=number1),
+      dict(finding=f"(1) ν0 resets need exponentially many interactions in the depth "
+           f"(≥ {star} doublings per level), expert resets far fewer (their growth per "
+           f"level is below ν0's)", verdict=v1, number=number1),
       dict(finding=f"(2) expert resets need fewer interactions than ν0 resets at the "
            f"largest depth (H = {top})", verdict=v2, number=number2),
   ]
@@ -316,6 +333,11 @@ def _count(x) -> str:
   return f"{x:,.0f}"
 
 
+def _seed_role(seed) -> str:
+  return {0: "exploratory, the set that chose the cost class",
+          1: "confirmatory"}.get(int(seed), "a further replication")
+
+
 def results_table(results, config) -> str:
   c = results["config"]
   total = results["timing"].get("total", float("nan"))
@@ -327,7 +349,7 @@ def results_table(results, config) -> str:
       f"episodes and {c['cost_rollouts']} cost-player rollout(s) per outer iteration; "
       f"ε = {c['epsilon']}, lr = {c['learning_rate']}, η = {c['eta']}, cost player "
       f"{c['cost_player']}; stop at J(π) ≥ {c['threshold']}·J(π_E); cap "
-      f"{_count(c['max_interactions'])} interactions. {total:.0f} s on "
+      f"{_count(c['max_interactions'])} interactions; seed set {c['seed']}. {total:.0f} s on "
       f"{os.cpu_count()} × {results['cpu']} ({results['device']}).",
       "",
       "Interactions to reach the threshold (every learner transition, cost-player rollouts "
@@ -351,9 +373,16 @@ def results_table(results, config) -> str:
     for name, r in per_method.items():
       lines.append(f"| {name} | {fmt_ci(r['log2_slope'], 2, False)} | "
                    f"{fmt_ci(r['power_law_exponent'], 2, False)} | {r['censored_runs']} |")
-  lines += ["", f"## verdicts (cost class `{config.cost_class}`; rules fixed in the module "
-            "docstring before running; the leaf class was chosen after the full table "
-            "had shown no gap)", "",
+  lines += ["", f"## verdicts (cost class `{config.cost_class}`, seed set {c['seed']}; rules "
+            "fixed in the module docstring before running; the leaf class was chosen after "
+            "the full table had shown no gap)", "",
+            "Seed set 0 was used for the exploratory runs that chose the cost class; the "
+            "verdicts are decided on seed set 1, never used before. This run: seed set "
+            f"{c['seed']} ({_seed_role(c['seed'])}).", "",
+            "Finding (1) tests that ν0 resets grow exponentially in the depth and expert "
+            "resets more slowly; it does not test that expert resets are polynomial (over "
+            "these depths a power law and a slow exponential fit alike), so the power-law "
+            "exponent p is a description, not a test.", "",
             "| finding | verdict | deciding number (mean [95% interval] over seeds) |",
             "|---|---|---|"]
   for v in results["verdicts"]:
@@ -416,15 +445,6 @@ def plot_results(results, config, curves, workdir: str) -> None:
   plt.close(fig)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  t0 = time.perf_counter()
-  results = run(_CONFIG.value, _WORKDIR.value)
-  print(results_table(results, resolve(_CONFIG.value)))
-  print(f"wrote {_WORKDIR.value}/results.md, results.json, *.png in "
-        f"{time.perf_counter() - t0:.0f} s")
-
-
 if __name__ == "__main__":
-  app.run(main)
+  study.command_line(run, lambda results, config: results_table(results, resolve(config)),
+                     _DEFAULT_CONFIG, "/tmp/expert_resets")

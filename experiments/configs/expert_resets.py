@@ -5,9 +5,9 @@
 
 Default: depths 4…14, 10 seeds (random combinations), expert resets (α = 1) vs
 ν0 resets (α = 0), the sparse "leaf" cost class and the full tabular one
-(`ablation_cost_classes`), all of one depth in one vmapped program: 2-3.5
-minutes on 2 shared CPU cores. `--config.quick=True`: depths 3…5, 5 seeds, a lower
-cap: about 30 s.
+(`ablation_cost_classes`), all of one depth in one vmapped program: about 35 s
+on 2 shared CPU cores. Seed set 1 decides the verdicts (seed set 0 was used for the
+exploratory runs). `--config.quick=True`: depths 3…5, 5 seeds, a lower cap: about 30 s.
 """
 
 import ml_collections
@@ -16,7 +16,10 @@ import ml_collections
 def get_config():
   c = ml_collections.ConfigDict()
   c.quick = False
-  c.seed = 0
+  # Seed set 0 was used for the exploratory runs (including the full-table run that led
+  # to the choice of the leaf cost class); the confirmatory verdicts are decided on seed
+  # set 1, never used before.
+  c.seed = 1
 
   # Environment: combination locks of these depths (horizon = depth), one random
   # combination per seed (shared by every method and cost class at that depth and seed).
@@ -45,6 +48,7 @@ def get_config():
   c.threshold = 0.95  # stop at J(π) ≥ 0.95·J(π_E)
   c.cost_player = "ftrl"
   c.max_interactions = 2**20  # the cap; runs that reach it are reported as censored
+  c.log_length = 256  # learning-curve entries per run (a geometric grid of iterations)
 
   # Verdict rule (fixed before running; see experiments/expert_resets.py).
   c.exponential_slope = 0.7  # log2-interactions per level that counts as exponential

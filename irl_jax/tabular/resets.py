@@ -42,13 +42,24 @@ evaluation below are not interactions).
 
 Evaluation and stopping. After each outer iteration the greedy policy (uniform
 over each `argmax_a Q[t, s, a]`) is evaluated exactly on the true reward,
-`J(π) = dp.expected_return(π, mdp.reward, mdp, horizon=T)`, and training stops
-at the first iteration with `J(π) ≥ threshold·J_E`, where `J_E` is the
-demonstrations' mean true return. It also stops once `max_interactions`
-interactions have been spent (or after `max_iterations` outer iterations): such
-a run is *censored*, and its output says so (`censored = True`, `interactions`
-the count when it stopped, at least the cap) rather than passing it off as a
-solve.
+`J(π) = dp.expected_return(π, mdp.reward, mdp, horizon=T)`, against `J_E`, the
+demonstrations' mean true return. The threshold is normalised by `|J_E|`
+(`reached_threshold`):
+
+    J(π) ≥ J_E − (1 − threshold)·|J_E|,
+
+which is `J(π) ≥ threshold·J_E` when `J_E ≥ 0` and stays meaningful when
+`J_E < 0` (where `threshold·J_E` would lie above `J_E`; with `J_E = 0` it asks
+for `J(π) ≥ 0`).
+
+A run is *solved* at the end of the first outer iteration at which the threshold
+is reached with at most `max_interactions` interactions spent in all. It is
+*censored* otherwise: it stops as soon as the count reaches the cap (or after
+`max_iterations` outer iterations) unsolved, and an iteration that reaches the
+threshold only by taking the count past the cap does not count as a solve. The
+output says which (`solved`, `censored = ~solved`; `interactions` the count when
+it stopped, at least the cap for a censored run) rather than passing a censored
+run off as a solve.
 
 Sampling: all the randomness of an outer iteration is one uniform draw from its
 key, turned into starts, actions and next states by inverse-CDF sampling (cheaper to
@@ -57,6 +68,13 @@ compile than a threefry call per draw).
 Everything is pure and jit-compatible; `train` maps over seeds, MDPs (same
 `S`, `A`, `F`), demonstrations and `α` with `jax.vmap` (a vmapped
 `lax.while_loop` runs until its last member stops; finished members are frozen).
+
+Logging. The per-iteration log has a fixed length, `log_length` entries (default
+256) on a geometric grid of iterations: every iteration early on, then ever
+sparser, each entry holding the latest iteration that falls into it (so the
+stopping iteration is always logged). A vmapped `while_loop` re-selects its whole
+carry (the log included) every iteration, so a log with one entry per possible
+iteration (`log_length=None`) makes the run time grow with `max_iterations`.
 
 Reference:
   Swamy, Choudhury, Bagnell, Wu (2023), Inverse reinforcement learning without
@@ -70,6 +88,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from irl_jax.tabular import dp
 from irl_jax.tabular.mdp import TabularMDP
@@ -83,6 +102,7 @@ __all__ = [
     "make_train",
     "moments",
     "q_learning_episode",
+    "reached_threshold",
     "restrict_features",
     "rollouts",
     "sample_start",
@@ -102,10 +122,13 @@ class ResetsOutput(NamedTuple):
   """What `train` returns.
 
   Attributes:
-    solved: bool, `J(π) ≥ threshold·J_E` was reached.
-    censored: bool, stopped by `max_interactions` (or `max_iterations`) first.
+    solved: bool, the threshold (`reached_threshold`) was reached at the end of an
+      outer iteration with at most `max_interactions` interactions spent.
+    censored: bool, `~solved`: stopped by `max_interactions` (or `max_iterations`)
+      first, including a run that reached the threshold only in the iteration
+      that took it past the cap.
     interactions: int32, environment steps when it stopped (at the solving
-      iteration, or the count that passed the cap).
+      iteration, or the count that reached or passed the cap).
     iterations: int32, outer iterations run.
     final_return: `J(π)` of the last greedy policy.
     expert_return: `J_E`, the demonstrations' mean true return.
@@ -123,13 +146,39 @@ class ResetsOutput(NamedTuple):
 
 
 class ResetsLog(NamedTuple):
-  """Per outer iteration, each `[max_iterations]` (entries past the stop are
-  `NaN` / `-1`): `returns` (`J(π)` after the iteration), `interactions`
-  (cumulative), `expert_starts` (episodes of the iteration that began at an
-  expert state)."""
+  """Logged outer iterations, each `[L]` (`L ≤ log_length`; see "Logging" in the
+  module docstring; entries past the stop are `NaN` / `-1`): `iterations` (the
+  number of outer iterations run at the entry, increasing), `returns` (`J(π)` after
+  that iteration), `interactions` (cumulative), `expert_starts` (episodes of that
+  iteration that began at an expert state)."""
+  iterations: jax.Array
   returns: jax.Array
   interactions: jax.Array
   expert_starts: jax.Array
+
+
+def reached_threshold(ret, expert_return, threshold):
+  """`J(π) ≥ J_E − (1 − threshold)·|J_E|`: `ret` is within a fraction
+  `1 − threshold` of `|J_E|` below the expert's return (`J(π) ≥ threshold·J_E`
+  when `J_E ≥ 0`; for `J_E < 0` the plain product would demand more than the
+  expert). Computed as `threshold·J_E` for `J_E ≥ 0` and `(2 − threshold)·J_E`
+  for `J_E < 0`."""
+  bound = jnp.where(expert_return >= 0, threshold * expert_return,
+                    (2.0 - threshold) * expert_return)
+  return ret >= bound
+
+
+def log_slots(max_iterations: int, log_length: int | None) -> np.ndarray:
+  """The log entry of each outer iteration, `[max_iterations]` int32: the
+  identity when `log_length` is None or at least `max_iterations`; otherwise a
+  geometric grid of at most `log_length` kept iterations `k_0 = 0 < k_1 < …` (every
+  iteration while the grid is denser than 1) and iteration `i` written to entry
+  `j` with `k_j ≤ i < k_{j+1}` (non-decreasing, steps of 0 or 1, so no entry is
+  skipped)."""
+  if log_length is None or max_iterations <= log_length:
+    return np.arange(max_iterations, dtype=np.int32)
+  kept = np.unique(np.round(np.geomspace(1, max_iterations, log_length)).astype(np.int64) - 1)
+  return (np.searchsorted(kept, np.arange(max_iterations), side="right") - 1).astype(np.int32)
 
 
 def restrict_features(features, state_mask) -> jax.Array:
@@ -161,9 +210,13 @@ def greedy_policy(q) -> jax.Array:
 
 def _inverse_cdf(probs, u):
   """The index `i` with `cdf[i − 1] ≤ u < cdf[i]` (a draw from `probs[..., K]` given a
-  uniform `u`), clamped to `K − 1` against round-off."""
+  uniform `u ∈ [0, 1)`). The cumulative sum is divided by its last value, so it ends
+  at exactly 1 even when the float sum of `probs` falls short of 1, and the index
+  always has positive probability (never a trailing zero-probability index)."""
   k = probs.shape[-1]
-  return jnp.minimum(jnp.sum(jnp.cumsum(probs, -1) <= u[..., None], -1), k - 1).astype(jnp.int32)
+  cdf = jnp.cumsum(probs, -1)
+  cdf = cdf / cdf[..., -1:]
+  return jnp.minimum(jnp.sum(cdf <= u[..., None], -1), k - 1).astype(jnp.int32)
 
 
 def sample_start(u, mdp: TabularMDP, demos: dp.Trajectories, alpha):
@@ -236,24 +289,26 @@ def rollouts(u, policy, mdp: TabularMDP):
 def make_train(*, horizon: int, max_interactions: int, episodes_per_iteration: int = 8,
                cost_rollouts: int = 1, epsilon: float = 0.1, learning_rate: float = 0.5,
                eta: float = 1.0, threshold: float = 0.95, cost_player: str = "ftrl",
-               max_iterations: int | None = None):
+               max_iterations: int | None = None, log_length: int | None = 256):
   """IRL by moment matching with expert resets (see the module docstring).
 
   Args:
     horizon: `T` (static); demonstrations must have `T` steps.
-    max_interactions: the cap on environment steps; a run that reaches it unsolved
-      is censored.
+    max_interactions: the cap on environment steps; a run is solved only if it
+      reaches the threshold with at most this many spent, and censored otherwise.
     episodes_per_iteration: Q-learning episodes per outer iteration.
     cost_rollouts: greedy-policy rollouts from `ν0` per outer iteration for the
       cost player's moments (counted as interactions).
     epsilon: ε of the ε-greedy behaviour policy.
     learning_rate: Q-learning step size.
     eta: FTRL step size `η`.
-    threshold: stop at `J(π) ≥ threshold·J_E`.
+    threshold: stop at `J(π) ≥ J_E − (1 − threshold)·|J_E|` (`reached_threshold`).
     cost_player: `"ftrl"` (no-regret, all past learner samples) or
       `"best_response"` (only the current policy's samples).
-    max_iterations: the log length and a second cap; default enough iterations to
-      reach `max_interactions` at the fewest steps an iteration can take.
+    max_iterations: a second cap; default enough iterations to reach
+      `max_interactions` at the fewest steps an iteration can take.
+    log_length: the most log entries (static; `log_slots`); None logs every
+      iteration (`max_iterations` entries, slower under `vmap`).
 
   Returns:
     `train(key, mdp, demos, alpha) -> (ResetsOutput, ResetsLog)`: `mdp` holds the
@@ -274,6 +329,10 @@ def make_train(*, horizon: int, max_interactions: int, episodes_per_iteration: i
   rollout_size, episode_size = cost_rollouts * (horizon + 1) * 2, (horizon + 1) * 4
   if max_iterations is None:
     max_iterations = math.ceil(max_interactions / min_per_iteration) + 1
+  if log_length is not None and int(log_length) < 2:
+    raise ValueError(f"make_train: log_length must be >= 2 or None, got {log_length}.")
+  slots = log_slots(max_iterations, log_length)
+  num_slots = int(slots[-1]) + 1
 
   def train(key, mdp: TabularMDP, demos: dp.Trajectories, alpha):
     if mdp.features is None or mdp.reward is None:
@@ -313,9 +372,12 @@ def make_train(*, horizon: int, max_interactions: int, episodes_per_iteration: i
       q, (steps, from_expert) = jax.lax.scan(episode, q, u_rl)
       count = count + jnp.sum(steps) + cost_rollouts * horizon
       ret = dp.expected_return(greedy_policy(q), mdp.reward, mdp, horizon=horizon)
-      solved = ret >= threshold * j_e
-      log = ResetsLog(log.returns.at[i].set(ret), log.interactions.at[i].set(count),
-                      log.expert_starts.at[i].set(jnp.sum(from_expert)))
+      # A solve counts only within the budget: an iteration that passes the cap is censored.
+      solved = reached_threshold(ret, j_e, threshold) & (count <= max_interactions)
+      j = jnp.asarray(slots)[i]
+      log = ResetsLog(log.iterations.at[j].set(i + 1), log.returns.at[j].set(ret),
+                      log.interactions.at[j].set(count),
+                      log.expert_starts.at[j].set(jnp.sum(from_expert)))
       return key, q, gap_sum, count, i + 1, solved, ret, w, log
 
     def cond(carry):
@@ -324,9 +386,8 @@ def make_train(*, horizon: int, max_interactions: int, episodes_per_iteration: i
 
     q0 = jnp.zeros((horizon, num_states, num_actions), dtype)
     f = features.shape[-1]
-    log0 = ResetsLog(jnp.full(max_iterations, jnp.nan, dtype),
-                     jnp.full(max_iterations, -1, jnp.int32),
-                     jnp.full(max_iterations, -1, jnp.int32))
+    log0 = ResetsLog(jnp.full(num_slots, -1, jnp.int32), jnp.full(num_slots, jnp.nan, dtype),
+                     jnp.full(num_slots, -1, jnp.int32), jnp.full(num_slots, -1, jnp.int32))
     init = (key, q0, jnp.zeros(f, dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32),
             jnp.zeros((), bool), jnp.zeros((), dtype), jnp.zeros(f, dtype), log0)
     _, q, _, count, i, solved, ret, w, log = jax.lax.while_loop(cond, iteration, init)

@@ -132,6 +132,7 @@ def test_interaction_counter_and_cap_are_exact():
   assert int(out.interactions) == 27 and int(out.iterations) == 3
   assert bool(out.censored) and not bool(out.solved)
   np.testing.assert_array_equal(np.asarray(log.interactions), [9, 18, 27, -1, -1])
+  np.testing.assert_array_equal(np.asarray(log.iterations), [1, 2, 3, -1, -1])
   np.testing.assert_array_equal(np.asarray(log.expert_starts)[:3], [0, 0, 0])
   assert np.isnan(np.asarray(log.returns)[3:]).all()
   # Expert resets: every episode starts at a demonstrated state; an episode from step t
@@ -161,6 +162,85 @@ def test_make_train_checks_its_arguments():
     resets.make_train(horizon=3, max_interactions=10, cost_player="best")
   with pytest.raises(ValueError, match="episodes_per_iteration"):
     resets.make_train(horizon=3, max_interactions=10, episodes_per_iteration=0)
+  with pytest.raises(ValueError, match="log_length"):
+    resets.make_train(horizon=3, max_interactions=10, log_length=1)
   mdp, demos, _ = _lock(3)
   with pytest.raises(ValueError, match="demonstrations have 3 steps, the horizon is 4"):
     resets.make_train(horizon=4, max_interactions=10)(jax.random.key(0), mdp, demos, 1.0)
+
+
+def test_inverse_cdf_never_draws_a_zero_probability_index():
+  last_below_one = np.nextafter(np.float32(1), np.float32(0))  # the largest u < 1
+  u = jnp.asarray(np.append(np.linspace(0, 1, 10_000, endpoint=False, dtype=np.float32),
+                            last_below_one))
+  draw = jax.jit(jax.vmap(resets._inverse_cdf, in_axes=(None, 0)))
+  # A row whose float32 sum falls short of 1 (0.3 + 0.6999999): the old clamp to the last
+  # index drew index 2 (probability 0) for u above the sum.
+  row = jnp.asarray(np.float32([0.3, 0.6999999, 0.0]))
+  assert float(jnp.cumsum(row)[-1]) <= float(last_below_one)
+  i = np.asarray(draw(row, u))
+  assert set(i.tolist()) == {0, 1} and i[-1] == 1
+  assert abs(np.mean(i == 0) - 0.3) < 1e-3
+  np.testing.assert_array_equal(np.asarray(draw(jnp.asarray([0.3, 0.7, 0.0]), u)) < 2, True)
+  # The greedy policy over 12 tied actions and a worse one: 12·(1/12) sums to 0.99999988.
+  greedy = resets.greedy_policy(jnp.append(jnp.ones(12), 0.0))
+  assert float(jnp.cumsum(greedy)[-1]) < 1.0
+  i = np.asarray(draw(greedy, u))
+  assert i.max() == 11 and len(set(i.tolist())) == 12
+  # An interior zero is skipped too.
+  assert 1 not in set(np.asarray(draw(jnp.asarray([0.5, 0.0, 0.5]), u)).tolist())
+
+
+def test_threshold_is_normalised_by_the_size_of_the_expert_return():
+  reached = lambda ret, j_e, t=0.95: bool(resets.reached_threshold(
+      jnp.float32(ret), jnp.float32(j_e), t))
+  # J_E > 0: the plain J ≥ threshold·J_E.
+  assert reached(0.95, 1.0) and not reached(0.94, 1.0) and reached(1.0, 1.0)
+  # J_E < 0: within 5% of |J_E| below it (threshold·J_E = −1.9 would be above J_E = −2).
+  assert reached(-2.0, -2.0) and reached(-2.09, -2.0) and not reached(-2.11, -2.0)
+  # J_E = 0: at least the expert's return.
+  assert reached(0.0, 0.0) and not reached(-0.01, 0.0)
+  # A lock whose true reward is shifted by −1 per step: J_E = −2 on depth 3, and no policy
+  # can reach threshold·J_E = −1.9; the normalised rule is met by the expert's path.
+  mdp, demos, _ = _lock(3, leaf=True)
+  shifted = mdp._replace(reward=mdp.reward - 1.0)
+  out, _ = _solve_depth_3(jax.random.split(jax.random.key(0), 4), shifted, demos,
+                          jnp.array([1.0, 1.0, 0.0, 0.0]))
+  np.testing.assert_allclose(np.asarray(out.expert_return), -2.0)
+  assert np.asarray(out.solved).all() and not np.asarray(out.censored).any()
+  assert (np.asarray(out.final_return) >= -2.1).all()
+
+
+def test_a_solve_that_passes_the_cap_is_censored():
+  mdp, demos, _ = _lock(3)
+  # threshold 0: J(π) ≥ 0 is reached after the first iteration, which takes 2·3 + 3 = 9
+  # interactions with ν0 resets.
+  def first_iteration(cap):
+    train = jax.jit(resets.make_train(horizon=3, max_interactions=cap, episodes_per_iteration=2,
+                                      cost_rollouts=1, threshold=0.0))
+    out, _ = train(jax.random.key(0), mdp, demos, 0.0)
+    return bool(out.solved), bool(out.censored), int(out.interactions), int(out.iterations)
+
+  assert first_iteration(9) == (True, False, 9, 1)  # at the cap: within the budget
+  assert first_iteration(8) == (False, True, 9, 1)  # past the cap: censored
+
+
+def test_log_slots_are_a_gapless_geometric_grid():
+  np.testing.assert_array_equal(resets.log_slots(5, 256), np.arange(5))
+  np.testing.assert_array_equal(resets.log_slots(300, None), np.arange(300))
+  slots = resets.log_slots(50_000, 256)
+  assert slots.shape == (50_000,) and slots[0] == 0 and slots[-1] < 256
+  assert set(np.diff(slots).tolist()) == {0, 1}  # non-decreasing, no entry skipped
+  np.testing.assert_array_equal(slots[:20], np.arange(20))  # every early iteration
+  # A short log keeps the stopping iteration and increasing iteration counts.
+  mdp, demos, _ = _lock(3)
+  train = jax.jit(resets.make_train(horizon=3, max_interactions=2000, episodes_per_iteration=2,
+                                    threshold=2.0, log_length=16))
+  out, log = train(jax.random.key(0), mdp, demos, 0.0)
+  iterations = np.asarray(log.iterations)
+  written = iterations > 0
+  assert iterations.shape[0] <= 16 and written[:written.sum()].all()  # a prefix
+  iterations = iterations[written]
+  assert iterations[-1] == int(out.iterations) and int(out.iterations) > 16
+  assert (np.diff(iterations) > 0).all() and iterations[:2].tolist() == [1, 2]
+  assert int(np.asarray(log.interactions)[written][-1]) == int(out.interactions)
