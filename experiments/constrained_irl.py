@@ -79,9 +79,8 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
 
+from experiments import study
 from experiments.study import (
   cpu_model,
   decide,
@@ -97,8 +96,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "constrained_irl.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Study config file.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/constrained_irl", "Output directory.")
 
 FEATURE_SETS = ("everywhere", "boundary (s,a)", "boundary")
 
@@ -360,10 +357,8 @@ def plot_results(results, workdir, config, example, r_e) -> None:
   fig, axes = plt.subplots(1, 4, figsize=(19, 4))
   for which, r in results["feature_sets"].items():
     for ax, key in ((axes[0], "d_const"), (axes[1], "d_shape"), (axes[2], "regret_0")):
-      cis = [r["by_num_demos"][str(int(n))][key]["ci"] for n in ns]
-      mean = np.array([c[0] for c in cis])
-      err = np.nan_to_num(np.array([[c[0] - c[1], c[2] - c[0]] for c in cis]).T)
-      ax.errorbar(ns, mean, yerr=err, marker="o", capsize=3, label=which)
+      study.errorbars(ax, ns, [r["by_num_demos"][str(int(n))][key]["ci"] for n in ns],
+                      label=which)
       ax.set_xscale("log")
       ax.set_xlabel("demonstrations N")
       ax.set_title(key)
@@ -383,14 +378,6 @@ def plot_results(results, workdir, config, example, r_e) -> None:
   plt.close(fig)
 
 
-def main(argv):
-  del argv
-  t0 = time.perf_counter()
-  results = run(_CONFIG.value, _WORKDIR.value)
-  print(results_table(results))
-  print(f"wrote {_WORKDIR.value}/results.md, results.json, constrained_irl.png in "
-        f"{time.perf_counter() - t0:.0f} s")
-
-
 if __name__ == "__main__":
-  app.run(main)
+  study.command_line(run, lambda results, config: results_table(results),
+                     _DEFAULT_CONFIG, "/tmp/constrained_irl")

@@ -42,11 +42,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
 from flax import nnx
-from ml_collections import config_flags
 
-from experiments.study import decide, interval
+from experiments import study
+from experiments.study import decide, fmt_pm, interval
 from experiments.tasks import load as load_task
 from irl_jax import losses, models
 from irl_jax.data import char_tokenizer, lm_arrays
@@ -56,8 +55,6 @@ from irl_jax.train.state import TrainState, split_model
 from irl_jax.train.step import make_train_step
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "imitate_language.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/imitate_language", "Output directory.")
 
 LM_KEYS = ("input_ids", "segment_ids", "positions", "loss_mask")
 
@@ -548,13 +545,6 @@ def token_rewards(trained, tokenizer, prompt: str, response: str, *, gamma: floa
           for t in np.nonzero(np.asarray(where[0]))[0]]
 
 
-def _fmt(ci, digits=3):
-  m, lo, hi, n = ci
-  if np.isnan(lo):
-    return f"{m:.{digits}f} (n={n})"
-  return f"{m:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
-
-
 def results_table(results) -> str:
   low = results["config"].get("low_temperature", "low")
   cols = [("acc T=1", "accuracy_t1"), ("score T=1", "score_t1"),
@@ -565,15 +555,15 @@ def results_table(results) -> str:
   lines = ["| method | " + " | ".join(c for c, _ in cols) + " | step time / MLE |",
            "|---" * (len(cols) + 2) + "|"]
   for name, r in results["methods"].items():
-    cells = [_fmt(r["summary"][k]) if k in r["summary"] else "–" for _, k in cols]
+    cells = [fmt_pm(r["summary"][k]) if k in r["summary"] else "–" for _, k in cols]
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['step_time_over_mle']:.3f} |")
   if results.get("sweep"):
     lines += ["", "| method | demonstrations | steps | final held-out NLL | best held-out NLL | "
               "overfitting gap (final − best) | final train loss |", "|---" * 7 + "|"]
     for r in results["sweep"].values():
       lines.append(f"| {r['method']} | {r['size']} | {r['steps']} | "
-                   f"{_fmt(r['final_heldout_nll'])} | {_fmt(r['best_heldout_nll'])} | "
-                   f"{_fmt(r['overfit_gap'])} | {_fmt(r['final_train_loss'])} |")
+                   f"{fmt_pm(r['final_heldout_nll'])} | {fmt_pm(r['best_heldout_nll'])} | "
+                   f"{fmt_pm(r['overfit_gap'])} | {fmt_pm(r['final_train_loss'])} |")
   if results.get("verdicts"):
     lines += ["", "| finding | verdict | deciding number (mean [95% interval] over seeds) |",
               "|---|---|---|"]
@@ -634,16 +624,6 @@ def plot_results(results, workdir, probe_scores=None):
   plt.close(fig)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
-  t0 = time.perf_counter()
-  results = run(config, _WORKDIR.value)
-  print(results_table(results))
-  print(f"wrote {_WORKDIR.value}/results.md, results.json, *.png in "
-        f"{time.perf_counter() - t0:.0f} s")
-
-
 if __name__ == "__main__":
-  app.run(main)
+  study.command_line(run, lambda results, config: results_table(results),
+                     _DEFAULT_CONFIG, "/tmp/imitate_language")

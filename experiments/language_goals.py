@@ -70,15 +70,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
-from ml_collections import config_flags
 
-from experiments.study import cpu_model, decide, fmt_ci, interval, write_json, write_text
+from experiments import study
+from experiments.study import cpu_model, decide, fmt_ci, fmt_pm, interval, write_json, write_text
 from irl_jax.tabular import language as lg
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "language_goals.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/language_goals", "Output directory.")
 
 POLICIES = ("reward", "bc", "expert", "uniform")
 LABELS = {"reward": "soft-optimal under the learned reward (MaxEnt IRL)",
@@ -248,13 +245,6 @@ def run(config, workdir: str, *, log=print) -> dict:
   return results
 
 
-def _fmt(ci, digits=3):
-  m, lo, hi, n = ci
-  if np.isnan(lo):
-    return f"{m:.{digits}f} (n={n})"
-  return f"{m:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
-
-
 def results_table(results) -> str:
   c, s = results["config"], results["summary"]
   total = results["timings"]["total"]
@@ -273,12 +263,12 @@ def results_table(results) -> str:
       "| policy | success (training houses) | success (unseen houses) | return / expert "
       "(training) | return / expert (unseen) |", "|---|---|---|---|---|"]
   for k in POLICIES:
-    lines.append(f"| {LABELS[k]} | {_fmt(s['train'][f'{k}_success'])} | "
-                 f"{_fmt(s['test'][f'{k}_success'])} | {_fmt(s['train'][f'{k}_return'])} | "
-                 f"{_fmt(s['test'][f'{k}_return'])} |")
+    lines.append(f"| {LABELS[k]} | {fmt_pm(s['train'][f'{k}_success'])} | "
+                 f"{fmt_pm(s['test'][f'{k}_success'])} | {fmt_pm(s['train'][f'{k}_return'])} | "
+                 f"{fmt_pm(s['test'][f'{k}_return'])} |")
   lines += ["", "The learned reward's largest value (over free cells) is on the commanded "
-            f"object in {_fmt(s['train']['reward_argmax_on_goal'])} of (house, command) "
-            f"pairs of the training houses and {_fmt(s['test']['reward_argmax_on_goal'])} of "
+            f"object in {fmt_pm(s['train']['reward_argmax_on_goal'])} of (house, command) "
+            f"pairs of the training houses and {fmt_pm(s['test']['reward_argmax_on_goal'])} of "
             "the unseen ones.", "",
             "| finding | verdict | deciding number (mean [95% interval] over seeds) |",
             "|---|---|---|"]
@@ -362,15 +352,6 @@ def plot_results(results, example, workdir):
   plt.close(fig)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  t0 = time.perf_counter()
-  results = run(_CONFIG.value, _WORKDIR.value)
-  print(results_table(results))
-  print(f"wrote {_WORKDIR.value}/results.md, results.json, *.png in "
-        f"{time.perf_counter() - t0:.0f} s")
-
-
 if __name__ == "__main__":
-  app.run(main)
+  study.command_line(run, lambda results, config: results_table(results),
+                     _DEFAULT_CONFIG, "/tmp/language_goals")

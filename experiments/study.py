@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 
 import numpy as np
 import scipy.stats
@@ -35,6 +36,48 @@ def decide(ci) -> str:
   if n < 2 or np.isnan(low):
     return "not at this scale"
   return "reproduced" if low > 0 else "contradicted" if high < 0 else "not at this scale"
+
+
+def fmt_pm(ci, digits: int = 3) -> str:
+  """`mean ± half-width` of an `interval`, or `mean (n=...)` when it has no width."""
+  m, lo, hi, n = ci
+  if np.isnan(lo):
+    return f"{m:.{digits}f} (n={n})"
+  return f"{m:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+
+
+def errorbars(ax, xs, cis, **kwargs):
+  """Means with their interval as error bars (`cis` from `interval`)."""
+  mean = np.array([c[0] for c in cis])
+  err = np.nan_to_num(np.array([[c[0] - c[1], c[2] - c[0]] for c in cis]).T)
+  return ax.errorbar(xs, mean, yerr=err, marker="o", capsize=3, **kwargs)
+
+
+def command_line(run, table, default_config: str, default_workdir: str) -> None:
+  """Runs a study as a program: `--config` (a config file; fields override as
+  `--config.field=value`) and `--workdir`; prints the study's table and where its
+  files went.
+
+  The flags are defined here, when a study runs as a program, not when its module
+  is imported, so that several studies import together (tests, notebooks).
+  `table(results, config)` renders the results table.
+  """
+  from absl import app, flags, logging
+  from ml_collections import config_flags
+
+  config = config_flags.DEFINE_config_file("config", default_config, "Study config file.")
+  workdir = flags.DEFINE_string("workdir", default_workdir, "Output directory.")
+
+  def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    t0 = time.perf_counter()
+    results = run(config.value, workdir.value)
+    print(table(results, config.value))
+    print(f"wrote {workdir.value}/results.md, results.json and plots in "
+          f"{time.perf_counter() - t0:.0f} s")
+
+  app.run(main)
 
 
 def fmt_ci(ci, digits: int = 3, signed: bool = True) -> str:

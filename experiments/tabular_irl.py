@@ -48,9 +48,8 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
 
+from experiments import study
 from experiments.study import (
   cpu_model,
   decide,
@@ -66,8 +65,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "tabular_irl.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Study config file.")
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/tabular_irl", "Output directory.")
 
 
 def demonstrations(config, mdp, expert_policy):
@@ -243,10 +240,7 @@ def plot_results(results, workdir, example_reward, true_reward, config) -> None:
   ns = [int(n) for n in config.num_demos]
   for name, r in results["methods"].items():
     for ax, key in zip(axes[:2], ("normalised_return", "occupancy_error"), strict=True):
-      cis = [r["by_num_demos"][str(n)][key]["ci"] for n in ns]
-      mean = np.array([c[0] for c in cis])
-      err = np.array([[c[0] - c[1], c[2] - c[0]] for c in cis]).T
-      ax.errorbar(ns, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=name)
+      study.errorbars(ax, ns, [r["by_num_demos"][str(n)][key]["ci"] for n in ns], label=name)
       ax.set_xscale("log")
       ax.set_xlabel("expert demonstrations N")
       ax.set_ylabel(key.replace("_", " "))
@@ -263,14 +257,6 @@ def plot_results(results, workdir, example_reward, true_reward, config) -> None:
   plt.close(fig)
 
 
-def main(argv):
-  del argv
-  t0 = time.perf_counter()
-  results = run(_CONFIG.value, _WORKDIR.value)
-  print(results_table(results))
-  print(f"wrote {_WORKDIR.value}/results.md, results.json, tabular_irl.png in "
-        f"{time.perf_counter() - t0:.0f} s")
-
-
 if __name__ == "__main__":
-  app.run(main)
+  study.command_line(run, lambda results, config: results_table(results),
+                     _DEFAULT_CONFIG, "/tmp/tabular_irl")
