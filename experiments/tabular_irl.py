@@ -230,7 +230,7 @@ def results_table(results) -> str:
                    f"{fmt_ci(m['occupancy_error']['ci'], signed=False)} |")
   lines += ["", "| finding | verdict | deciding number |", "|---|---|---|"]
   lines += [f"| {v['finding']} | {v['verdict']} | {v['number']} |" for v in results["verdicts"]]
-  lines += ["", f"Total time {results['seconds']:.1f} s; training per method: "
+  lines += ["", f"Total time {results['seconds']:.1f} s; training per method (compile included): "
             + ", ".join(f"{k} {v['train_seconds']:.1f} s" for k, v in results["methods"].items())]
   return "\n".join(lines) + "\n"
 
