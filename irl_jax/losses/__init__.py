@@ -1,4 +1,5 @@
-"""Pure, jit-compatible IRL and preference objectives for language models.
+"""Pure, jit-compatible IRL and preference objectives for language models, and the
+adversarial-IRL and offline-RL objectives for control (`adversarial`, `offline_rl`).
 
 Conventions (shapes, masks, EOS handling, reductions) follow docs/objectives.md §1: per-token
 objectives take `TokenStats` `[B, T]` and a response mask `where`, and return
@@ -6,6 +7,15 @@ per-token or per-example values that the caller reduces with the `(sum, count)`
 helpers in `reductions`.
 """
 
+from irl_jax.losses.adversarial import DiscriminatorExtras as DiscriminatorExtras
+from irl_jax.losses.adversarial import DiscriminatorLoss as DiscriminatorLoss
+from irl_jax.losses.adversarial import airl_discriminator_loss as airl_discriminator_loss
+from irl_jax.losses.adversarial import airl_logits as airl_logits
+from irl_jax.losses.adversarial import airl_potential_shaping as airl_potential_shaping
+from irl_jax.losses.adversarial import airl_reward as airl_reward
+from irl_jax.losses.adversarial import gail_discriminator_loss as gail_discriminator_loss
+from irl_jax.losses.adversarial import gail_reward as gail_reward
+from irl_jax.losses.adversarial import gradient_penalty as gradient_penalty
 from irl_jax.losses.dpo import StepAdvantages as StepAdvantages
 from irl_jax.losses.dpo import advantage_weighted_steps as advantage_weighted_steps
 from irl_jax.losses.dpo import dpo as dpo
@@ -35,6 +45,17 @@ from irl_jax.losses.max_margin import max_margin as max_margin
 from irl_jax.losses.max_margin import reward_accuracy as reward_accuracy
 from irl_jax.losses.mle import mle as mle
 from irl_jax.losses.mle import token_entropy as token_entropy
+from irl_jax.losses.offline_rl import AWRExtras as AWRExtras
+from irl_jax.losses.offline_rl import IPLExtras as IPLExtras
+from irl_jax.losses.offline_rl import awac_actor_loss as awac_actor_loss
+from irl_jax.losses.offline_rl import awr_actor_loss as awr_actor_loss
+from irl_jax.losses.offline_rl import expectile_loss as expectile_loss
+from irl_jax.losses.offline_rl import ipl_implied_rewards as ipl_implied_rewards
+from irl_jax.losses.offline_rl import ipl_preference_loss as ipl_preference_loss
+from irl_jax.losses.offline_rl import ipl_regulariser as ipl_regulariser
+from irl_jax.losses.offline_rl import iql_q_loss as iql_q_loss
+from irl_jax.losses.offline_rl import iql_value_loss as iql_value_loss
+from irl_jax.losses.offline_rl import td3_bc_actor_loss as td3_bc_actor_loss
 from irl_jax.losses.preference import bradley_terry as bradley_terry
 from irl_jax.losses.preference import linear_bradley_terry_mle as linear_bradley_terry_mle
 from irl_jax.losses.preference import pairwise_split as pairwise_split
