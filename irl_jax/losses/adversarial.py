@@ -29,8 +29,10 @@ own valid entries.
   BCE on that logit. The policy reward `log D − log(1 − D) = f − log π` is the
   logit; `g` is the transferable reward (a state-only `g(s)` is the caller's
   choice of network). `log π(a|s)` is an input: stored at sampling time for
-  policy transitions, evaluated by the current policy on expert transitions,
-  and held fixed (no gradient) in the discriminator update.
+  policy transitions, evaluated by the current policy on expert transitions.
+  It enters as given: it should be held fixed in the discriminator update, so
+  pass it with the gradient stopped (`jax.lax.stop_gradient`) when it comes
+  from live policy parameters.
 
 Masks (`where=`) mark valid entries; masked outputs are 0 and the values in
 masked slots never reach the result or its gradients.
@@ -336,8 +338,9 @@ def airl_logits(f, log_pi, *, where=None) -> jax.Array:
 def airl_reward(f, log_pi, *, where=None) -> jax.Array:
   """AIRL policy reward `r = log D − log(1 − D) = f − log π(a|s)`, `[B]`.
 
-  The same number as `airl_logits`; as a reward it is held fixed (no gradient)
-  in the policy update. Adding `log π` back, `f` alone is the
+  The same number as `airl_logits`; as a reward it should be held fixed in
+  the policy update (this function does not stop gradients: pass `log_pi`
+  stopped, or stop the result). Adding `log π` back, `f` alone is the
   entropy-regularised reward; `g` is the part meant to transfer.
 
   Args:
@@ -373,7 +376,8 @@ def airl_discriminator_loss(
 
   Args:
     expert_f: `[B_E]` `f` on expert transitions.
-    expert_log_pi: `[B_E]` current policy's `log π(a_E|s_E)` (held fixed).
+    expert_log_pi: `[B_E]` current policy's `log π(a_E|s_E)`; pass it with the
+      gradient stopped (this function differentiates whatever it is given).
     policy_f: `[B_P]` `f` on policy transitions.
     policy_log_pi: `[B_P]` `log π(a|s)` stored at sampling time.
     expert_where: optional `[B_E]` bool, valid expert entries.

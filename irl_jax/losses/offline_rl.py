@@ -168,8 +168,8 @@ def iql_q_loss(
       over actions: this is what keeps IQL in-sample).
     where: optional `[B]` bool, valid transitions.
     stop_target_gradient: stop gradients into `v_t` (default; `V` is trained
-      by `iql_value_loss` only). Gradients never flow into `r_t` or
-      `discount_t` through `q_tm1`, but do through the target when False.
+      by `iql_value_loss` only). It affects `v_t` only; `r_t` and
+      `discount_t` are never stopped.
 
   Returns:
     `[B]` losses, zero where masked.
@@ -183,7 +183,8 @@ def iql_q_loss(
         f"{fn}: `discount_t` must be a scalar or [{batch}], got {tuple(jnp.shape(discount_t))}."
     )
   mask = _mask(fn, where, batch)
-  dtype = _checks.compute_dtype(q_tm1, r_t, discount_t, v_t)
+  # The discount (often a Python float) does not decide the dtype.
+  dtype = _checks.compute_dtype(q_tm1, r_t, v_t)
   q = _fill(_checks.as_float("q_tm1", fn, q_tm1, dtype), mask)
   r = _fill(_checks.as_float("r_t", fn, r_t, dtype), mask)
   d = _checks.as_float("discount_t", fn, discount_t, dtype)
@@ -297,7 +298,7 @@ def td3_bc_actor_loss(q_pi, policy_actions, data_actions, *, alpha: float = 2.5,
   `∂ℓ/∂q_pi = −λ`. Because `λ` depends on the whole batch, the mean of this
   `[B]` output over the valid entries is the paper's loss; a batch split
   into micro-batches gets one normaliser per micro-batch. The normaliser is
-  floored at the smallest normal float, so an all-zero `Q` gives a finite loss.
+  floored at 1e-6, so an all-zero `Q` gives a finite loss and finite gradients.
 
   The behaviour-cloning term is the squared norm, summed over action
   dimensions as in the paper's equation; the reference code's
@@ -331,7 +332,8 @@ def td3_bc_actor_loss(q_pi, policy_actions, data_actions, *, alpha: float = 2.5,
   a = _checks.as_float("data_actions", fn, data_actions, dtype)
   pi, a = jnp.where(mask[:, None], pi, 0), jnp.where(mask[:, None], a, 0)
   mean_abs = jax.lax.stop_gradient(masked_sum_count(jnp.abs(q), mask).mean())
-  lam = alpha / jnp.maximum(mean_abs, jnp.finfo(dtype).tiny)
+  # Floored so that an all-zero Q cannot make λ overflow the policy's gradient.
+  lam = alpha / jnp.maximum(mean_abs, 1e-6)
   bc = jnp.sum(jnp.square(pi - a), axis=-1)
   return jnp.where(mask, -lam * q + bc, 0)
 
@@ -370,7 +372,7 @@ def ipl_implied_rewards(
       raise ValueError(f"{fn}: `{name}` has shape {shape}, not broadcastable to q {q_shape}.")
   if value_clip is not None:
     _checks.check_scalar_range(fn, "value_clip", value_clip, 1e-30, float("inf"))
-  dtype = _checks.compute_dtype(q, v_next, discount_t)
+  dtype = _checks.compute_dtype(q, v_next)
   qf = _checks.as_float("q", fn, q, dtype)
   v = _checks.as_float("v_next", fn, v_next, dtype)
   d = _checks.as_float("discount_t", fn, discount_t, dtype)
@@ -460,7 +462,8 @@ def ipl_regulariser(
   0.5/0.5 mix, so the two sets weigh equally whatever their sizes. A leading
   ensemble axis is averaged like the batch (consistent with a mean of the
   `[E, B]` preference loss). Without unlabelled data the regulariser is
-  `λ · E_pref[r̂²]`. An empty set (all masked) contributes 0.
+  `λ · E_pref[r̂²]`. A set with no valid entry gives its half to the other (so
+  an empty padded batch never halves the regulariser); both empty give 0.
 
   Args:
     pref_rewards: implied rewards `r̂` on the preference segments, any shape
@@ -480,15 +483,19 @@ def ipl_regulariser(
     raise ValueError(f"{fn}: `unlabelled_where` was given without `unlabelled_rewards`.")
   dtype = _checks.compute_dtype(pref_rewards, unlabelled_rewards)
 
-  def mean_square(name, rewards, where):
+  def mean_square_count(name, rewards, where):
     r = _checks.as_float(name, fn, rewards, dtype)
     if where is None:
-      return jnp.mean(jnp.square(r))
+      return jnp.mean(jnp.square(r)), jnp.asarray(r.size, dtype)
     mask = _checks.as_mask(name.replace("rewards", "where"), fn, where, r.shape)
-    return masked_sum_count(jnp.square(jnp.where(mask, r, 0)), mask).mean()
+    total = masked_sum_count(jnp.square(jnp.where(mask, r, 0)), mask)
+    return total.mean(), jnp.sum(mask).astype(dtype)
 
-  pref = mean_square("pref_rewards", pref_rewards, pref_where)
+  pref, n_pref = mean_square_count("pref_rewards", pref_rewards, pref_where)
   if unlabelled_rewards is None:
     return weight * pref
-  unlabelled = mean_square("unlabelled_rewards", unlabelled_rewards, unlabelled_where)
-  return weight * (0.5 * pref + 0.5 * unlabelled)
+  unlabelled, n_unl = mean_square_count("unlabelled_rewards", unlabelled_rewards,
+                                        unlabelled_where)
+  # Half each; a set with no valid entry gives its half to the other.
+  w_pref, w_unl = (n_pref > 0).astype(dtype), (n_unl > 0).astype(dtype)
+  return weight * (w_pref * pref + w_unl * unlabelled) / jnp.maximum(w_pref + w_unl, 1)

@@ -404,10 +404,14 @@ def test_ipl_regulariser_matches_reference():
   # Golden: pref r̂ = [1, 3] → E = 5; unlabelled r̂ = [2] → 4; λ = 0.1 → 0.1·(2.5 + 2) = 0.45.
   np.testing.assert_allclose(_reg(jnp.array([1.0, 3.0]), jnp.array([2.0]), weight=0.1), 0.45,
                              rtol=1e-6)
-  # An empty set contributes 0.
+  # An empty set gives its half to the other: the same as no unlabelled data (E = 5).
   np.testing.assert_allclose(
       _reg(jnp.array([1.0, 3.0]), jnp.array([2.0]), weight=1.0,
-           unlabelled_where=jnp.array([False])), 2.5, rtol=1e-6)
+           unlabelled_where=jnp.array([False])), 5.0, rtol=1e-6)
+  # Both sets empty: 0.
+  np.testing.assert_allclose(
+      _reg(jnp.array([1.0, 3.0]), jnp.array([2.0]), weight=1.0,
+           pref_where=jnp.array([False, False]), unlabelled_where=jnp.array([False])), 0.0)
 
 
 def test_ipl_preference_bad_labels():
@@ -574,3 +578,10 @@ def test_bad_shapes_raise():
       fn()
   with pytest.raises(TypeError, match="floating"):
     iql_value_loss(jnp.zeros(3, jnp.int32), jnp.zeros(3))
+
+
+def test_python_float_discount_keeps_float32_under_x64():
+  with jax.enable_x64(True):
+    q = jnp.ones(3, jnp.float32)
+    assert iql_q_loss(q, q, 0.99, q).dtype == jnp.float32
+    assert ipl_implied_rewards(q, q, 0.99).dtype == jnp.float32
