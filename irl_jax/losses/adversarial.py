@@ -315,6 +315,11 @@ def _airl_logits(fn, f, log_pi, f_name, log_pi_name, dims, dtype=None):
   return _checks.as_float(f_name, fn, f, dtype) - _checks.as_float(log_pi_name, fn, log_pi, dtype)
 
 
+def _masked_airl_logits(fn, f, log_pi, where):
+  logits = _airl_logits(fn, f, log_pi, "f", "log_pi", "[B]")
+  return jnp.where(_mask(fn, "where", where, logits.shape), logits, 0)
+
+
 def airl_logits(f, log_pi, *, where=None) -> jax.Array:
   """AIRL discriminator logit `logit D = f − log π(a|s)`, `[B]`.
 
@@ -329,10 +334,7 @@ def airl_logits(f, log_pi, *, where=None) -> jax.Array:
   Returns:
     `[B]` float32 logits, zero where masked.
   """
-  fn = "airl_logits"
-  logits = _airl_logits(fn, f, log_pi, "f", "log_pi", "[B]")
-  where = _mask(fn, "where", where, logits.shape)
-  return jnp.where(where, logits, 0)
+  return _masked_airl_logits("airl_logits", f, log_pi, where)
 
 
 def airl_reward(f, log_pi, *, where=None) -> jax.Array:
@@ -351,10 +353,7 @@ def airl_reward(f, log_pi, *, where=None) -> jax.Array:
   Returns:
     `[B]` float32 rewards, zero where masked.
   """
-  fn = "airl_reward"
-  r = _airl_logits(fn, f, log_pi, "f", "log_pi", "[B]")
-  where = _mask(fn, "where", where, r.shape)
-  return jnp.where(where, r, 0)
+  return _masked_airl_logits("airl_reward", f, log_pi, where)
 
 
 def airl_discriminator_loss(

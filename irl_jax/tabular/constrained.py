@@ -217,11 +217,6 @@ def distance_to_shaping_class(reward, expert_reward, mdp: TabularMDP, *, where=N
                           extra_basis=extra_basis)[0]
 
 
-def soft_objective(policy, reward, mdp: TabularMDP, *, temperature: float) -> jax.Array:
-  """The entropy-regularised objective `E[Σ_t γ^t (r − β log π)]` from `ν0`."""
-  return dp.expected_return(policy, reward, mdp, temperature=temperature)
-
-
 def transfer_regret(reward, expert_reward, mdp: TabularMDP, *, temperature: float = 1.0,
                     steps: int = 2000, dual_lr: float = 1.0, constrained: bool = True):
   """Re-solves the (constrained) forward problem with a recovered reward in a new
@@ -243,6 +238,7 @@ def transfer_regret(reward, expert_reward, mdp: TabularMDP, *, temperature: floa
     pe = dp.soft_value_iteration(expert_reward, mdp, temperature=temperature).policy
     pl = dp.soft_value_iteration(reward, mdp, temperature=temperature).policy
     violation = jnp.zeros(())
-  regret = (soft_objective(pe, expert_reward, mdp, temperature=temperature)
-            - soft_objective(pl, expert_reward, mdp, temperature=temperature))
+  # The entropy-regularised objective E[Σ_t γ^t (r − β log π)] from ν0.
+  regret = (dp.expected_return(pe, expert_reward, mdp, temperature=temperature)
+            - dp.expected_return(pl, expert_reward, mdp, temperature=temperature))
   return regret, violation

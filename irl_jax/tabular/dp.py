@@ -80,10 +80,9 @@ def _soft_max_and_policy(q, temperature):
   return temperature * (m + jnp.log(total))[..., 0], e / total
 
 
-def _soft_policy(q, v, temperature):
+def _soft_policy(q, temperature):
   # softmax(Q/α) = exp((Q − V)/α) with V = α·logsumexp(Q/α); normalising directly keeps
   # the rows summing to 1 in float32, where V's round-off is amplified by 1/α.
-  del v
   return jax.nn.softmax(q / temperature, axis=-1)
 
 
@@ -152,7 +151,7 @@ def _soft_fixed_point_bwd(temperature, tol, max_iterations, res, g):
   reward, transitions, discount, v = res
   pv = transitions @ v
   q = reward + discount * pv
-  pi = _soft_policy(q, v, temperature)
+  pi = _soft_policy(q, temperature)
   p_pi = jnp.einsum("sa,sat->st", pi, transitions)
   eye = jnp.eye(v.shape[0], dtype=v.dtype)
   u = jnp.linalg.solve((eye - discount * p_pi).T, g)
@@ -206,7 +205,7 @@ def soft_value_iteration(reward, mdp: TabularMDP, *, temperature: float = 1.0,
   # One more backup makes V the soft maximum of the returned Q, so every policy row
   # sums to 1 exactly (the last iterate is within the tolerance, not exact).
   v = _soft_max(q, temperature)
-  return SoftSolution(q, v, _soft_policy(q, v, temperature))
+  return SoftSolution(q, v, _soft_policy(q, temperature))
 
 
 def finite_soft_value_iteration(reward, mdp: TabularMDP, *, horizon: int,

@@ -173,8 +173,7 @@ def expert_log_likelihood(reward, expert_occupancy, mdp: TabularMDP, *,
 
 def soft_values(q, *, temperature: float = 1.0) -> jax.Array:
   """`V(s) = α·logsumexp_a(Q(s, a)/α)` over the last axis, in at least float32."""
-  q = q.astype(jnp.promote_types(jnp.float32, q.dtype))
-  return temperature * jax.nn.logsumexp(q / temperature, axis=-1)
+  return dp._soft_max(q.astype(jnp.promote_types(jnp.float32, q.dtype)), temperature)
 
 
 class IQLearnExtras(NamedTuple):
