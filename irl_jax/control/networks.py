@@ -1,0 +1,158 @@
+"""Flax NNX networks for control, used as pure functions of their parameters.
+
+Every learner of `irl_jax.control` keeps its networks as `(apply, params)` pairs:
+`params` is a pytree (vmappable over seeds, an Orbax checkpoint as it is) and
+`apply(params, *inputs)` rebuilds the NNX module and calls it. Policies return
+distrax distributions: `distrax.Categorical` for discrete actions, and a
+tanh-squashed diagonal Gaussian rescaled to the action box for continuous ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from irl_jax.control.envs import ActionSpec
+
+
+class MLP(nnx.Module):
+  """Dense layers with `activation` between them; orthogonal initialisation (scale √2,
+  and `final_scale` on the last layer), zero biases."""
+
+  def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, *, rngs: nnx.Rngs,
+               activation: Callable = nnx.tanh, final_scale: float = 1.0):
+    sizes = [in_dim, *hidden, out_dim]
+    self.layers = nnx.List([
+        nnx.Linear(a, b, rngs=rngs, bias_init=nnx.initializers.zeros,
+                   kernel_init=nnx.initializers.orthogonal(
+                       final_scale if i == len(sizes) - 2 else np.sqrt(2.0)))
+        for i, (a, b) in enumerate(itertools.pairwise(sizes))])
+    self.activation = activation
+
+  def __call__(self, x):
+    for layer in self.layers[:-1]:
+      x = self.activation(layer(x))
+    return self.layers[-1](x)
+
+
+def squashed_gaussian(mean, std, low, high) -> distrax.Distribution:
+  """A diagonal Gaussian pushed through tanh and rescaled to `[low, high]` (exact
+  log-densities with the change of variables; distrax's bijectors)."""
+  low = jnp.asarray(low, mean.dtype)
+  high = jnp.asarray(high, mean.dtype)
+  bijector = distrax.Block(distrax.Chain([
+      distrax.ScalarAffine(shift=(high + low) / 2, scale=(high - low) / 2), distrax.Tanh()]), 1)
+  return distrax.Transformed(distrax.MultivariateNormalDiag(mean, std), bijector)
+
+
+class Policy(nnx.Module):
+  """π(a|s): `Categorical` logits for a discrete `ActionSpec`, a squashed Gaussian
+  (state-dependent log-std clipped to `log_std_range`) for a continuous one."""
+
+  def __init__(self, obs_dim: int, action: ActionSpec, hidden: Sequence[int] = (64, 64), *,
+               rngs: nnx.Rngs, activation: Callable = nnx.tanh,
+               log_std_range: tuple[float, float] = (-5.0, 2.0)):
+    self.discrete = action.discrete
+    if action.discrete:
+      self.net = MLP(obs_dim, hidden, int(action.num_actions), rngs=rngs, activation=activation,
+                     final_scale=0.01)
+    else:
+      dim = int(np.prod(action.shape))
+      self.net = MLP(obs_dim, hidden, 2 * dim, rngs=rngs, activation=activation, final_scale=0.01)
+      # Static (hashable) bounds: part of the graph definition, never trained.
+      self.low = tuple(float(x) for x in np.ravel(action.low))
+      self.high = tuple(float(x) for x in np.ravel(action.high))
+    self.log_std_range = tuple(log_std_range)
+
+  def __call__(self, obs) -> distrax.Distribution:
+    out = self.net(obs)
+    if self.discrete:
+      return distrax.Categorical(logits=out.astype(jnp.float32))
+    mean, log_std = jnp.split(out.astype(jnp.float32), 2, axis=-1)
+    lo, hi = self.log_std_range
+    log_std = lo + 0.5 * (hi - lo) * (jnp.tanh(log_std) + 1.0)
+    return squashed_gaussian(mean, jnp.exp(log_std), jnp.asarray(self.low), jnp.asarray(self.high))
+
+  def mode(self, obs):
+    """The deterministic action: the most likely discrete action, or the squashed mean."""
+    out = self.net(obs)
+    if self.discrete:
+      return jnp.argmax(out, axis=-1)
+    mean, _ = jnp.split(out.astype(jnp.float32), 2, axis=-1)
+    low, high = jnp.asarray(self.low), jnp.asarray(self.high)
+    return (high + low) / 2 + (high - low) / 2 * jnp.tanh(mean)
+
+
+class ValueNet(nnx.Module):
+  """V(s) -> scalar."""
+
+  def __init__(self, obs_dim: int, hidden: Sequence[int] = (64, 64), *, rngs: nnx.Rngs,
+               activation: Callable = nnx.tanh):
+    self.net = MLP(obs_dim, hidden, 1, rngs=rngs, activation=activation)
+
+  def __call__(self, obs):
+    return self.net(obs)[..., 0]
+
+
+class QNet(nnx.Module):
+  """`num_critics` independent critics: Q(s, ·) -> `[..., C, A]` for a discrete
+  `ActionSpec`, Q(s, a) -> `[..., C]` for a continuous one."""
+
+  def __init__(self, obs_dim: int, action: ActionSpec, hidden: Sequence[int] = (256, 256), *,
+               rngs: nnx.Rngs, num_critics: int = 2, activation: Callable = nnx.relu):
+    self.discrete = action.discrete
+    if action.discrete:
+      in_dim, out_dim = obs_dim, int(action.num_actions)
+    else:
+      in_dim, out_dim = obs_dim + int(np.prod(action.shape)), 1
+    self.critics = nnx.List([MLP(in_dim, hidden, out_dim, rngs=rngs, activation=activation)
+                             for _ in range(num_critics)])
+
+  def __call__(self, obs, action=None):
+    if self.discrete:
+      return jnp.stack([c(obs) for c in self.critics], axis=-2)
+    x = jnp.concatenate([obs, action.astype(obs.dtype)], axis=-1)
+    return jnp.stack([c(x)[..., 0] for c in self.critics], axis=-1)
+
+
+class Discriminator(nnx.Module):
+  """A scalar score of `(s, a, s')` features: the GAIL discriminator's logit, or
+  AIRL's reward g(s[, a]) and potential h(s) (`potential=True` adds h)."""
+
+  def __init__(self, in_dim: int, hidden: Sequence[int] = (64, 64), *, rngs: nnx.Rngs,
+               obs_dim: int | None = None, potential: bool = False,
+               activation: Callable = nnx.tanh):
+    self.g = MLP(in_dim, hidden, 1, rngs=rngs, activation=activation)
+    self.h = MLP(obs_dim, hidden, 1, rngs=rngs, activation=activation) if potential else None
+
+  def __call__(self, x):
+    return self.g(x)[..., 0]
+
+  def potential(self, obs):
+    return self.h(obs)[..., 0]
+
+
+def functional(module: nnx.Module):
+  """`(apply, params)` for an NNX module: `apply(params, *args, method=None)` rebuilds
+  the module from `params` (a pytree of arrays) and calls it (or `method` on it)."""
+  graphdef, params = nnx.split(module)
+
+  def apply(params, *args, method: str | None = None):
+    m = nnx.merge(graphdef, params)
+    return getattr(m, method)(*args) if method else m(*args)
+
+  return apply, params
+
+
+def one_hot_actions(action, spec: ActionSpec):
+  """Actions as float features: one-hot for discrete actions, as they are otherwise."""
+  if spec.discrete:
+    return jax.nn.one_hot(action, int(spec.num_actions), dtype=jnp.float32)
+  return jnp.reshape(action, (*action.shape[:action.ndim - len(spec.shape)], -1)).astype(
+      jnp.float32)
