@@ -4,10 +4,16 @@
 - `networks`: Flax NNX networks, used as pure functions of their parameters.
 - `data`: trajectory datasets, preference segments, `.npz` and Farama Minari files.
 - `imitation`: behaviour cloning and IQ-Learn (offline and online).
+- `ppo`: PPO, in pieces (`collect`, `update`) that adversarial IRL composes.
+- `adversarial`: GAIL and AIRL on PPO.
+- `experts`: PPO experts for the laptop suite and their demonstrations.
 """
 
+from irl_jax.control import adversarial as adversarial
 from irl_jax.control import data as data
 from irl_jax.control import envs as envs
+from irl_jax.control import experts as experts
 from irl_jax.control import imitation as imitation
 from irl_jax.control import networks as networks
+from irl_jax.control import ppo as ppo
 from irl_jax.control.types import Transitions as Transitions

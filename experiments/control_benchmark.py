@@ -1,0 +1,241 @@
+"""Imitation and IRL benchmark on the gymnax laptop suite (see the config's docstring).
+
+    python -m experiments.control_benchmark --workdir=/tmp/control_benchmark
+    python -m experiments.control_benchmark --workdir=/tmp/control_benchmark --config.quick=True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+# XLA's CPU runtime can wedge (every thread asleep, forever) when it runs these large
+# vmapped scans with multi-threaded Eigen: seen here on AIRL's 15-run CartPole program in
+# two of five runs. Single-threaded Eigen avoids it; it must be set before JAX starts.
+if "--xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_cpu_multi_thread_eigen=false").strip()
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+from experiments import study
+from irl_jax.control import adversarial, data, envs, experts, imitation
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+LABELS = {"bc": "BC", "gail": "GAIL", "airl": "AIRL", "iq_offline": "IQ-Learn (offline)",
+          "iq_online": "IQ-Learn (online)"}
+IRL = ("gail", "airl", "iq_offline", "iq_online")
+
+
+def short(env_name: str) -> str:
+  return env_name.split("/", 1)[1]
+
+
+def make_method(method: str, config, env, expert_ppo):
+  """`(train(key, demos) -> (params, metrics), mode(params, obs), env_steps,
+  curve(metrics) -> (steps, returns))` for one method."""
+  spec = env.spec
+  steps = int(config.env_steps[short(env.name)])
+  if method == "bc":
+    bc = imitation.make_bc(imitation.BCConfig(**config.bc), spec)
+    return bc.train, bc.mode, 0, None
+  if method == "iq_offline":
+    iq = imitation.make_iq_learn(imitation.IQLearnConfig(**config.iq_offline), spec)
+    return iq.train, iq.mode, 0, None
+  if method == "iq_online":
+    n = int(config.iq_online.num_envs)
+    budget = min(steps, int(config.iq_online_env_steps))
+    iq_config = imitation.IQLearnConfig(online=True, num_steps=max(1, budget // n),
+                                        **config.iq_online)
+    iq = imitation.make_iq_learn(iq_config, spec)
+    warm = -(-iq_config.warmup_env_steps // n) * n
+
+    def curve(metrics):
+      r = np.asarray(metrics["iq/episode_return"])
+      return warm + n * np.arange(1, r.shape[-1] + 1), r
+
+    def train(key, demos):
+      return iq.train(key, demos, env)
+
+    return train, iq.mode, warm + n * iq_config.num_steps, curve
+  if method in ("gail", "airl"):
+    inner = dataclasses.replace(expert_ppo, total_timesteps=steps)
+    adv = adversarial.make_adversarial(adversarial.AdversarialConfig(
+        method=method, ppo=inner, **config.adversarial), env)
+
+    def curve(metrics):
+      return np.asarray(metrics["env_steps"]), np.asarray(metrics["recent_return"])
+
+    return adv.train, (lambda params, obs: adv.ppo.mode(params.ppo.params, obs)), \
+        inner.num_iterations * inner.batch_size, curve
+  raise ValueError(f"config.methods: unknown method {method!r}; known: {sorted(LABELS)}")
+
+
+def run_env(config, env_name: str, key, log=print) -> dict:
+  env = envs.make(env_name)
+  k_expert, k_demos, k_runs, k_eval = jax.random.split(key, 4)
+  ppo_config = experts.EXPERT_CONFIGS[env_name]
+  ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
+      ppo_config.total_timesteps * config.expert_steps_scale))
+  t0 = time.perf_counter()
+  expert = experts.train_expert(env, k_expert, ppo_config, eval_episodes=config.eval_episodes)
+  log(f"{env_name}: expert return {expert.mean_return:.1f} (random "
+      f"{expert.random_return:.1f}) in {time.perf_counter() - t0:.0f} s")
+  counts = [int(n) for n in config.num_demos]
+  episodes = experts.demonstrations(env, expert, k_demos, max(counts))
+  size = int(data.take_episodes(episodes, max(counts)).num_steps)
+  demo_sets = [data.pad_transitions(data.to_transitions(data.take_episodes(episodes, n)), size)
+               for n in counts]
+  demos = jax.tree.map(lambda *x: jnp.stack(x), *demo_sets)  # [D, size, ...]
+  seeds = jax.random.split(k_runs, config.num_seeds)
+  out = {"expert_return": expert.mean_return, "random_return": expert.random_return,
+         "demo_returns": data.episode_returns(episodes).tolist(),
+         "demo_steps": [int(d.weight.sum()) for d in demo_sets], "methods": {}}
+  for method in config.methods:
+    train, mode, env_steps, curve = make_method(method, config, env, ppo_config)
+    # All (demonstration count, seed) runs in one program: [D, S].
+    run_all = jax.jit(jax.vmap(jax.vmap(train, in_axes=(0, None)), in_axes=(None, 0)))
+    t0 = time.perf_counter()
+    compiled = run_all.lower(seeds, demos).compile()
+    t1 = time.perf_counter()
+    params, metrics = compiled(seeds, demos)
+    jax.block_until_ready(metrics)
+    t2 = time.perf_counter()
+
+    def evaluate(p, key, mode=mode):
+      return envs.episode_returns(env, lambda k, o: mode(p, o), key, config.eval_episodes).mean()
+
+    eval_keys = jax.random.split(jax.random.fold_in(k_eval, len(out["methods"])),
+                                 (len(counts), config.num_seeds))
+    returns = np.asarray(jax.jit(jax.vmap(jax.vmap(evaluate)))(params, eval_keys))
+    norm = np.asarray(experts.normalised_return(returns, expert))
+    runs = len(counts) * config.num_seeds
+    row = {"label": LABELS[method], "return": returns.tolist(), "normalised": norm.tolist(),
+           "compile_seconds": t1 - t0, "run_seconds": t2 - t1, "runs": runs,
+           "env_steps_per_run": env_steps,
+           "env_steps_per_second": env_steps * runs / (t2 - t1) if env_steps else None,
+           "by_demos": {str(n): study.interval(norm[i]) for i, n in enumerate(counts)}}
+    if curve is not None:
+      x, y = curve(metrics)
+      x = np.asarray(x).reshape(-1, np.asarray(x).shape[-1])[0]
+      y = np.asarray(y)  # [D, S, iterations]
+      row["curve_steps"] = x.tolist()
+      row["curve_normalised"] = np.nanmean(np.asarray(experts.normalised_return(y, expert)),
+                                           axis=1).tolist()
+    out["methods"][method] = row
+    log(f"  {LABELS[method]:20s} normalised return by demos "
+        + ", ".join(f"{n}: {study.fmt_pm(row['by_demos'][str(n)], 2)}" for n in counts)
+        + f"  ({t2 - t1:.1f} s run, {t1 - t0:.1f} s compile)")
+  return out
+
+
+def verdicts(results, config) -> list[dict]:
+  """Per environment: the best IRL method minus BC at the fewest demonstrations,
+  paired over seeds (a claimed positive difference; within-noise is not at this scale)."""
+  fewest = str(min(int(n) for n in config.num_demos))
+  rows = []
+  for env_name, r in results["envs"].items():
+    if "bc" not in r["methods"]:
+      continue
+    bc = np.asarray(r["methods"]["bc"]["by_demos_raw"][fewest])
+    best, best_ci = None, None
+    for m in IRL:
+      if m not in r["methods"]:
+        continue
+      diff = np.asarray(r["methods"][m]["by_demos_raw"][fewest]) - bc
+      ci = study.interval(diff)
+      if best_ci is None or ci[0] > best_ci[0]:
+        best, best_ci = m, ci
+    if best is None:
+      continue
+    rows.append({"finding": f"{short(env_name)}: IRL ≥ BC with {fewest} demonstration(s)",
+                 "verdict": study.decide(best_ci),
+                 "deciding": f"{LABELS[best]} − BC, expert-normalised return: "
+                             f"{study.fmt_ci(best_ci, 2)}"})
+  return rows
+
+
+def run(config, workdir: str, *, log=print) -> dict:
+  config = study.resolve_quick(config)
+  if config.num_seeds < 2:
+    raise ValueError(f"config.num_seeds must be >= 2 for intervals, got {config.num_seeds}.")
+  for name in config.envs:
+    if short(name) not in config.env_steps:
+      raise ValueError(f"config.env_steps has no budget for {name!r}.")
+  results = {"config": config.to_dict(), "cpu": study.cpu_model(),
+             "device": str(jax.devices()[0]), "envs": {}}
+  key = jax.random.key(config.seed)
+  for i, name in enumerate(config.envs):
+    r = run_env(config, name, jax.random.fold_in(key, i), log=log)
+    for m in r["methods"].values():
+      m["by_demos_raw"] = {str(n): m["normalised"][j] for j, n in enumerate(config.num_demos)}
+    results["envs"][name] = r
+  results["verdicts"] = verdicts(results, config)
+  study.write_json(results, workdir)
+  study.write_text(results_table(results, config), workdir)
+  plot_results(results, config, workdir)
+  return results
+
+
+def results_table(results, config=None) -> str:
+  lines = [f"Expert-normalised return (0: random play, 1: the expert), mean ± 95% interval "
+           f"over seeds. CPU: {results['cpu']}.", ""]
+  for env_name, r in results["envs"].items():
+    counts = list(next(iter(r["methods"].values()))["by_demos"])
+    lines += [f"### {env_name} (expert {r['expert_return']:.1f}, random "
+              f"{r['random_return']:.1f})", "",
+              "| method | " + " | ".join(f"{n} demo(s)" for n in counts)
+              + " | run s (compile s) | env steps/s |",
+              "|---" * (len(counts) + 3) + "|"]
+    for m in r["methods"].values():
+      sps = m["env_steps_per_second"]
+      lines.append(f"| {m['label']} | "
+                   + " | ".join(study.fmt_pm(m["by_demos"][n], 2) for n in counts)
+                   + f" | {m['run_seconds']:.1f} ({m['compile_seconds']:.1f}) | "
+                   + (f"{sps:,.0f}" if sps else "–") + " |")
+    lines.append("")
+  lines += ["Run seconds cover all (demonstration count × seed) runs of a method in one "
+            "program; env steps/s counts every run's steps.", "",
+            "| finding | verdict | deciding number |", "|---|---|---|"]
+  for v in results["verdicts"]:
+    lines.append(f"| {v['finding']} | **{v['verdict']}** | {v['deciding']} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_results(results, config, workdir) -> None:
+  names = list(results["envs"])
+  fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 8), squeeze=False)
+  for j, env_name in enumerate(names):
+    r = results["envs"][env_name]
+    ax = axes[0, j]
+    for m in r["methods"].values():
+      counts = [int(n) for n in m["by_demos"]]
+      study.errorbars(ax, counts, [m["by_demos"][str(n)] for n in counts], label=m["label"])
+    ax.set_xscale("log")
+    ax.set_xlabel("expert trajectories")
+    ax.set_ylabel("expert-normalised return")
+    ax.set_title(short(env_name))
+    ax.legend(fontsize=7)
+    ax = axes[1, j]
+    for m in r["methods"].values():
+      if "curve_steps" not in m:
+        continue
+      curves = np.asarray(m["curve_normalised"])
+      ax.plot(m["curve_steps"], curves[-1], label=f"{m['label']} ({list(m['by_demos'])[-1]})")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("expert-normalised return (training)")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(f"{workdir}/control_benchmark.png", dpi=100)
+  plt.close(fig)
+
+
+if __name__ == "__main__":
+  study.command_line(run, results_table, "experiments/configs/control_benchmark.py",
+                     "/tmp/control_benchmark")

@@ -1,0 +1,270 @@
+"""Adversarial imitation: GAIL and AIRL on top of PPO.
+
+Each iteration collects `num_envs × num_steps` transitions with the current
+policy (`ppo.collect`, which stores `log π(a|s)` at sampling time), takes
+`disc_updates` discriminator steps on equal-sized expert and policy batches,
+rewards the rollout with the discriminator, and runs one PPO update on that
+reward (`ppo.update(state, batch, rewards)`). The whole run is one `lax.scan`:
+`jax.vmap(train, in_axes=(0, None))(keys, demos)` runs seeds in one program.
+
+- GAIL (Ho & Ermon 2016): a discriminator logit `l(s, a)`; the policy reward is
+  `softplus(l) = −log(1 − D)` (`irl_jax.losses.gail_reward`), or the logit
+  itself with `gail_reward="logit"`. An optional gradient penalty on
+  expert/policy interpolates (`grad_penalty`, WGAN-GP with target 1, or R1 on
+  expert inputs with `grad_penalty_target=0`).
+- AIRL (Fu, Luo & Levine 2018): `f(s, a, s') = g(s[, a]) + γ(1 − d)h(s') − h(s)`,
+  the discriminator logit `f − log π(a|s)` with the stored `log π` on policy
+  transitions and the current policy's (gradient stopped) on expert ones; the
+  policy reward is `f − log π` (`irl_jax.losses.airl_reward`). With
+  `state_only=True`, `g(s)` is the reward meant to transfer to new dynamics:
+  `Adversarial.learned_reward` exposes it as a `reward_fn` for `ppo.make_ppo`.
+
+The discriminator's inputs are the raw observations (and one-hot or raw
+actions), and its objective is `irl_jax.losses`' BCE on logits.
+
+Early termination. A learned reward that is negative on the policy's states
+teaches the policy to end its episodes early (CartPole, Acrobot...). With
+`absorbing=True` (the default; Kostrikov et al. 2019, "Discriminator-Actor-
+Critic") a terminal transition leads to an absorbing state instead of
+nothing: the discriminator sees an absorbing-state indicator feature and is
+trained on the absorbing twins of terminal rows (expert and policy alike), and
+the policy's reward at a terminal step gains the discounted value of staying in
+the absorbing state forever, `γ/(1 − γ)·r_abs`, with `r_abs` the learned
+reward of an absorbing-to-absorbing transition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from irl_jax import losses
+from irl_jax.control import envs, networks, ppo
+from irl_jax.control.imitation import sample_rows
+from irl_jax.control.types import Transitions
+
+METHODS = ("gail", "airl")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialConfig:
+  """method: "gail" or "airl". ppo: the inner RL (its `total_timesteps` is the run's
+  environment budget). disc_*: the discriminator's MLP, Adam learning rate, gradient
+  steps per iteration and rows per side per step. grad_penalty: weight of the
+  gradient penalty (0: none) with target norm `grad_penalty_target`. gail_reward:
+  "softplus" (−log(1 − D)) or "logit". state_only: AIRL's `g(s)`.
+  action_margin: continuous expert actions are clipped this far inside the box
+  before AIRL evaluates `log π` on them (a squashed Gaussian has no density at the
+  boundary)."""
+  method: str = "gail"
+  ppo: ppo.PPOConfig = dataclasses.field(
+      default_factory=lambda: ppo.PPOConfig(total_timesteps=200_000))
+  disc_hidden: tuple = (64, 64)
+  disc_lr: float = 3e-4
+  disc_updates: int = 4
+  disc_batch_size: int = 256
+  grad_penalty: float = 0.0
+  grad_penalty_target: float = 1.0
+  gail_reward: str = "softplus"
+  state_only: bool = False
+  action_margin: float = 1e-3
+  absorbing: bool = True
+
+
+class AdversarialState(NamedTuple):
+  ppo: ppo.PPOState
+  disc: Any
+  disc_opt: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Adversarial:
+  """`train(key, demos) -> (AdversarialState, metrics[num_iterations])`;
+  `learned_reward(disc_params, obs, action, next_obs) -> [B]` (GAIL: its reward;
+  AIRL: `g`, the transferable part); `ppo`: the inner `ppo.PPO`."""
+  config: AdversarialConfig
+  ppo: ppo.PPO
+  init: Callable
+  train: Callable
+  learned_reward: Callable
+  discriminator_logits: Callable
+
+
+def _check(config: AdversarialConfig):
+  def need(ok, field, msg):
+    if not ok:
+      raise ValueError(f"AdversarialConfig.{field}: {msg} (got {getattr(config, field)!r}).")
+  need(config.method in METHODS, "method", f"must be one of {METHODS}")
+  need(config.disc_lr > 0, "disc_lr", "must be positive")
+  need(isinstance(config.disc_updates, int) and config.disc_updates >= 1, "disc_updates",
+       "must be a positive integer")
+  need(isinstance(config.disc_batch_size, int) and config.disc_batch_size >= 1,
+       "disc_batch_size", "must be a positive integer")
+  need(config.grad_penalty >= 0, "grad_penalty", "must be >= 0")
+  need(config.gail_reward in ("softplus", "logit"), "gail_reward",
+       "must be 'softplus' or 'logit'")
+  need(not (config.state_only and config.method == "gail"), "state_only",
+       "is an AIRL option (GAIL's discriminator sees actions)")
+
+
+def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
+  """GAIL or AIRL for `env` (discrete or continuous actions); see the module doc."""
+  _check(config)
+  if config.absorbing and not config.ppo.gamma < 1.0:
+    raise ValueError("AdversarialConfig.absorbing needs ppo.gamma < 1 (the absorbing state's "
+                     f"value is r/(1 − γ)); got gamma={config.ppo.gamma}.")
+  spec = env.spec
+  inner = ppo.make_ppo(config.ppo, env)
+  airl = config.method == "airl"
+  obs_dim = int(spec.obs_shape[0])
+  act_dim = (int(spec.action.num_actions) if spec.action.discrete
+             else int(jnp.prod(jnp.asarray(spec.action.shape))))
+  feat_dim = obs_dim + (1 if config.absorbing else 0)
+  in_dim = feat_dim if config.state_only else feat_dim + act_dim
+  disc_apply, disc_init = ppo.trainable(lambda rngs: networks.Discriminator(
+      in_dim, config.disc_hidden, rngs=rngs, obs_dim=feat_dim, potential=airl))
+  tx = optax.adam(config.disc_lr)
+  gamma = float(config.ppo.gamma)
+
+  def feat(obs, flag=0.0):
+    """Observations with the absorbing-state indicator (when `absorbing`)."""
+    if not config.absorbing:
+      return obs
+    return jnp.concatenate([obs, jnp.full((*obs.shape[:-1], 1), flag, obs.dtype)], -1)
+
+  def inputs(obs, action, flag=0.0):
+    if config.state_only:
+      return feat(obs, flag)
+    a = networks.one_hot_actions(action, spec.action) * (1.0 - flag)
+    return jnp.concatenate([feat(obs, flag), a], -1)
+
+  def g(params, obs, action, flag=0.0):
+    return disc_apply(params, inputs(obs, action, flag))
+
+  def shaped(params, rows: Transitions, flag=0.0):
+    """AIRL's f(s, a, s'); `flag=1`: the absorbing state's self-transition."""
+    h_s = disc_apply(params, feat(rows.obs, flag), method="potential")
+    if config.absorbing:
+      # A terminal transition enters the absorbing state and bootstraps from it.
+      term = rows.terminated[:, None] if flag == 0.0 else jnp.ones_like(rows.terminated)[:, None]
+      nxt = jnp.where(term, feat(jnp.zeros_like(rows.next_obs), 1.0), feat(rows.next_obs))
+      disc_t = jnp.full(rows.reward.shape, gamma, jnp.float32)
+    else:
+      nxt = feat(rows.next_obs)
+      disc_t = gamma * (1.0 - rows.terminated.astype(jnp.float32))
+    h_next = disc_apply(params, nxt, method="potential")
+    return losses.airl_potential_shaping(g(params, rows.obs, rows.action, flag), h_s, h_next,
+                                         disc_t)
+
+  def absorbing_twin(rows: Transitions) -> Transitions:
+    """Absorbing-to-absorbing rows standing for the terminal rows' futures (zero
+    observation, the flag set by the callers, no `log π`: the policy has no choice)."""
+    zero = jnp.zeros_like(rows.obs)
+    return rows._replace(obs=zero, next_obs=zero, log_prob=jnp.zeros_like(rows.log_prob),
+                         terminated=jnp.zeros_like(rows.terminated))
+
+  def expert_log_pi(policy_params, rows: Transitions):
+    action = rows.action
+    if not spec.action.discrete:
+      lo, hi = jnp.asarray(spec.action.low), jnp.asarray(spec.action.high)
+      m = config.action_margin * (hi - lo) / 2
+      action = jnp.clip(action, lo + m, hi - m)
+    return jax.lax.stop_gradient(inner.policy_apply(policy_params, rows.obs).log_prob(action))
+
+  def logits(params, rows: Transitions, log_pi=None, flag=0.0):
+    """The discriminator's logit on `rows` (AIRL: `f − log π`, with `log_pi` given)."""
+    if airl:
+      return losses.airl_logits(shaped(params, rows, flag), log_pi)
+    return g(params, rows.obs, rows.action, flag)
+
+  def side_logits(params, rows: Transitions, log_pi):
+    """Logits of a batch and, with `absorbing`, of its terminal rows' absorbing twins
+    (with their validity mask)."""
+    out = logits(params, rows, log_pi)
+    if not config.absorbing:
+      return out, None
+    twin = absorbing_twin(rows)
+    twin_out = logits(params, twin, twin.log_prob, flag=1.0)
+    return jnp.concatenate([out, twin_out]), jnp.concatenate([jnp.ones_like(rows.terminated),
+                                                      rows.terminated])
+
+  def disc_loss(params, expert: Transitions, policy: Transitions, expert_lp, key):
+    le, we = side_logits(params, expert, expert_lp)
+    lp, wp = side_logits(params, policy, policy.log_prob)
+    (le_loss, lp_loss), _ = losses.gail_discriminator_loss(le, lp, expert_where=we,
+                                                           policy_where=wp)
+    def mean(x, w):
+      return x.mean() if w is None else x.sum() / jnp.maximum(w.sum(), 1)
+    loss = mean(le_loss, we) + mean(lp_loss, wp)
+    le, lp = le[:expert.reward.shape[0]], lp[:policy.reward.shape[0]]
+    gp = jnp.zeros(())
+    if config.grad_penalty:
+      xe = inputs(expert.obs, expert.action)
+      xp = inputs(policy.obs, policy.action)
+      gp = losses.gradient_penalty(lambda x: disc_apply(params, x), xe, xp, key,
+                                   target=config.grad_penalty_target).mean()
+      loss = loss + config.grad_penalty * gp
+    return loss, {"disc/loss": loss, "disc/grad_penalty": gp,
+                  "disc/expert_accuracy": jnp.mean(le > 0),
+                  "disc/policy_accuracy": jnp.mean(lp < 0)}
+
+  def policy_reward(params, rows: Transitions, flag=0.0):
+    if airl:
+      r = losses.airl_reward(shaped(params, rows, flag), rows.log_prob)
+    else:
+      logit = logits(params, rows, rows.log_prob, flag)
+      r = losses.gail_reward(logit) if config.gail_reward == "softplus" else logit
+    if config.absorbing and flag == 0.0:
+      # A terminal step also earns the absorbing state's reward forever after.
+      r_abs = policy_reward(params, absorbing_twin(rows), flag=1.0)
+      r = r + jnp.where(rows.terminated, gamma / (1.0 - gamma) * r_abs, 0.0)
+    return r
+
+  def init(key) -> AdversarialState:
+    k_ppo, k_disc = jax.random.split(key)
+    disc = disc_init(k_disc)
+    return AdversarialState(inner.init(k_ppo), disc, tx.init(disc))
+
+  def train(key, demos: Transitions):
+    def iteration(state: AdversarialState, key):
+      p_state, batch = inner.collect(state.ppo)
+      rows = ppo.to_transitions(batch)
+
+      def disc_step(carry, key):
+        disc, opt = carry
+        k_e, k_p, k_gp = jax.random.split(key, 3)
+        expert = sample_rows(demos, k_e, config.disc_batch_size)
+        policy = sample_rows(rows, k_p, config.disc_batch_size)
+        lp = expert_log_pi(p_state.params.policy, expert) if airl else None
+        grads, m = jax.grad(disc_loss, has_aux=True)(disc, expert, policy, lp, k_gp)
+        updates, opt = tx.update(grads, opt, disc)
+        return (optax.apply_updates(disc, updates), opt), m
+
+      (disc, opt), dm = jax.lax.scan(disc_step, (state.disc, state.disc_opt),
+                                     jax.random.split(key, config.disc_updates))
+      rewards = jax.lax.stop_gradient(policy_reward(disc, rows)).reshape(batch.reward.shape)
+      p_state, pm = inner.update(p_state, batch, rewards)
+      metrics = {**jax.tree.map(jnp.mean, dm), **{f"ppo/{k}": v for k, v in pm.items()},
+                 **ppo.episode_metrics(batch), "learned_reward": rewards.mean(),
+                 "recent_return": jnp.nanmean(p_state.episodes.last),
+                 "env_steps": p_state.step}
+      return AdversarialState(p_state, disc, opt), metrics
+
+    k_init, key = jax.random.split(key)
+    return jax.lax.scan(iteration, init(k_init),
+                        jax.random.split(key, config.ppo.num_iterations))
+
+  def learned_reward(disc_params, obs, action, next_obs):
+    if airl:
+      return g(disc_params, obs, action)
+    rows = Transitions(obs, action, jnp.zeros(obs.shape[:1]), next_obs,
+                       jnp.zeros(obs.shape[:1], bool), jnp.zeros(obs.shape[:1], bool),
+                       jnp.zeros(obs.shape[:1]), jnp.ones(obs.shape[:1]))
+    return policy_reward(disc_params, rows)
+
+  return Adversarial(config, inner, init, train, learned_reward, logits)

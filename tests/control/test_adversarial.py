@@ -1,0 +1,125 @@
+"""GAIL and AIRL on PPO (`irl_jax.control.adversarial`)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from irl_jax.control import adversarial, envs, ppo
+from irl_jax.control.types import Transitions
+
+
+def cartpole_expert(key, obs):
+  del key
+  return (obs[2] + 0.5 * obs[3] > 0).astype(jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+  env = envs.make("gymnax/CartPole-v1")
+  state, obs = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 2))
+  act = lambda k, o: (cartpole_expert(k, o), jnp.zeros(()))
+  _, _, r = jax.vmap(lambda s, o, k: envs.rollout(env, act, s, o, k, 500))(
+      state, obs, jax.random.split(jax.random.key(2), 2))
+  r = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), r)
+  demos = Transitions(r.obs, r.action, r.reward, r.next_obs, r.terminated, r.truncated,
+                      r.log_prob, jnp.ones_like(r.reward))
+  return env, demos
+
+
+SMALL = ppo.PPOConfig(total_timesteps=100_000, num_envs=8, num_steps=128)
+
+
+@pytest.mark.parametrize("method", ["gail", "airl"])
+def test_adversarial_imitation_learns_cartpole(cartpole, method):
+  env, demos = cartpole
+  adv = adversarial.make_adversarial(adversarial.AdversarialConfig(method=method, ppo=SMALL), env)
+  state, metrics = jax.jit(adv.train)(jax.random.key(0), demos)
+  returns = adv.ppo.evaluate(state.ppo.params, jax.random.key(5), 8, deterministic=True)
+  # Random play: about 20; the expert: 500.
+  assert float(returns.mean()) >= 150, method
+  assert metrics["env_steps"][-1] == SMALL.num_iterations * SMALL.batch_size
+  for k in ("disc/loss", "disc/expert_accuracy", "disc/policy_accuracy", "learned_reward"):
+    assert np.isfinite(np.asarray(metrics[k])).all(), k
+
+
+def test_without_absorbing_states_airl_learns_to_fall(cartpole):
+  """AIRL's reward turns negative on the policy's states, so without the absorbing
+  state the policy learns to end its episodes: the reason `absorbing` is the default."""
+  env, demos = cartpole
+  config = adversarial.AdversarialConfig(method="airl", ppo=SMALL, absorbing=False)
+  adv = adversarial.make_adversarial(config, env)
+  state, metrics = jax.jit(adv.train)(jax.random.key(0), demos)
+  assert float(np.asarray(metrics["learned_reward"])[-10:].mean()) < 0
+  returns = adv.ppo.evaluate(state.ppo.params, jax.random.key(5), 8, deterministic=True)
+  assert float(returns.mean()) < 60
+
+
+def test_vmapped_seeds_equal_sequential_runs(cartpole):
+  env, demos = cartpole
+  small = ppo.PPOConfig(total_timesteps=2048, num_envs=4, num_steps=64, update_epochs=1,
+                        num_minibatches=2)
+  adv = adversarial.make_adversarial(
+      adversarial.AdversarialConfig(method="airl", ppo=small, disc_batch_size=64), env)
+  keys = jax.random.split(jax.random.key(3), 2)
+  batched, _ = jax.jit(jax.vmap(adv.train, in_axes=(0, None)))(keys, demos)
+  train = jax.jit(adv.train)
+  for i, k in enumerate(keys):
+    one, _ = train(k, demos)
+    jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-5),
+                 batched.disc, one.disc)
+
+
+def test_gail_reward_signs_on_hand_examples():
+  """A discriminator that says "expert" (large logit) gives a large positive GAIL
+  reward; one that says "policy" gives nearly 0 (softplus) or a negative logit."""
+  env = envs.make("gymnax/CartPole-v1")
+  config = adversarial.AdversarialConfig(method="gail", ppo=SMALL, absorbing=False)
+  adv = adversarial.make_adversarial(config, env)
+  params = adv.init(jax.random.key(0)).disc
+  # Make the last layer's output a known constant: zero weights, bias b.
+  last = params["g"]["layers"][max(params["g"]["layers"].keys())]
+  for b, low, high in ((5.0, 4.9, 5.1), (-5.0, 0.0, 0.01)):
+    last["kernel"][...] = jnp.zeros_like(last["kernel"][...])
+    last["bias"][...] = jnp.full_like(last["bias"][...], b)
+    obs = jnp.zeros((3, 4))
+    r = adv.learned_reward(params, obs, jnp.zeros((3,), jnp.int32), obs)
+    assert np.all((np.asarray(r) >= low) & (np.asarray(r) <= high)), (b, r)
+  logit = adversarial.make_adversarial(dataclasses.replace(config, gail_reward="logit"), env)
+  r = logit.learned_reward(params, obs, jnp.zeros((3,), jnp.int32), obs)
+  np.testing.assert_allclose(r, -5.0, atol=1e-5)
+
+
+def test_airl_state_only_reward_is_a_function_of_the_state(cartpole):
+  env, _ = cartpole
+  config = adversarial.AdversarialConfig(method="airl", ppo=SMALL, state_only=True)
+  adv = adversarial.make_adversarial(config, env)
+  params = adv.init(jax.random.key(0)).disc
+  obs = jax.random.normal(jax.random.key(1), (5, 4))
+  r0 = adv.learned_reward(params, obs, jnp.zeros((5,), jnp.int32), obs)
+  r1 = adv.learned_reward(params, obs, jnp.ones((5,), jnp.int32), obs)
+  np.testing.assert_array_equal(r0, r1)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("method", "gan", "method"), ("disc_lr", 0.0, "disc_lr"), ("disc_updates", 0, "disc_updates"),
+    ("gail_reward", "log", "gail_reward"), ("state_only", True, "state_only"),
+    ("grad_penalty", -1.0, "grad_penalty")])
+def test_bad_configs_name_the_field(field, value, match):
+  env = envs.make("gymnax/CartPole-v1")
+  config = dataclasses.replace(adversarial.AdversarialConfig(ppo=SMALL), **{field: value})
+  with pytest.raises(ValueError, match=f"AdversarialConfig.{match}"):
+    adversarial.make_adversarial(config, env)
+
+
+def test_gradient_penalty_option_runs(cartpole):
+  env, demos = cartpole
+  small = ppo.PPOConfig(total_timesteps=1024, num_envs=4, num_steps=64, update_epochs=1,
+                        num_minibatches=2)
+  adv = adversarial.make_adversarial(
+      adversarial.AdversarialConfig(ppo=small, grad_penalty=10.0, disc_batch_size=64), env)
+  _, metrics = jax.jit(adv.train)(jax.random.key(0), demos)
+  gp = np.asarray(metrics["disc/grad_penalty"])
+  assert np.isfinite(gp).all() and (gp > 0).all()
