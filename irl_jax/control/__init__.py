@@ -5,6 +5,7 @@
 - `data`: trajectory datasets, preference segments, `.npz` and Farama Minari files.
 - `imitation`: behaviour cloning and IQ-Learn (offline and online).
 - `ppo`: PPO, in pieces (`collect`, `update`) that adversarial IRL composes.
+- `sac`: SAC (continuous) and discrete SAC / soft-Q, with a flashbax replay buffer.
 - `adversarial`: GAIL and AIRL on PPO.
 - `experts`: PPO experts for the laptop suite and their demonstrations.
 """
@@ -16,4 +17,5 @@ from irl_jax.control import experts as experts
 from irl_jax.control import imitation as imitation
 from irl_jax.control import networks as networks
 from irl_jax.control import ppo as ppo
+from irl_jax.control import sac as sac
 from irl_jax.control.types import Transitions as Transitions

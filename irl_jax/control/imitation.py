@@ -40,6 +40,10 @@ from irl_jax.control.envs import EnvSpec
 from irl_jax.control.types import Transitions
 from irl_jax.tabular.irl import iq_learn_control
 
+# Parameters are initialised one seed at a time under `vmap`
+# (`jax.custom_batching.sequential_vmap`): the orthogonal initialiser's QR is a LAPACK
+# call, and a batched one can deadlock XLA's CPU thread pool on small machines.
+
 
 class Learner(NamedTuple):
   """`init(key) -> params`; `train(key, demos, ...) -> (params, metrics)` (metrics
@@ -121,9 +125,13 @@ def make_bc(config: BCConfig, spec: EnvSpec) -> Learner:
   apply, template = networks.functional(policy)
   tx = _optimizer(config.learning_rate, config.max_grad_norm)
 
-  def init(key, norm: ObsNorm | None = None):
-    policy = networks.functional(networks.Policy(
+  @jax.custom_batching.sequential_vmap
+  def init_policy(key):
+    return networks.functional(networks.Policy(
         spec.obs_shape[0], spec.action, config.hidden, rngs=nnx.Rngs(key)))[1]
+
+  def init(key, norm: ObsNorm | None = None):
+    policy = init_policy(key)
     if norm is None:
       norm = ObsNorm(jnp.zeros(spec.obs_shape, jnp.float32), jnp.ones(spec.obs_shape, jnp.float32))
     return BCParams(policy, norm)
@@ -238,10 +246,13 @@ def make_iq_learn(config: IQLearnConfig, spec: EnvSpec) -> Learner:
   critic_tx = _optimizer(config.learning_rate, config.max_grad_norm)
   actor_tx = None if discrete else _optimizer(config.actor_learning_rate, config.max_grad_norm)
 
-  def init(key, norm: ObsNorm | None = None):
+  @jax.custom_batching.sequential_vmap
+  def init_params(key):
     critic, actor = build(key)
-    c = networks.functional(critic)[1]
-    a = None if discrete else networks.functional(actor)[1]
+    return networks.functional(critic)[1], (None if discrete else networks.functional(actor)[1])
+
+  def init(key, norm: ObsNorm | None = None):
+    c, a = init_params(key)
     if norm is None:
       norm = ObsNorm(jnp.zeros(spec.obs_shape, jnp.float32), jnp.ones(spec.obs_shape, jnp.float32))
     return IQState(c, a, critic_tx.init(c), None if discrete else actor_tx.init(a), c, norm)

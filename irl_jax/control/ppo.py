@@ -235,6 +235,11 @@ class PPOConfig:
   activation: str = "tanh"
   log_std_range: tuple[float, float] = (-5.0, 2.0)
 
+  def __post_init__(self):
+    # Sequences given as lists (e.g. from JSON) become tuples: the config stays hashable.
+    object.__setattr__(self, "hidden", tuple(self.hidden))
+    object.__setattr__(self, "log_std_range", tuple(self.log_std_range))
+
   @property
   def batch_size(self) -> int:
     return self.num_envs * self.num_steps
@@ -346,6 +351,7 @@ class PPO:
   policy_apply: Callable  # (policy_params, obs) -> distrax distribution
   value_apply: Callable   # (value_params, obs) -> V(obs)
   evaluate: Callable      # (params, key, num_episodes, deterministic=False) -> returns
+  optimizer: optax.GradientTransformation  # over `PPOParams` (global-norm clip, then Adam)
 
 
 def make_ppo(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = None) -> PPO:
@@ -501,7 +507,7 @@ def make_ppo(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = N
     return envs.episode_returns(env, policy, key, num_episodes)
 
   return PPO(config, env, init, collect, update, train, act, mode, policy_apply, value_apply,
-             evaluate)
+             evaluate, optimizer)
 
 
 def make_train(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = None):
