@@ -8,6 +8,7 @@
 - `sac`: SAC (continuous) and discrete SAC / soft-Q, with a flashbax replay buffer.
 - `adversarial`: GAIL and AIRL on PPO.
 - `experts`: PPO experts for the laptop suite and their demonstrations.
+- `offline`: IQL, TD3+BC, AWAC, Inverse Preference Learning, and a reward model + IQL.
 """
 
 from irl_jax.control import adversarial as adversarial
@@ -16,6 +17,7 @@ from irl_jax.control import envs as envs
 from irl_jax.control import experts as experts
 from irl_jax.control import imitation as imitation
 from irl_jax.control import networks as networks
+from irl_jax.control import offline as offline
 from irl_jax.control import ppo as ppo
 from irl_jax.control import sac as sac
 from irl_jax.control.types import Transitions as Transitions
