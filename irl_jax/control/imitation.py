@@ -29,6 +29,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import distrax
 import jax
 import jax.numpy as jnp
 import optax
@@ -268,7 +269,6 @@ def make_iq_learn(config: IQLearnConfig, spec: EnvSpec) -> Learner:
     return pi_apply(state_or_params.actor, obs)
 
   def _soft_policy(q):
-    import distrax
     return distrax.Categorical(logits=q / alpha)
 
   def value(critic, actor, obs, key):
