@@ -93,6 +93,10 @@ class Adversarial:
   train: Callable
   learned_reward: Callable
   discriminator_logits: Callable
+  # `train` as a scan, for `irl_jax.control.runner.run` (checkpointed, resumable):
+  # start(key, demos) -> (state, keys[num_iterations]); body(state, key, demos).
+  start: Callable | None = None
+  body: Callable | None = None
 
 
 def _check(config: AdversarialConfig):
@@ -230,34 +234,38 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
     disc = disc_init(k_disc)
     return AdversarialState(inner.init(k_ppo), disc, tx.init(disc))
 
-  def train(key, demos: Transitions):
-    def iteration(state: AdversarialState, key):
-      p_state, batch = inner.collect(state.ppo)
-      rows = ppo.to_transitions(batch)
-
-      def disc_step(carry, key):
-        disc, opt = carry
-        k_e, k_p, k_gp = jax.random.split(key, 3)
-        expert = sample_rows(demos, k_e, config.disc_batch_size)
-        policy = sample_rows(rows, k_p, config.disc_batch_size)
-        lp = expert_log_pi(p_state.params.policy, expert) if airl else None
-        grads, m = jax.grad(disc_loss, has_aux=True)(disc, expert, policy, lp, k_gp)
-        updates, opt = tx.update(grads, opt, disc)
-        return (optax.apply_updates(disc, updates), opt), m
-
-      (disc, opt), dm = jax.lax.scan(disc_step, (state.disc, state.disc_opt),
-                                     jax.random.split(key, config.disc_updates))
-      rewards = jax.lax.stop_gradient(policy_reward(disc, rows)).reshape(batch.reward.shape)
-      p_state, pm = inner.update(p_state, batch, rewards)
-      metrics = {**jax.tree.map(jnp.mean, dm), **{f"ppo/{k}": v for k, v in pm.items()},
-                 **ppo.episode_metrics(batch), "learned_reward": rewards.mean(),
-                 "recent_return": jnp.nanmean(p_state.episodes.last),
-                 "env_steps": p_state.step}
-      return AdversarialState(p_state, disc, opt), metrics
-
+  def start(key, demos: Transitions):
+    del demos
     k_init, key = jax.random.split(key)
-    return jax.lax.scan(iteration, init(k_init),
-                        jax.random.split(key, config.ppo.num_iterations))
+    return init(k_init), jax.random.split(key, config.ppo.num_iterations)
+
+  def train(key, demos: Transitions):
+    state, keys = start(key, demos)
+    return jax.lax.scan(lambda s, k: body(s, k, demos), state, keys)
+
+  def body(state: AdversarialState, key, demos: Transitions):
+    p_state, batch = inner.collect(state.ppo)
+    rows = ppo.to_transitions(batch)
+
+    def disc_step(carry, key):
+      disc, opt = carry
+      k_e, k_p, k_gp = jax.random.split(key, 3)
+      expert = sample_rows(demos, k_e, config.disc_batch_size)
+      policy = sample_rows(rows, k_p, config.disc_batch_size)
+      lp = expert_log_pi(p_state.params.policy, expert) if airl else None
+      grads, m = jax.grad(disc_loss, has_aux=True)(disc, expert, policy, lp, k_gp)
+      updates, opt = tx.update(grads, opt, disc)
+      return (optax.apply_updates(disc, updates), opt), m
+
+    (disc, opt), dm = jax.lax.scan(disc_step, (state.disc, state.disc_opt),
+                                   jax.random.split(key, config.disc_updates))
+    rewards = jax.lax.stop_gradient(policy_reward(disc, rows)).reshape(batch.reward.shape)
+    p_state, pm = inner.update(p_state, batch, rewards)
+    metrics = {**jax.tree.map(jnp.mean, dm), **{f"ppo/{k}": v for k, v in pm.items()},
+               **ppo.episode_metrics(batch), "learned_reward": rewards.mean(),
+               "recent_return": jnp.nanmean(p_state.episodes.last),
+               "env_steps": p_state.step}
+    return AdversarialState(p_state, disc, opt), metrics
 
   def learned_reward(disc_params, obs, action, next_obs):
     if airl:
@@ -267,4 +275,4 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
                        jnp.zeros(obs.shape[:1]), jnp.ones(obs.shape[:1]))
     return policy_reward(disc_params, rows)
 
-  return Adversarial(config, inner, init, train, learned_reward, logits)
+  return Adversarial(config, inner, init, train, learned_reward, logits, start, body)

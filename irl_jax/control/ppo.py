@@ -352,6 +352,10 @@ class PPO:
   value_apply: Callable   # (value_params, obs) -> V(obs)
   evaluate: Callable      # (params, key, num_episodes, deterministic=False) -> returns
   optimizer: optax.GradientTransformation  # over `PPOParams` (global-norm clip, then Adam)
+  # `train` as a scan, for `irl_jax.control.runner.run` (checkpointed, resumable):
+  # start(key) -> (state, xs[num_iterations]); body(state, x, reward_params=None).
+  start: Callable | None = None
+  body: Callable | None = None
 
 
 def make_ppo(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = None) -> PPO:
@@ -487,17 +491,21 @@ def make_ppo(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = N
     r = reward_fn(reward_params, flat.obs, flat.action, flat.next_obs)
     return jnp.reshape(r, batch.reward.shape)
 
-  def train(key, reward_params=None) -> tuple[PPOState, dict]:
-    def iteration(state, _):
-      state, batch = collect(state)
-      rewards = None if reward_fn is None else batch_rewards(batch, reward_params)
-      state, metrics = update(state, batch, rewards)
-      metrics |= episode_metrics(batch)
-      metrics["recent_return"] = jnp.nanmean(state.episodes.last)
-      metrics["env_steps"] = state.step
-      return state, metrics
+  def start(key):
+    return init(key), jnp.arange(c.num_iterations)
 
-    return jax.lax.scan(iteration, init(key), None, length=c.num_iterations)
+  def body(state, _, reward_params=None):
+    state, batch = collect(state)
+    rewards = None if reward_fn is None else batch_rewards(batch, reward_params)
+    state, metrics = update(state, batch, rewards)
+    metrics |= episode_metrics(batch)
+    metrics["recent_return"] = jnp.nanmean(state.episodes.last)
+    metrics["env_steps"] = state.step
+    return state, metrics
+
+  def train(key, reward_params=None) -> tuple[PPOState, dict]:
+    state, xs = start(key)
+    return jax.lax.scan(lambda s, x: body(s, x, reward_params), state, xs)
 
   def evaluate(params: PPOParams, key, num_episodes: int, deterministic: bool = False):
     if deterministic:
@@ -507,7 +515,7 @@ def make_ppo(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = N
     return envs.episode_returns(env, policy, key, num_episodes)
 
   return PPO(config, env, init, collect, update, train, act, mode, policy_apply, value_apply,
-             evaluate, optimizer)
+             evaluate, optimizer, start, body)
 
 
 def make_train(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = None):
