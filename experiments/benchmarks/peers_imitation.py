@@ -1,9 +1,15 @@
-"""Tabular MCE IRL: irl_jax vs HumanCompatibleAI imitation 1.0.1's `MCEIRL`, same CPU.
+"""irl_jax vs HumanCompatibleAI imitation 1.0.1 on the same CPU: MCE IRL, GAIL and AIRL.
 
     python -m experiments.benchmarks.peers_imitation            # table
     python -m experiments.benchmarks.peers_imitation --json     # one JSON object per line
-    python -m experiments.benchmarks.peers_imitation --quick    # tiny MDP, seconds
+    python -m experiments.benchmarks.peers_imitation --quick    # tiny sizes, about a minute
     python -m experiments.benchmarks.peers_imitation --peer_python=/path/to/venv/bin/python
+    python -m experiments.benchmarks.peers_imitation --suite=adversarial --adv_workdir=DIR
+
+`--suite` picks the comparisons: `mce` (tabular MCE IRL, described below),
+`adversarial` (GAIL and AIRL on CartPole-v1 and Pendulum-v1 with the same expert
+demonstrations; its settings and metrics are in
+`experiments.benchmarks.peers_imitation_adversarial`), or `all` (the default).
 
 The problem is imitation's own CliffWorld (seals `CliffWorldEnv`, one-hot
 observations; default 15×6 with horizon 18, seals' registered
@@ -119,6 +125,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from experiments.benchmarks import peers_imitation_adversarial as adv
 from experiments.benchmarks.common import JSON, QUICK, REPEATS
 from experiments.study import cpu_model
 from irl_jax.tabular import dp, irl, learners
@@ -154,6 +161,18 @@ _define(flags.DEFINE_float, "mce_lr", 0.1, "Adam learning rate of both learners.
 _define(flags.DEFINE_integer, "mce_max_iter", 5000,
         "imitation's MCEIRL.train(max_iter); irl_jax's step budget without the peer.")
 _define(flags.DEFINE_integer, "mce_seeds", None, "Seeds in the vmapped run (default 32, quick 8).")
+if "suite" not in flags.FLAGS:
+  flags.DEFINE_enum("suite", "all", ["all", "mce", "adversarial"],
+                    "Which comparison: tabular MCE IRL, GAIL/AIRL on CartPole/Pendulum, or both.")
+_define(flags.DEFINE_list, "adv_envs", ["CartPole-v1", "Pendulum-v1"],
+        "Environments of the GAIL/AIRL comparison (gymnasium ids).")
+_define(flags.DEFINE_list, "adv_methods", ["gail", "airl"], "Methods of the GAIL/AIRL comparison.")
+_define(flags.DEFINE_integer, "adv_seeds", None, "Seeds per side (default 3, quick 1).")
+_define(flags.DEFINE_integer, "adv_demos", None, "Expert episodes given to both (default 10, "
+        "quick 2).")
+_define(flags.DEFINE_string, "adv_workdir", None,
+        "Where the GAIL/AIRL comparison writes its demonstrations, peer settings, "
+        "results.json and curves.png (default: a fresh temporary folder).")
 
 
 class PeerUnavailable(RuntimeError):
@@ -609,7 +628,7 @@ def _seeds_row(train, args, *, seeds: int, steps: int, repeats: int, ctx: dict) 
 
 
 def _context(r: dict) -> str:
-  keys = ("mdp", "cpu", "cpus_available", "torch_threads", "loadavg_1m")
+  keys = ("mdp", "env", "cpu", "cpus_available", "torch_threads", "loadavg_1m")
   return " ".join(f"{k}={r[k]}" for k in keys if k in r)
 
 
@@ -620,6 +639,8 @@ def format_rows(rows: list[dict]) -> str:
     if "target" in r:
       ok = r["value"] >= r["target"]
       target = f">= {r['target']:g} {'ok' if ok else 'MISSED'}"
+      if "stretch" in r:
+        target += f" (stretch {r['stretch']:g})"
     elif "not_worse" in r:
       target = "not worse " + ("ok" if r["not_worse"] else "MISSED")
     extra = {k: r[k] for k in ("epsilon", "criterion", "steps", "iterations",
@@ -627,6 +648,8 @@ def format_rows(rows: list[dict]) -> str:
                                "reached", "seeds", "stopped_by", "cross_check_abs_diff",
                                "trajectory_check_abs_diff", "irl_jax_dp_check_abs_diff")
              if k in r}
+    if "bound" in r:
+      extra["bound"] = r["bound"]
     extra_s = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in extra.items())
     lines.append(f"{r['metric']:42s} {r['value']:12.4g}  {r['unit']:8s}  {target:16s} | "
@@ -649,10 +672,14 @@ def main(argv):
       print(f"[peers_imitation] no imitation venv at {fv.peer_venv}: --quick runs only the "
             "irl_jax half (pass --peer_python, or run without --quick to create it).",
             file=sys.stderr)
-  problem = make_problem(cfg["width"], cfg["height"], cfg["horizon"])
-  rows = run(problem, lr=fv.mce_lr, max_iter=fv.mce_max_iter,
-             seeds=fv.mce_seeds or cfg["seeds"], repeats=REPEATS.value or cfg["repeats"],
-             peer_python=python)
+  rows = []
+  if fv.suite in ("all", "mce"):
+    problem = make_problem(cfg["width"], cfg["height"], cfg["horizon"])
+    rows += run(problem, lr=fv.mce_lr, max_iter=fv.mce_max_iter,
+                seeds=fv.mce_seeds or cfg["seeds"], repeats=REPEATS.value or cfg["repeats"],
+                peer_python=python)
+  if fv.suite in ("all", "adversarial"):
+    rows += run_adversarial(python, quick=quick, fv=fv)
   if JSON.value:
     for r in rows:
       print(json.dumps(r), flush=True)
@@ -663,6 +690,31 @@ def main(argv):
       print("imitation peer: " + " ".join(f"{k}={v}" for k, v in r["versions"].items())
             + f" torch_threads={r.get('torch_threads')} blas_threads="
             + f"{r.get('peer_blas_threads')} checks={json.dumps(r['checks'])}")
+
+
+def run_adversarial(python: str | None, *, quick: bool, fv) -> list[dict]:
+  """The GAIL/AIRL comparison (`peers_imitation_adversarial`); writes results.json and
+  curves.png to `--adv_workdir` (a temporary folder when unset)."""
+  settings = dict(adv.QUICK if quick else adv.FULL)
+  if fv.adv_seeds is not None:
+    settings["seeds"] = fv.adv_seeds
+  if fv.adv_demos is not None:
+    settings["demos"] = fv.adv_demos
+  if settings["seeds"] < 1 or settings["demos"] < 1:
+    sys.exit("peers_imitation: --adv_seeds and --adv_demos must be >= 1.")
+  workdir = fv.adv_workdir or tempfile.mkdtemp(prefix="irl_jax_adv_")
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    rows, curves = adv.run(peer_python=python, envs_=fv.adv_envs, methods=fv.adv_methods,
+                           settings=settings, ctx=adv.context(), workdir=workdir,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+  except (adv.PeerFailed, ValueError) as e:
+    sys.exit(f"peers_imitation: {e}")
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump({"rows": rows, "curves": curves, "settings": settings}, f)
+  adv.plot(curves, os.path.join(workdir, "curves.png"))
+  print(f"[peers_imitation] GAIL/AIRL results and curves in {workdir}", file=sys.stderr)
+  return rows
 
 
 if __name__ == "__main__":
