@@ -23,7 +23,7 @@ import matplotlib
 import numpy as np
 
 from experiments import study
-from irl_jax.control import adversarial, data, envs, experts, imitation
+from irl_jax.control import adversarial, data, envs, experts, imitation, ppo
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -132,6 +132,67 @@ def run_env(config, env_name: str, key, log=print) -> dict:
     log(f"  {LABELS[method]:20s} normalised return by demos "
         + ", ".join(f"{n}: {study.fmt_pm(row['by_demos'][str(n)], 2)}" for n in counts)
         + f"  ({t2 - t1:.1f} s run, {t1 - t0:.1f} s compile)")
+  out["_expert"], out["_episodes"] = expert, episodes  # for the transfer (not saved)
+  return out
+
+
+def run_transfer(config, env_name: str, expert, episodes, key, log=print) -> dict:
+  """AIRL's reward transfer (Fu et al. 2018, §6.2): learn a reward on `env_name` from
+  the expert's demonstrations, then train PPO from scratch with that reward fixed on the
+  same task with changed dynamics (`config.transfer.params`), and score the new policy
+  on the changed task's true return. AIRL learns its state-only `g(s)`, the reward the
+  paper argues is disentangled from the dynamics; GAIL's discriminator reward is the
+  baseline. Scale: 0 is uniform random play on the changed task, 1 a PPO expert trained
+  there on the true reward. All seeds are one vmapped program per step."""
+  t = config.transfer
+  source = envs.make(env_name)
+  target = envs.make(env_name, params=t.params.to_dict())
+  ppo_config = experts.EXPERT_CONFIGS[env_name]
+  ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
+      ppo_config.total_timesteps * config.expert_steps_scale))
+  k_target, k_runs, k_ppo, k_eval = jax.random.split(key, 4)
+  target_expert = experts.train_expert(target, k_target, ppo_config,
+                                       eval_episodes=config.eval_episodes)
+  log(f"  transfer to {t.params.to_dict()}: expert there {target_expert.mean_return:.1f} "
+      f"(random {target_expert.random_return:.1f}); source expert {expert.mean_return:.1f}")
+  demos = data.to_transitions(data.take_episodes(episodes, int(t.num_demos)))
+  seeds = jax.random.split(k_runs, config.num_seeds)
+  steps = int(config.env_steps[short(env_name)])
+  inner = dataclasses.replace(ppo_config, total_timesteps=steps)
+  out = {"params": t.params.to_dict(), "num_demos": int(t.num_demos),
+         "target_expert_return": target_expert.mean_return,
+         "target_random_return": target_expert.random_return, "methods": {}}
+  for method in ("airl", "gail"):
+    t0 = time.perf_counter()
+    adv = adversarial.make_adversarial(adversarial.AdversarialConfig(
+        method=method, ppo=inner, state_only=method == "airl", **config.adversarial), source)
+    states, _ = jax.jit(jax.vmap(adv.train, in_axes=(0, None)))(seeds, demos)
+    learner = ppo.make_ppo(ppo_config, target, reward_fn=adv.learned_reward)
+    ppo_keys = jax.random.split(jax.random.fold_in(k_ppo, len(out["methods"])),
+                                config.num_seeds)
+    retrained, _ = jax.jit(jax.vmap(learner.train))(ppo_keys, states.disc)
+    eval_keys = jax.random.split(jax.random.fold_in(k_eval, len(out["methods"])),
+                                 config.num_seeds)
+
+    def evaluate(params, key, env=target, mode=learner.mode):
+      return envs.episode_returns(env, lambda k, o: mode(params, o), key,
+                                  config.eval_episodes).mean()
+
+    def evaluate_source_policy(params, key, mode=adv.ppo.mode):  # the policy, moved over
+      return envs.episode_returns(target, lambda k, o: mode(params, o), key,
+                                  config.eval_episodes).mean()
+
+    returns = np.asarray(jax.jit(jax.vmap(evaluate))(retrained.params, eval_keys))
+    direct = np.asarray(jax.jit(jax.vmap(evaluate_source_policy))(states.ppo.params, eval_keys))
+    norm = np.asarray(experts.normalised_return(returns, target_expert))
+    norm_direct = np.asarray(experts.normalised_return(direct, target_expert))
+    label = "AIRL (state-only g)" if method == "airl" else "GAIL"
+    out["methods"][method] = {
+        "label": label, "retrained": norm.tolist(), "policy_moved": norm_direct.tolist(),
+        "retrained_ci": study.interval(norm), "policy_moved_ci": study.interval(norm_direct),
+        "seconds": time.perf_counter() - t0}
+    log(f"  transfer {label:20s} PPO on its reward there: {study.fmt_pm(study.interval(norm), 2)}"
+        f"; its policy moved over: {study.fmt_pm(study.interval(norm_direct), 2)}")
   return out
 
 
@@ -158,6 +219,16 @@ def verdicts(results, config) -> list[dict]:
                  "verdict": study.decide(best_ci),
                  "deciding": f"{LABELS[best]} − BC, expert-normalised return: "
                              f"{study.fmt_ci(best_ci, 2)}"})
+  tr = results.get("transfer")
+  if tr:
+    diff = np.asarray(tr["methods"]["airl"]["retrained"]) - np.asarray(
+        tr["methods"]["gail"]["retrained"])
+    ci = study.interval(diff)
+    rows.append({"finding": f"{short(tr['env'])} with {tr['params']}: AIRL's reward transfers "
+                            "to changed dynamics better than GAIL's",
+                 "verdict": study.decide(ci),
+                 "deciding": "AIRL − GAIL, normalised return of PPO retrained on the learned "
+                             f"reward there: {study.fmt_ci(ci, 2)}"})
   return rows
 
 
@@ -168,6 +239,12 @@ def run(config, workdir: str, *, log=print) -> dict:
   for name in config.envs:
     if short(name) not in config.env_steps:
       raise ValueError(f"config.env_steps has no budget for {name!r}.")
+  if config.transfer.enabled and config.transfer.env not in config.envs:
+    raise ValueError(f"config.transfer.env {config.transfer.env!r} is not one of config.envs "
+                     f"{tuple(config.envs)}.")
+  if config.transfer.enabled and not 1 <= config.transfer.num_demos <= max(config.num_demos):
+    raise ValueError(f"config.transfer.num_demos must be in [1, {max(config.num_demos)}] "
+                     f"(the demonstrations collected), got {config.transfer.num_demos}.")
   results = {"config": config.to_dict(), "cpu": study.cpu_model(),
              "device": str(jax.devices()[0]), "envs": {}}
   key = jax.random.key(config.seed)
@@ -176,6 +253,12 @@ def run(config, workdir: str, *, log=print) -> dict:
     for m in r["methods"].values():
       m["by_demos_raw"] = {str(n): m["normalised"][j] for j, n in enumerate(config.num_demos)}
     results["envs"][name] = r
+    if config.transfer.enabled and name == config.transfer.env:
+      results["transfer"] = {"env": name, **run_transfer(
+          config, name, r.pop("_expert"), r.pop("_episodes"),
+          jax.random.fold_in(key, 1000 + i), log=log)}
+    r.pop("_expert", None)
+    r.pop("_episodes", None)
   results["verdicts"] = verdicts(results, config)
   study.write_json(results, workdir)
   study.write_text(results_table(results, config), workdir)
@@ -201,7 +284,20 @@ def results_table(results, config=None) -> str:
                    + (f"{sps:,.0f}" if sps else "–") + " |")
     lines.append("")
   lines += ["Run seconds cover all (demonstration count × seed) runs of a method in one "
-            "program; env steps/s counts every run's steps.", "",
+            "program; env steps/s counts every run's steps.", ""]
+  tr = results.get("transfer")
+  if tr:
+    lines += [f"### Reward transfer: {tr['env']} with {tr['params']} (expert there "
+              f"{tr['target_expert_return']:.1f}, random {tr['target_random_return']:.1f}; "
+              f"{tr['num_demos']} demonstrations from the original dynamics)", "",
+              "| learned reward | PPO retrained on it, changed dynamics | the imitation policy "
+              "moved over | s |", "|---|---|---|---|"]
+    for m in tr["methods"].values():
+      lines.append(f"| {m['label']} | {study.fmt_pm(m['retrained_ci'], 2)} | "
+                   f"{study.fmt_pm(m['policy_moved_ci'], 2)} | {m['seconds']:.0f} |")
+    lines += ["", "Normalised on the changed task: 0 random play, 1 a PPO expert trained there "
+              "on the true reward.", ""]
+  lines += [
             "| finding | verdict | deciding number |", "|---|---|---|"]
   for v in results["verdicts"]:
     lines.append(f"| {v['finding']} | **{v['verdict']}** | {v['deciding']} |")

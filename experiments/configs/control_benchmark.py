@@ -9,8 +9,10 @@ of them with 5 seeds; all (demonstration count, seed) runs of a method are one v
 compiled program. Reported: expert-normalised return (0 random play, 1 the expert) of the
 final deterministic policy, curves against environment steps for the methods that act,
 wall-clock (compilation apart) and environment steps per second per method, and the
-verdict on "IRL ≥ BC with few demonstrations". `quick`: CartPole only, small budgets,
-2 seeds, about a minute on 2 CPU cores.
+verdict on "IRL ≥ BC with few demonstrations". Then AIRL's reward transfer (`transfer`):
+PPO retrained on AIRL's state-only reward and on GAIL's reward, on Pendulum with a 1.5x
+heavier pole. `quick`: CartPole only (the transfer: a weaker push, `force_mag` 7),
+small budgets, 2 seeds, about two minutes on 2 CPU cores.
 """
 
 import ml_collections
@@ -43,11 +45,18 @@ def get_config():
   c.iq_online_env_steps = 100_000
   c.adversarial = ml_collections.ConfigDict(dict(disc_updates=4, disc_batch_size=256,
                                                  disc_lr=3e-4))
+  # AIRL's reward transfer: rewards learned on `env` (AIRL's state-only g, and GAIL's as
+  # the baseline) from `num_demos` demonstrations, then PPO from scratch on them with
+  # the environment's `params` changed (gymnax EnvParams fields): a 1.5x heavier pendulum.
+  c.transfer = ml_collections.ConfigDict(dict(
+      enabled=True, env="gymnax/Pendulum-v1", params=dict(m=1.5), num_demos=25))
   c.quick_settings = ml_collections.ConfigDict(dict(
       envs=("gymnax/CartPole-v1",), num_demos=(1, 5), num_seeds=2, eval_episodes=8,
       env_steps={"CartPole-v1": 50_000}, expert_steps_scale=0.5,
       bc=dict(num_steps=300, batch_size=256, learning_rate=1e-3),
       iq_offline=dict(num_steps=400, batch_size=256, temperature=0.01),
       iq_online=dict(num_envs=8, temperature=0.01, replay_size=20_000, warmup_env_steps=512),
-      iq_online_env_steps=50_000))
+      iq_online_env_steps=50_000,
+      transfer=dict(enabled=True, env="gymnax/CartPole-v1", params=dict(force_mag=7.0),
+                    num_demos=5)))
   return c

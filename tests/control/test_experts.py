@@ -52,6 +52,30 @@ def test_control_benchmark_quick(tmp_path):
     assert len(r["methods"][name]["curve_steps"]) == len(r["methods"][name]["curve_normalised"][0])
   # BC with five demonstrations of the expert is close to it (the expert balances well).
   assert np.mean(r["methods"]["bc"]["normalised"][1]) > 0.5
-  assert len(results["verdicts"]) == 1
-  assert results["verdicts"][0]["verdict"] in ("reproduced", "not at this scale", "contradicted")
-  assert f"**{results['verdicts'][0]['verdict']}**" in table
+  assert "_expert" not in r and "_episodes" not in r
+  # The reward transfer: both learned rewards retrained on CartPole with a weaker push.
+  tr = saved["transfer"]
+  assert tr["params"] == {"force_mag": 7.0} and tr["num_demos"] == 5
+  assert set(tr["methods"]) == {"airl", "gail"} and "Reward transfer" in table
+  for m in tr["methods"].values():
+    assert len(m["retrained"]) == len(m["policy_moved"]) == 2
+    assert np.all(np.isfinite(m["retrained"])) and m["retrained_ci"][3] == 2
+  assert len(results["verdicts"]) == 2
+  for v in results["verdicts"]:
+    assert v["verdict"] in ("reproduced", "not at this scale", "contradicted")
+    assert f"**{v['verdict']}**" in table
+  assert "AIRL − GAIL" in results["verdicts"][1]["deciding"]
+
+
+def test_control_benchmark_transfer_config_errors(tmp_path):
+  from experiments import control_benchmark
+  from experiments.configs import control_benchmark as cfg
+  config = cfg.get_config()
+  config.transfer.env = "gymnax/Acrobot-v1"
+  config.envs = ("gymnax/CartPole-v1",)
+  with pytest.raises(ValueError, match=r"config\.transfer\.env 'gymnax/Acrobot-v1' is not one"):
+    control_benchmark.run(config, str(tmp_path))
+  config = cfg.get_config()
+  config.transfer.num_demos = 26
+  with pytest.raises(ValueError, match=r"config.transfer.num_demos must be in \[1, 25\]"):
+    control_benchmark.run(config, str(tmp_path))
