@@ -41,7 +41,7 @@ learner at a time (no vmap: the comparison is of one training run):
   evaluation not timed). irl_jax: the whole run is one compiled `lax.scan`, so it
   is timed once (compilation apart, reported as `*_compile_s_irl_jax`) and round
   `i` of `n` is placed at `(i + 1)/n` of it: the rounds are identical programs;
-- the final policy's return, deterministic actions, `--adv_eval_episodes`
+- the final policy's return, deterministic actions, `eval_episodes`
   episodes on a fresh environment.
 
 Headline metrics (per environment):
@@ -105,7 +105,7 @@ class Case:
 
 
 def make_case(name: str, *, budget: int, num_demos: int, expert_scale: float, workdir: str,
-              eval_episodes: int, seed: int = 0) -> Case:
+              seed: int = 0) -> Case:
   if name not in ENVS:
     raise ValueError(f"--adv_envs: unknown environment {name!r}; known: {sorted(ENVS)}")
   env = envs.make(ENVS[name])
@@ -274,7 +274,7 @@ def compare(case: Case, method: str, ours: dict, theirs: dict | None, ctx: dict)
   return rows
 
 
-def curves(case: Case, method: str, ours: dict, theirs: dict | None) -> dict:
+def curves(case: Case, ours: dict, theirs: dict | None) -> dict:
   out = {}
   for side, res in (("irl_jax", ours), ("imitation", theirs)):
     if res is not None:
@@ -298,8 +298,7 @@ def run(*, peer_python: str | None, envs_: list[str], methods: list[str], settin
     if name not in settings["budgets"]:
       raise ValueError(f"--adv_envs: no budget for {name!r}; known: {sorted(settings['budgets'])}")
     case = make_case(name, budget=settings["budgets"][name], num_demos=settings["demos"],
-                     expert_scale=settings["expert_scale"], workdir=workdir,
-                     eval_episodes=settings["eval_episodes"])
+                     expert_scale=settings["expert_scale"], workdir=workdir)
     rows_available = int(case.episodes.num_steps)
     if rows_available < settings["disc"]["batch_size"]:
       # imitation samples expert batches without replacement and refuses fewer rows.
@@ -322,7 +321,7 @@ def run(*, peer_python: str | None, envs_: list[str], methods: list[str], settin
         ctx = {**ctx, "torch_threads": theirs["torch_threads"],
                "peer_versions": theirs["versions"]}
       rows += compare(case, method, ours, theirs, ctx)
-      all_curves[f"{name}/{method}"] = curves(case, method, ours, theirs)
+      all_curves[f"{name}/{method}"] = curves(case, ours, theirs)
       log(f"[peers_imitation] {name} {method}: done")
   return rows, all_curves
 

@@ -94,7 +94,7 @@ def test_compare_speedups_bounds_and_final_returns():
 @pytest.fixture(scope="module")
 def cartpole_case(tmp_path_factory):
   return adv.make_case("CartPole-v1", budget=2048, num_demos=2, expert_scale=0.1,
-                       workdir=str(tmp_path_factory.mktemp("adv")), eval_episodes=2)
+                       workdir=str(tmp_path_factory.mktemp("adv")))
 
 
 def test_irl_jax_half_on_cartpole(cartpole_case):
@@ -152,7 +152,7 @@ def test_too_few_demonstration_rows_and_unknown_names(tmp_path):
             ctx={}, workdir=str(tmp_path))
   with pytest.raises(ValueError, match="--adv_envs: unknown environment 'Hopper'"):
     adv.make_case("Hopper", budget=1024, num_demos=1, expert_scale=0.1,
-                  workdir=str(tmp_path), eval_episodes=1)
+                  workdir=str(tmp_path))
   settings = dict(adv.QUICK, demos=1, disc={**adv.DISC, "batch_size": 100_000})
   with pytest.raises(ValueError, match="--adv_demos=1: CartPole-v1's 1 demonstration"):
     adv.run(peer_python=None, envs_=["CartPole-v1"], methods=["gail"], settings=settings,
