@@ -9,6 +9,9 @@
 - `adversarial`: GAIL and AIRL on PPO.
 - `experts`: PPO experts for the laptop suite and their demonstrations.
 - `offline`: IQL, TD3+BC, AWAC, Inverse Preference Learning, and a reward model + IQL.
+- `reward_programs`: reward functions written as source text, loaded in a sandbox,
+  validated under jit/vmap, with provenance.
+- `runner`: checkpointed, resumable PPO and GAIL/AIRL runs.
 """
 
 from irl_jax.control import adversarial as adversarial
@@ -19,5 +22,6 @@ from irl_jax.control import imitation as imitation
 from irl_jax.control import networks as networks
 from irl_jax.control import offline as offline
 from irl_jax.control import ppo as ppo
+from irl_jax.control import reward_programs as reward_programs
 from irl_jax.control import sac as sac
 from irl_jax.control.types import Transitions as Transitions

@@ -275,6 +275,12 @@ def _check_config(c: PPOConfig) -> None:
 # --- state and batch --------------------------------------------------------------------
 
 
+def check_config(config: PPOConfig) -> None:
+  """Raises a `ValueError` naming the `PPOConfig` field that is out of range (what
+  `make_ppo` checks first), for callers that validate settings before building."""
+  _check_config(config)
+
+
 class PPOParams(NamedTuple):
   policy: Any  # nnx.State of the policy's Params
   value: Any   # nnx.State of the value network's Params
