@@ -113,15 +113,6 @@ def behaviour_policy(expert: experts.Expert, spec: envs.EnvSpec, epsilon: float,
   return act
 
 
-def concatenate(parts: list[data.Episodes], metadata: dict) -> data.Episodes:
-  """One `Episodes` holding every episode of `parts`, in order."""
-  fields = ("obs", "action", "reward", "terminated", "truncated", "next_obs", "log_prob")
-  offsets = np.cumsum([0] + [p.num_steps for p in parts[:-1]])
-  starts = np.concatenate([p.episode_starts + o for p, o in zip(parts, offsets, strict=True)])
-  return data.Episodes(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields},
-                       episode_starts=starts, spec=parts[0].spec, metadata=metadata)
-
-
 def nested_preferences(pairs: data.PreferencePairs, counts) -> offline.Preferences:
   """`[Q, P, ...]` Preferences: for the `q`-th count `n`, the first `n` pairs, the rest
   padding (mask 0: never drawn, and zeroed before any network sees them)."""
@@ -200,7 +191,7 @@ def run(config, workdir: str, *, log=print) -> dict:
     mixture.append({"name": name, "epsilon": eps, "noise": noise, "episodes": n,
                     "mean_return": float(returns.mean()),
                     "normalised": float(experts.normalised_return(returns.mean(), expert))})
-  episodes = concatenate(parts, {"policy": "mixture", "mixture": [list(p) for p in
+  episodes = data.concatenate(parts, {"policy": "mixture", "mixture": [list(p) for p in
                                                                    config.mixture]})
   returns = data.episode_returns(episodes)
   transitions = data.to_transitions(episodes)
@@ -291,23 +282,6 @@ def run(config, workdir: str, *, log=print) -> dict:
 # --- verdicts ------------------------------------------------------------------------------
 
 
-def equivalence(diff, margin: float) -> tuple[str, tuple]:
-  """`(verdict, interval of diff)` for "diff ≈ 0 within ±margin": reproduced when both
-  one-sided claims `margin − d > 0` and `margin + d > 0` are (the 95% interval of `d` lies
-  inside ±margin); contradicted when `d − margin > 0` or `−d − margin > 0` is (it lies
-  wholly beyond the margin on one side)."""
-  d = np.asarray(diff, float)
-  inside = [study.decide(study.interval(margin - d)), study.decide(study.interval(margin + d))]
-  beyond = [study.decide(study.interval(d - margin)), study.decide(study.interval(-d - margin))]
-  if all(v == "reproduced" for v in inside):
-    verdict = "reproduced"
-  elif "reproduced" in beyond:
-    verdict = "contradicted"
-  else:
-    verdict = "not at this scale"
-  return verdict, study.interval(d)
-
-
 def verdicts(results, config) -> list[dict]:
   m = results["methods"]
   counts = [str(n) for n in results["query_counts"]]
@@ -316,7 +290,7 @@ def verdicts(results, config) -> list[dict]:
   rows = []
   rm = np.asarray(m["rm_iql"]["by_queries_raw"][high])
   for method in ("ipl_iql", "ipl_awac"):
-    verdict, ci = equivalence(np.asarray(m[method]["by_queries_raw"][high]) - rm, margin)
+    verdict, ci = study.equivalence(np.asarray(m[method]["by_queries_raw"][high]) - rm, margin)
     rows.append({"finding": f"{LABELS[method]} ≈ reward model + IQL with {high} queries "
                             f"(≈: the 95% interval of the difference within ±{margin:g})",
                  "verdict": verdict,

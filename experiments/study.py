@@ -38,6 +38,23 @@ def decide(ci) -> str:
   return "reproduced" if low > 0 else "contradicted" if high < 0 else "not at this scale"
 
 
+def equivalence(diff, margin: float) -> tuple[str, tuple]:
+  """`(verdict, interval of diff)` for "diff ≈ 0 within ±margin": reproduced when both
+  one-sided claims `margin − d > 0` and `margin + d > 0` are (the 95% interval of `d` lies
+  inside ±margin); contradicted when `d − margin > 0` or `−d − margin > 0` is (it lies
+  wholly beyond the margin on one side)."""
+  d = np.asarray(diff, float)
+  inside = [decide(interval(margin - d)), decide(interval(margin + d))]
+  beyond = [decide(interval(d - margin)), decide(interval(-d - margin))]
+  if all(v == "reproduced" for v in inside):
+    verdict = "reproduced"
+  elif "reproduced" in beyond:
+    verdict = "contradicted"
+  else:
+    verdict = "not at this scale"
+  return verdict, interval(d)
+
+
 def fmt_pm(ci, digits: int = 3) -> str:
   """`mean ± half-width` of an `interval`, or `mean (n=...)` when it has no width."""
   m, lo, hi, n = ci

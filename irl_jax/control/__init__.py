@@ -9,11 +9,13 @@
 - `adversarial`: GAIL and AIRL on PPO.
 - `experts`: PPO experts for the laptop suite and their demonstrations.
 - `offline`: IQL, TD3+BC, AWAC, Inverse Preference Learning, and a reward model + IQL.
+- `action_free`: inverse-dynamics labelling of trajectories without actions.
 - `reward_programs`: reward functions written as source text, loaded in a sandbox,
   validated under jit/vmap, with provenance.
 - `runner`: checkpointed, resumable PPO and GAIL/AIRL runs.
 """
 
+from irl_jax.control import action_free as action_free
 from irl_jax.control import adversarial as adversarial
 from irl_jax.control import data as data
 from irl_jax.control import envs as envs

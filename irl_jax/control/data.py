@@ -304,6 +304,23 @@ def select_episodes(dataset: Episodes, indices) -> Episodes:
                   episode_starts=starts, spec=dataset.spec, metadata=dataset.metadata)
 
 
+def concatenate(parts: list[Episodes], metadata: dict | None = None) -> Episodes:
+  """One dataset holding every episode of `parts`, in order. All parts must share one
+  spec; `metadata` defaults to the first part's."""
+  if not parts:
+    raise ValueError("concatenate: no datasets given")
+  spec = parts[0].spec
+  for i, p in enumerate(parts[1:], 1):
+    if p.spec != spec:
+      raise ValueError(f"concatenate: part {i} is for {p.spec.name}, part 0 for {spec.name}")
+  offsets = np.cumsum([0] + [p.num_steps for p in parts[:-1]])
+  starts = np.concatenate([p.episode_starts + o for p, o in zip(parts, offsets, strict=True)])
+  fields = ("obs", "action", "reward", "terminated", "truncated", "next_obs", "log_prob")
+  return Episodes(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields},
+                  episode_starts=starts, spec=spec,
+                  metadata=dict(parts[0].metadata if metadata is None else metadata))
+
+
 def take_episodes(dataset: Episodes, n: int) -> Episodes:
   """The first `n` episodes (nested subsets for 1/5/25-demonstration studies).
   Raises `ValueError` when the dataset has fewer than `n`."""
