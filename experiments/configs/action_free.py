@@ -42,6 +42,8 @@ lies wholly beyond); (b) SS (k=1) − labelled only > 0 (`study.decide`).
 
 import ml_collections
 
+from experiments.configs import preference_offline
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -50,9 +52,7 @@ def get_config():
   c.num_seeds = 5
   c.env = "gymnax/Pendulum-v1"
   c.expert_steps_scale = 1.0
-  # (name, epsilon, noise, episodes), as in study C5.
-  c.mixture = (("expert", 0.0, 0.0, 5), ("noise_1.0", 0.0, 1.0, 10), ("eps_0.3", 0.3, 0.0, 10),
-               ("eps_0.5", 0.5, 0.0, 10), ("eps_0.7", 0.7, 0.0, 10), ("uniform", 1.0, 0.0, 10))
+  c.mixture = preference_offline.get_config().mixture   # study C5's dataset
   c.labelled_fraction = 0.1
   c.contexts = (0, 1)       # k of the SS variants; the verdicts use `verdict_context`
   c.verdict_context = 1

@@ -36,6 +36,8 @@ learned ≈ oracle within ±`equivalence_margin` (`study.equivalence`).
 
 import ml_collections
 
+from experiments.configs import preference_offline
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -44,8 +46,7 @@ def get_config():
   c.num_seeds = 5
   c.env = "gymnax/Pendulum-v1"
   c.expert_steps_scale = 1.0
-  c.mixture = (("expert", 0.0, 0.0, 5), ("noise_1.0", 0.0, 1.0, 10), ("eps_0.3", 0.3, 0.0, 10),
-               ("eps_0.5", 0.5, 0.0, 10), ("eps_0.7", 0.7, 0.0, 10), ("uniform", 1.0, 0.0, 10))
+  c.mixture = preference_offline.get_config().mixture   # study C5's dataset
   c.frame_size = 32
   c.query_counts = (50, 200, 1000)
   c.label_noise = (0.0, 0.2)
@@ -62,7 +63,7 @@ def get_config():
   c.quick_settings = ml_collections.ConfigDict(dict(
       num_seeds=2, expert_steps_scale=0.3, eval_episodes=4, frame_size=16,
       query_counts=(20, 80),
-      mixture=(("expert", 0.0, 0.0, 2), ("eps_0.5", 0.5, 0.0, 2), ("uniform", 1.0, 0.0, 2)),
+      mixture=preference_offline.get_config().quick_settings.mixture,
       reward=dict(arch="cnn", channels=(8, 8), hidden=(16,), num_steps=100, batch_size=32,
                   learning_rate=1e-3),
       iql=dict(num_steps=200, batch_size=64, hidden=(32, 32), expectile=0.7, beta=3.0, lr=1e-3),

@@ -10,6 +10,8 @@
 - `experts`: PPO experts for the laptop suite and their demonstrations.
 - `offline`: IQL, TD3+BC, AWAC, Inverse Preference Learning, and a reward model + IQL.
 - `action_free`: inverse-dynamics labelling of trajectories without actions.
+- `labellers`: preference labellers over observations or rendered frames, and a
+  Bradley–Terry reward on frames.
 - `reward_programs`: reward functions written as source text, loaded in a sandbox,
   validated under jit/vmap, with provenance.
 - `runner`: checkpointed, resumable PPO and GAIL/AIRL runs.
@@ -21,6 +23,7 @@ from irl_jax.control import data as data
 from irl_jax.control import envs as envs
 from irl_jax.control import experts as experts
 from irl_jax.control import imitation as imitation
+from irl_jax.control import labellers as labellers
 from irl_jax.control import networks as networks
 from irl_jax.control import offline as offline
 from irl_jax.control import ppo as ppo
