@@ -12,6 +12,8 @@
 - `action_free`: inverse-dynamics labelling of trajectories without actions.
 - `labellers`: preference labellers over observations or rendered frames, and a
   Bradley–Terry reward on frames.
+- `musik`: multi-step inverse kinematics on a block-MDP combination lock (a
+  reconstruction).
 - `reward_programs`: reward functions written as source text, loaded in a sandbox,
   validated under jit/vmap, with provenance.
 - `runner`: checkpointed, resumable PPO and GAIL/AIRL runs.
@@ -24,6 +26,7 @@ from irl_jax.control import envs as envs
 from irl_jax.control import experts as experts
 from irl_jax.control import imitation as imitation
 from irl_jax.control import labellers as labellers
+from irl_jax.control import musik as musik
 from irl_jax.control import networks as networks
 from irl_jax.control import offline as offline
 from irl_jax.control import ppo as ppo
