@@ -7,7 +7,6 @@ SS-TD3+BC vs BC on Pendulum (see the config's docstring).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -22,7 +21,7 @@ import matplotlib
 import numpy as np
 
 from experiments import study
-from experiments.preference_offline import behaviour_policy
+from experiments.preference_offline import mixture_dataset
 from irl_jax.control import action_free, data, envs, experts, imitation, offline
 
 matplotlib.use("Agg")
@@ -107,18 +106,7 @@ def run(config, workdir: str, *, log=print) -> dict:
   key = jax.random.key(config.seed)
   k_expert, k_data, k_split, k_val, k_runs, k_eval = jax.random.split(key, 6)
 
-  ppo_config = experts.EXPERT_CONFIGS[config.env]
-  ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
-      ppo_config.total_timesteps * config.expert_steps_scale))
-  t0 = time.perf_counter()
-  expert = experts.train_expert(env, k_expert, ppo_config)
-  expert_seconds = time.perf_counter() - t0
-  log(f"{config.env}: expert return {expert.mean_return:.1f} (random "
-      f"{expert.random_return:.1f}) in {expert_seconds:.0f} s")
-  parts = [data.collect_episodes(env, behaviour_policy(expert, spec, eps, noise),
-                                 jax.random.fold_in(k_data, i), n)
-           for i, (_, eps, noise, n) in enumerate(config.mixture)]
-  episodes = data.concatenate(parts, {"policy": "mixture"})
+  expert, expert_seconds, episodes = mixture_dataset(config, env, k_expert, k_data, log=log)
   labelled, hidden = action_free.split_labelled(episodes, k_split,
                                                 fraction=config.labelled_fraction)
   norm = lambda r: float(experts.normalised_return(float(np.mean(r)), expert))

@@ -113,6 +113,24 @@ def behaviour_policy(expert: experts.Expert, spec: envs.EnvSpec, epsilon: float,
   return act
 
 
+def mixture_dataset(config, env: envs.Env, k_expert, k_data, *, log=print):
+  """`(expert, expert_seconds, episodes)`: a PPO expert (`expert_steps_scale` times its
+  usual budget) and `config.mixture`'s episodes of `behaviour_policy`, concatenated; the
+  dataset of studies C6 and C7, built as this study builds its own."""
+  ppo_config = experts.EXPERT_CONFIGS[config.env]
+  ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
+      ppo_config.total_timesteps * config.expert_steps_scale))
+  t0 = time.perf_counter()
+  expert = experts.train_expert(env, k_expert, ppo_config)
+  expert_seconds = time.perf_counter() - t0
+  log(f"{config.env}: expert return {expert.mean_return:.1f} (random "
+      f"{expert.random_return:.1f}) in {expert_seconds:.0f} s")
+  parts = [data.collect_episodes(env, behaviour_policy(expert, env.spec, eps, noise),
+                                 jax.random.fold_in(k_data, i), n)
+           for i, (_, eps, noise, n) in enumerate(config.mixture)]
+  return expert, expert_seconds, data.concatenate(parts, {"policy": "mixture"})
+
+
 def nested_preferences(pairs: data.PreferencePairs, counts) -> offline.Preferences:
   """`[Q, P, ...]` Preferences: for the `q`-th count `n`, the first `n` pairs, the rest
   padding (mask 0: never drawn, and zeroed before any network sees them)."""

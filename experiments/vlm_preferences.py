@@ -22,7 +22,7 @@ import matplotlib
 import numpy as np
 
 from experiments import study
-from experiments.preference_offline import behaviour_policy
+from experiments.preference_offline import mixture_dataset
 from irl_jax.control import data, envs, experts, imitation, labellers, offline
 
 matplotlib.use("Agg")
@@ -88,18 +88,7 @@ def run(config, workdir: str, *, log=print) -> dict:
   key = jax.random.key(config.seed)
   k_expert, k_data, k_pairs, k_label, k_runs, k_eval, k_test = jax.random.split(key, 7)
 
-  ppo_config = experts.EXPERT_CONFIGS[config.env]
-  ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
-      ppo_config.total_timesteps * config.expert_steps_scale))
-  t0 = time.perf_counter()
-  expert = experts.train_expert(env, k_expert, ppo_config)
-  expert_seconds = time.perf_counter() - t0
-  log(f"{config.env}: expert return {expert.mean_return:.1f} (random "
-      f"{expert.random_return:.1f}) in {expert_seconds:.0f} s")
-  parts = [data.collect_episodes(env, behaviour_policy(expert, spec, eps, noise),
-                                 jax.random.fold_in(k_data, i), n)
-           for i, (_, eps, noise, n) in enumerate(config.mixture)]
-  episodes = data.concatenate(parts, {"policy": "mixture"})
+  expert, expert_seconds, episodes = mixture_dataset(config, env, k_expert, k_data, log=log)
   transitions = data.to_transitions(episodes)
   returns = data.episode_returns(episodes)
   dataset_norm = float(experts.normalised_return(float(returns.mean()), expert))
