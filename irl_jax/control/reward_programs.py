@@ -75,6 +75,7 @@ class RewardProgramError(ValueError):
     if line is not None:
       where += f", line {line}"
     super().__init__(f"{where}: {message}")
+    self.message = message
     self.program_hash = program_hash
     self.line = line
 
@@ -100,8 +101,24 @@ _JNP_ALLOWED = frozenset({
     "dot", "logical_and", "logical_or", "logical_not", "greater", "less", "equal",
     "zeros_like", "ones_like", "linalg"})
 _JNP_LINALG_ALLOWED = frozenset({"norm"})
+_MAX_RANGE = 10**6
+
+
+def _bounded_range(*args):
+  """`range`, refusing more than `_MAX_RANGE` elements: `sum`, `min` and `max` iterate in
+  C, out of reach of the time bound's line tracer."""
+  r = range(*args)
+  try:
+    n = len(r)
+  except OverflowError:
+    n = _MAX_RANGE + 1
+  if n > _MAX_RANGE:
+    raise SandboxViolation(f"range(...) of more than {_MAX_RANGE} elements")
+  return r
+
+
 _BUILTINS = {"abs": abs, "min": min, "max": max, "float": float, "int": int, "bool": bool,
-             "range": range, "len": len, "round": round, "sum": sum}
+             "range": _bounded_range, "len": len, "round": round, "sum": sum}
 
 # --- the environment abstraction ---------------------------------------------------------
 
@@ -512,7 +529,10 @@ class LoadedProgram:
     try:
       with _Deadline(self._filename, self.time_limit_s, self.program.hash):
         return fn(*args)
-    except RewardProgramError:
+    except RewardProgramError as e:
+      if e.program_hash is None:   # raised by a sandbox builtin inside the program
+        raise type(e)(e.message, program_hash=self.program.hash,
+                      line=_program_line(e.__traceback__, self._filename)) from None
       raise
     except RecursionError:
       raise ValidationError("recursion too deep", program_hash=self.program.hash) from None
@@ -609,11 +629,39 @@ class ValidationReport:
     return dataclasses.asdict(self)
 
 
+def _largest_array(jaxpr) -> tuple[int, tuple]:
+  """The largest array (element count, shape) that `jaxpr` or any sub-jaxpr produces or
+  holds as a constant."""
+  best = (0, ())
+
+  def visit(jx):
+    nonlocal best
+    for v in list(jx.constvars) + [o for e in jx.eqns for o in e.outvars]:
+      shape = tuple(getattr(getattr(v, "aval", None), "shape", ()) or ())
+      size = math.prod(shape)
+      if size > best[0]:
+        best = (size, shape)
+    for e in jx.eqns:
+      for p in e.params.values():
+        for sub in (p if isinstance(p, (tuple, list)) else (p,)):
+          inner = getattr(sub, "jaxpr", sub)
+          if hasattr(inner, "eqns"):
+            visit(inner)
+
+  visit(jaxpr)
+  return best
+
+
 def validate(loaded: LoadedProgram, obs, action, next_obs, *, raise_on_error: bool = True,
-             atol: float = 1e-4) -> ValidationReport:
+             atol: float = 1e-4, max_elements: int = 10**6) -> ValidationReport:
   """Check that the program gives a finite scalar reward, eagerly on one transition and
   under `jit(vmap(...))` on the sample batch (`obs[B, D]`, `action[B, ...]`,
   `next_obs[B, D]`, e.g. transitions of a random policy), and that both agree.
+
+  Before anything runs on data, the program is traced on one transition (abstract
+  values: nothing is allocated) and refused if any array it would build holds more than
+  `max_elements` elements, so a program cannot exhaust memory when it is executed.
+  Validate a program before handing it to a learner.
 
   With `raise_on_error` (default) the first problem raises its `RewardProgramError`;
   otherwise all problems are collected in the report.
@@ -634,6 +682,17 @@ def validate(loaded: LoadedProgram, obs, action, next_obs, *, raise_on_error: bo
       raise err
     problems.append(str(err))
 
+  try:
+    jaxpr = loaded._call(jax.make_jaxpr(loaded._one), jnp.asarray(obs[0]),
+                         jnp.asarray(action[0]), jnp.asarray(next_obs[0]))
+  except RewardProgramError as e:
+    fail(e)
+    return ValidationReport(h, False, tuple(problems))
+  size, shape = _largest_array(jaxpr.jaxpr)
+  if size > max_elements:
+    fail(ValidationError(f"builds an array of shape {shape} ({size} elements) per transition, "
+                         f"more than max_elements={max_elements}", program_hash=h))
+    return ValidationReport(h, False, tuple(problems))
   try:
     one = float(loaded.reward(obs[0], action[0], next_obs[0]))
   except RewardProgramError as e:

@@ -160,6 +160,25 @@ def test_infinite_loop_times_out_naming_the_line():
   assert e.value.line in (3, 4, 5)
 
 
+def test_work_in_c_and_huge_arrays_are_bounded():
+  obs, action, next_obs = sample(4)
+  # `sum` over a range runs in C, out of the line tracer's reach: ranges are bounded.
+  src = "def reward(obs, action, next_obs):\n  n = 1000000 * 1000000\n  return sum(range(n))\n"
+  with pytest.raises(rp.SandboxViolation, match="range") as e:
+    rp.validate(rp.load(program(src)), obs, action, next_obs)
+  assert e.value.line == 3 and e.value.program_hash is not None
+  # An outer product of 10^5 × 10^5 is refused from its trace, before anything is allocated.
+  src = ("def reward(obs, action, next_obs):\n  x = jnp.array(range(100000)) * 1.0\n"
+         "  return jnp.sum(x[:, None] * x[None, :])\n")
+  t0 = time.perf_counter()
+  with pytest.raises(rp.ValidationError, match=r"\(100000, 100000\).*max_elements"):
+    rp.validate(rp.load(program(src)), obs, action, next_obs)
+  assert time.perf_counter() - t0 < 10
+  # Within the bound it is accepted.
+  small = src.replace("100000", "100")
+  assert rp.validate(rp.load(program(small)), obs, action, next_obs).ok
+
+
 def test_infinite_recursion_is_a_validation_error():
   src = "def f(x):\n  return f(x)\n\ndef reward(obs, action, next_obs):\n  return f(1.0)\n"
   lp = rp.load(program(src))
