@@ -37,7 +37,10 @@ Loading refuses, with a `SandboxViolation` naming the line:
   - string constants other than docstrings, integer constants beyond ±10**6,
     exponents that are not small numeric constants, sequence repetition
     (`[0] * n`), and programs over `max_chars` characters or `max_nodes` syntax
-    nodes.
+    nodes;
+  - top-level statements other than functions and `NAME = <number>` constants, lists
+    and tuples other than call arguments and indices (no state survives a call),
+    complex constants and `**` in calls.
 The namespace the program runs in holds only those names (the builtins too), so a
 refused construct that slipped past the static checks would still fail at run time.
 Running the program (tracing it under `jit`, which is the only time its Python
@@ -102,6 +105,7 @@ _JNP_ALLOWED = frozenset({
     "zeros_like", "ones_like", "linalg"})
 _JNP_LINALG_ALLOWED = frozenset({"norm"})
 _MAX_RANGE = 10**6
+_MAX_INT_BITS = 4096
 
 
 def _bounded_range(*args):
@@ -408,6 +412,8 @@ def check_source(source: str, abstraction: Abstraction, *, program_hash: str | N
       name = node.name if isinstance(node, ast.FunctionDef) else node.arg
       if name.startswith("_"):
         refuse(f"name {name!r}: names starting with an underscore are not allowed", node)
+      if name in ("jnp", "task"):
+        refuse(f"name {name!r} is provided and cannot be rebound", node)
     if isinstance(node, ast.Attribute):
       if node.attr.startswith("_"):
         refuse(f"attribute {node.attr!r}: attributes starting with an underscore are not "
@@ -440,10 +446,20 @@ def check_source(source: str, abstraction: Abstraction, *, program_hash: str | N
         refuse("string constants are only allowed as docstrings", node)
       if isinstance(v, bytes):
         refuse("bytes constants are not allowed", node)
+      if isinstance(v, complex):
+        refuse("complex constants are not allowed", node)
       if isinstance(v, int) and not isinstance(v, bool) and abs(v) > _MAX_INT:
         refuse(f"integer constant {v} exceeds ±{_MAX_INT}", node)
       if isinstance(v, float) and not math.isfinite(v):
         refuse(f"non-finite constant {v}", node)
+    if isinstance(node, (ast.List, ast.Tuple)) and isinstance(node.ctx, ast.Load):
+      parent = parents.get(node)
+      if not ((isinstance(parent, ast.Call) and node in parent.args)
+              or (isinstance(parent, ast.Subscript) and node is parent.slice)):
+        refuse("lists and tuples are only allowed as call arguments (e.g. jnp.stack([a, b])) "
+               "or indices: the program cannot keep sequences", node)
+    if isinstance(node, ast.keyword) and node.arg is None:
+      refuse("`**` in calls is not allowed", node)
     if isinstance(node, ast.BinOp):
       if isinstance(node.op, ast.Pow):
         e = node.right
@@ -468,7 +484,18 @@ def check_source(source: str, abstraction: Abstraction, *, program_hash: str | N
              f"allowed, not `{type(n).__name__}`", n)
     if isinstance(n, ast.Expr) and not (isinstance(n.value, ast.Constant) and n is tree.body[0]):
       refuse("top level: expressions are not allowed (only the module docstring)", n)
+    if isinstance(n, ast.Assign) and not (
+        all(isinstance(t, ast.Name) for t in n.targets) and _numeric_literal(n.value)):
+      refuse("top level: only `NAME = <number>` constants are allowed (no state that could "
+             "change between calls)", n)
   return tree
+
+
+def _numeric_literal(node) -> bool:
+  if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+    node = node.operand
+  return isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+      and not isinstance(node.value, bool)
 
 
 class _Deadline:
@@ -479,9 +506,16 @@ class _Deadline:
     self.filename, self.seconds, self.program_hash = filename, seconds, program_hash
 
   def _local(self, frame, event, arg):
-    if event == "line" and time.perf_counter() > self.end:
-      raise ProgramTimeout(f"still running after time_limit_s={self.seconds:g} s",
-                           program_hash=self.program_hash, line=frame.f_lineno)
+    if event == "line":
+      if time.perf_counter() > self.end:
+        raise ProgramTimeout(f"still running after time_limit_s={self.seconds:g} s",
+                             program_hash=self.program_hash, line=frame.f_lineno)
+      # Python integers grow without bound in C (x = x * x); stop them while still cheap.
+      for name, value in frame.f_locals.items():
+        for v in (value if isinstance(value, (list, tuple)) else (value,)):
+          if isinstance(v, int) and v.bit_length() > _MAX_INT_BITS:
+            raise SandboxViolation(f"integer {name!r} has more than {_MAX_INT_BITS} bits",
+                                   program_hash=self.program_hash, line=frame.f_lineno)
     return self._local
 
   def _global(self, frame, event, arg):
@@ -698,6 +732,9 @@ def validate(loaded: LoadedProgram, obs, action, next_obs, *, raise_on_error: bo
   except RewardProgramError as e:
     fail(e)
     return ValidationReport(h, False, tuple(problems))
+  if not math.isfinite(one):
+    fail(ValidationError(f"non-finite reward {one} on the first sample transition (obs "
+                         f"{obs[0].tolist()}, next_obs {next_obs[0].tolist()})", program_hash=h))
   try:
     batch = np.asarray(jax.jit(loaded.batched)(obs, action, next_obs))
   except RewardProgramError as e:

@@ -3,6 +3,7 @@ records, and the learners' reward hook."""
 
 import json
 import math
+import re
 import time
 
 import jax
@@ -177,6 +178,51 @@ def test_work_in_c_and_huge_arrays_are_bounded():
   # Within the bound it is accepted.
   small = src.replace("100000", "100")
   assert rp.validate(rp.load(program(small)), obs, action, next_obs).ok
+
+
+RED_TEAM = {
+    # Top-level work runs at load time, outside validation: only numeric constants there.
+    "top_level_power": ("X = 1000000 ** 16\ndef reward(obs, action, next_obs):\n  return 0.0\n",
+                        "top level", 1),
+    "top_level_alloc": ("X = jnp.zeros_like(1.0)\ndef reward(obs, action, next_obs):\n"
+                        "  return 0.0\n", "top level", 1),
+    # State that survives between calls (a counter in a list) lets a program behave during
+    # validation and misbehave later: no sequence can be kept in a name.
+    "kept_list": ("def reward(obs, action, next_obs):\n  c = [0]\n  return 0.0\n",
+                  "lists and tuples", 2),
+    "list_growth": ("def reward(obs, action, next_obs):\n  a = (0,)\n  return 0.0\n",
+                    "lists and tuples", 2),
+    "complex": ("def reward(obs, action, next_obs):\n  return abs(1e999j)\n", "complex", 2),
+    "rebind_param": ("def f(jnp):\n  return 0.0\ndef reward(obs, action, next_obs):\n"
+                     "  return f(1.0)\n", "rebound", 1),
+    "double_star": ("def reward(obs, action, next_obs):\n  return jnp.clip(obs.position, **obs)\n",
+                    "`**`", 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RED_TEAM))
+def test_red_team_programs_are_refused(name):
+  src, message, line = RED_TEAM[name]
+  with pytest.raises(rp.SandboxViolation, match=re.escape(message)) as e:
+    rp.load(program(src))
+  assert e.value.line == line, str(e.value)
+
+
+def test_integers_cannot_grow_without_bound():
+  # x = x * x doubles the bits each line, in C: stopped at a few thousand bits.
+  src = ("def reward(obs, action, next_obs):\n  x = len(range(1000))\n"
+         "  for i in range(100):\n    x = x * x\n  return 0.0\n")
+  t0 = time.perf_counter()
+  with pytest.raises(rp.SandboxViolation, match="integer 'x' has more than") as e:
+    rp.load(program(src)).reward(np.zeros(2), 0, np.zeros(2))
+  assert e.value.line in (3, 4) and time.perf_counter() - t0 < 5
+
+
+def test_a_non_finite_eager_reward_fails_validation():
+  src = "def reward(obs, action, next_obs):\n  return jnp.log(obs.velocity - obs.velocity)\n"
+  obs, action, next_obs = sample(4)
+  report = rp.validate(rp.load(program(src)), obs, action, next_obs, raise_on_error=False)
+  assert not report.ok and "non-finite reward" in report.problems[0]
 
 
 def test_infinite_recursion_is_a_validation_error():
