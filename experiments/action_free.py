@@ -76,13 +76,6 @@ def check_config(config) -> None:
     _positive_int(config.bc[field], f"bc.{field}")
 
 
-def _build(cls, settings, field, **extra):
-  try:
-    return cls(**{**dict(settings), **extra})
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"config.{field}: {e}") from None
-
-
 # --- the study -----------------------------------------------------------------------------
 
 
@@ -97,11 +90,13 @@ def run(config, workdir: str, *, log=print) -> dict:
   spec = env.spec
   if spec.action.discrete:
     raise ValueError(f"config.env must have continuous actions (TD3+BC), got {config.env!r}.")
-  td3 = _build(offline.TD3BCConfig, config.td3_bc, "td3_bc",
-               hidden=tuple(config.td3_bc.hidden))
-  bc_config = _build(imitation.BCConfig, config.bc, "bc", hidden=tuple(config.bc.hidden))
-  idm_configs = {k: _build(action_free.InverseDynamicsConfig, config.idm, "idm", context=k,
-                           hidden=tuple(config.idm.hidden)) for k in config.contexts}
+  td3 = study.learner_config(offline.TD3BCConfig, config.td3_bc, "td3_bc",
+                             hidden=tuple(config.td3_bc.hidden))
+  bc_config = study.learner_config(imitation.BCConfig, config.bc, "bc",
+                                   hidden=tuple(config.bc.hidden))
+  idm_configs = {k: study.learner_config(action_free.InverseDynamicsConfig, config.idm, "idm",
+                                         context=k, hidden=tuple(config.idm.hidden))
+                 for k in config.contexts}
   t_start = time.perf_counter()
   key = jax.random.key(config.seed)
   k_expert, k_data, k_split, k_val, k_runs, k_eval = jax.random.split(key, 6)

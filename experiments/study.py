@@ -116,6 +116,15 @@ def resolve_quick(config):
   return config
 
 
+def learner_config(cls, settings, field: str, **extra):
+  """`cls(**settings, **extra)` for a study's config block `config.<field>`; a bad value
+  raises `ValueError` naming `config.<field>` and the library's message."""
+  try:
+    return cls(**{**dict(settings), **extra})
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"config.{field}: {e}") from None
+
+
 def cpu_model() -> str:
   """The CPU's model name (from /proc/cpuinfo on Linux), for every timing figure."""
   try:

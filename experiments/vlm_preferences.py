@@ -61,13 +61,6 @@ def check_config(config) -> None:
     raise ValueError(f"config.equivalence_margin must be > 0, got {config.equivalence_margin!r}.")
 
 
-def _build(cls, settings, field, **extra):
-  try:
-    return cls(**{**dict(settings), **extra})
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"config.{field}: {e}") from None
-
-
 # --- the study -----------------------------------------------------------------------------
 
 
@@ -77,13 +70,15 @@ def run(config, workdir: str, *, log=print) -> dict:
   env = envs.make(config.env)
   spec = env.spec
   counts = [int(n) for n in config.query_counts]
-  rc = _build(labellers.FrameRewardConfig, config.reward, "reward",
+  rc = study.learner_config(labellers.FrameRewardConfig, config.reward, "reward",
               channels=tuple(config.reward.channels), hidden=tuple(config.reward.hidden))
   iql_settings = dict(config.iql)
   lr = iql_settings.pop("lr")
-  iql_base = _build(offline.IQLConfig, iql_settings, "iql", hidden=tuple(config.iql.hidden),
-                    actor_lr=lr, critic_lr=lr, value_lr=lr, normalize_obs=True)
-  bc_config = _build(imitation.BCConfig, config.bc, "bc", hidden=tuple(config.bc.hidden))
+  iql_base = study.learner_config(offline.IQLConfig, iql_settings, "iql",
+                                  hidden=tuple(config.iql.hidden), actor_lr=lr, critic_lr=lr,
+                                  value_lr=lr, normalize_obs=True)
+  bc_config = study.learner_config(imitation.BCConfig, config.bc, "bc",
+                                   hidden=tuple(config.bc.hidden))
   t_start = time.perf_counter()
   key = jax.random.key(config.seed)
   k_expert, k_data, k_pairs, k_label, k_runs, k_eval, k_test = jax.random.split(key, 7)
