@@ -16,6 +16,8 @@
   reconstruction).
 - `reward_programs`: reward functions written as source text, loaded in a sandbox,
   validated under jit/vmap, with provenance.
+- `resets`: expert resets (episodes that start at demonstration states with
+  probability α), with the demonstrations' environment states.
 - `runner`: checkpointed, resumable PPO and GAIL/AIRL runs.
 """
 
@@ -30,6 +32,7 @@ from irl_jax.control import musik as musik
 from irl_jax.control import networks as networks
 from irl_jax.control import offline as offline
 from irl_jax.control import ppo as ppo
+from irl_jax.control import resets as resets
 from irl_jax.control import reward_programs as reward_programs
 from irl_jax.control import sac as sac
 from irl_jax.control.types import Transitions as Transitions

@@ -19,6 +19,14 @@ reward (`ppo.update(state, batch, rewards)`). The whole run is one `lax.scan`:
   `state_only=True`, `g(s)` is the reward meant to transfer to new dynamics:
   `Adversarial.learned_reward` exposes it as a `reward_fn` for `ppo.make_ppo`.
 
+The cost player. By default the discriminator trains on the current rollout only
+(a best-response-style cost player: it chases the current policy). With
+`disc_replay = K > 0` it trains on a ring buffer of the last `K` policy
+transitions; `K ≥ total_timesteps` keeps every past sample, a follow-the-leader,
+no-regret cost player (Swamy et al. 2023; see `irl_jax.control.resets` for the
+expert resets it goes with). Buffered AIRL rows keep the `log π` stored when they
+were sampled.
+
 The discriminator's inputs are the raw observations (and one-hot or raw
 actions), and its objective is `irl_jax.losses`' BCE on logits.
 
@@ -60,7 +68,9 @@ class AdversarialConfig:
   "softplus" (−log(1 − D)) or "logit". state_only: AIRL's `g(s)`.
   action_margin: continuous expert actions are clipped this far inside the box
   before AIRL evaluates `log π` on them (a squashed Gaussian has no density at the
-  boundary)."""
+  boundary). absorbing: see the module doc. disc_replay: policy transitions the
+  discriminator samples from (0: the current rollout only; otherwise a ring buffer
+  of the last `disc_replay`, at least one rollout)."""
   method: str = "gail"
   ppo: ppo.PPOConfig = dataclasses.field(
       default_factory=lambda: ppo.PPOConfig(total_timesteps=200_000))
@@ -74,12 +84,17 @@ class AdversarialConfig:
   state_only: bool = False
   action_margin: float = 1e-3
   absorbing: bool = True
+  disc_replay: int = 0
 
 
 class AdversarialState(NamedTuple):
+  """`replay`: the past policy transitions (a ring buffer of `disc_replay` rows) and
+  `replay_count`, the rows ever written to it; both `None` without replay."""
   ppo: ppo.PPOState
   disc: Any
   disc_opt: Any
+  replay: Any = None
+  replay_count: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +129,16 @@ def _check(config: AdversarialConfig):
        "must be 'softplus' or 'logit'")
   need(not (config.state_only and config.method == "gail"), "state_only",
        "is an AIRL option (GAIL's discriminator sees actions)")
+  need(isinstance(config.disc_replay, int) and not isinstance(config.disc_replay, bool)
+       and (config.disc_replay == 0 or config.disc_replay >= config.ppo.batch_size),
+       "disc_replay", f"must be 0 or an integer >= one rollout, ppo.num_envs × ppo.num_steps = "
+       f"{config.ppo.batch_size}")
+
+
+def check_config(config: AdversarialConfig) -> None:
+  """Raises `ValueError` naming the `AdversarialConfig` field that is out of range (what
+  `make_adversarial` checks first), e.g. for a study's config validation."""
+  _check(config)
 
 
 def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
@@ -232,7 +257,27 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
   def init(key) -> AdversarialState:
     k_ppo, k_disc = jax.random.split(key)
     disc = disc_init(k_disc)
-    return AdversarialState(inner.init(k_ppo), disc, tx.init(disc))
+    p_state = inner.init(k_ppo)
+    if not config.disc_replay:
+      return AdversarialState(p_state, disc, tx.init(disc))
+    _, batch = jax.eval_shape(inner.collect, p_state)
+    row = jax.eval_shape(ppo.to_transitions, batch)
+    replay = jax.tree.map(lambda x: jnp.zeros((config.disc_replay, *x.shape[1:]), x.dtype), row)
+    return AdversarialState(p_state, disc, tx.init(disc), replay, jnp.zeros((), jnp.int32))
+
+  def remember(replay: Transitions, count, rows: Transitions):
+    """`rows` written into the ring buffer after the `count` rows written before."""
+    idx = (count + jnp.arange(rows.reward.shape[0])) % config.disc_replay
+    replay = jax.tree.map(lambda buf, x: buf.at[idx].set(x), replay, rows)
+    return replay, count + rows.reward.shape[0]
+
+  def sample_policy(rows, replay, count, key):
+    if not config.disc_replay:
+      return sample_rows(rows, key, config.disc_batch_size)
+    # Uniform over the rows written so far (the buffer fills from row 0).
+    filled = jnp.minimum(count, config.disc_replay)
+    idx = jax.random.randint(key, (config.disc_batch_size,), 0, filled)
+    return jax.tree.map(lambda x: x[idx], replay)
 
   def start(key, demos: Transitions):
     del demos
@@ -246,12 +291,15 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
   def body(state: AdversarialState, key, demos: Transitions):
     p_state, batch = inner.collect(state.ppo)
     rows = ppo.to_transitions(batch)
+    replay, count = state.replay, state.replay_count
+    if config.disc_replay:
+      replay, count = remember(replay, count, rows)
 
     def disc_step(carry, key):
       disc, opt = carry
       k_e, k_p, k_gp = jax.random.split(key, 3)
       expert = sample_rows(demos, k_e, config.disc_batch_size)
-      policy = sample_rows(rows, k_p, config.disc_batch_size)
+      policy = sample_policy(rows, replay, count, k_p)
       lp = expert_log_pi(p_state.params.policy, expert) if airl else None
       grads, m = jax.grad(disc_loss, has_aux=True)(disc, expert, policy, lp, k_gp)
       updates, opt = tx.update(grads, opt, disc)
@@ -265,7 +313,7 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
                **ppo.episode_metrics(batch), "learned_reward": rewards.mean(),
                "recent_return": jnp.nanmean(p_state.episodes.last),
                "env_steps": p_state.step}
-    return AdversarialState(p_state, disc, opt), metrics
+    return AdversarialState(p_state, disc, opt, replay, count), metrics
 
   def learned_reward(disc_params, obs, action, next_obs):
     if airl:

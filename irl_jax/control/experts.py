@@ -28,7 +28,8 @@ EXPERT_CONFIGS = {
         num_minibatches=8, lr=1e-3, gamma=0.95, ent_coef=0.0, reward_scale=0.1),
 }
 # Not MountainCarContinuous-v0: PPO (entropy bonus 0.05, or γ = 0.999 with a wide
-# log-std range) ends at the do-nothing policy, return ≈ 0, after 500k steps.
+# log-std range) ends at the do-nothing policy, return ≈ 0, after 500k steps; its
+# expert is `scripted_expert`'s energy-pumping controller.
 
 
 class Expert(NamedTuple):
@@ -78,6 +79,46 @@ def train_expert(env: envs.Env, key, config: ppo.PPOConfig | None = None, *,
     return learner.mode(params, obs)
 
   return Expert(params, act, mode, mean_return, random_return, metrics)
+
+
+def _energy_pumping(obs):
+  """MountainCar's classic controller: push in the direction of the velocity (a car
+  at rest pushes right), which pumps energy into the swing until the car reaches
+  the flag."""
+  return jnp.where(obs[..., 1] >= 0.0, 1.0, -1.0)[..., None]
+
+
+SCRIPTED = {"gymnax/MountainCarContinuous-v0": _energy_pumping}
+
+
+def scripted_expert(env: envs.Env, key, *, noise: float = 0.3,
+                    eval_episodes: int = 32) -> Expert:
+  """A hand-written controller as the expert, for environments that the library's
+  PPO does not solve (`SCRIPTED`: MountainCarContinuous-v0, energy pumping). `act`
+  adds Gaussian noise of standard deviation `noise` to the controller's action
+  (clipped to the box; `log_prob` is NaN, unknown after clipping); `mode` is the
+  controller itself, and `mean_return` its return."""
+  if env.name not in SCRIPTED:
+    raise ValueError(f"no scripted expert for {env.name!r} (known: {sorted(SCRIPTED)}).")
+  if noise < 0:
+    raise ValueError(f"scripted_expert: noise must be >= 0, got {noise!r}.")
+  controller = SCRIPTED[env.name]
+  low, high = jnp.asarray(env.spec.action.low), jnp.asarray(env.spec.action.high)
+
+  def mode(obs):
+    return jnp.clip(controller(obs), low, high)
+
+  def act(key, obs):
+    a = mode(obs) + noise * jax.random.normal(key, env.spec.action.shape)
+    return jnp.clip(a, low, high), jnp.full((), jnp.nan, jnp.float32)
+
+  k_eval, k_rand = jax.random.split(key)
+  mean_return = float(envs.episode_returns(env, lambda k, o: mode(o), k_eval,
+                                           eval_episodes).mean())
+  random_return = float(envs.episode_returns(env, uniform_policy(env.spec), k_rand,
+                                             eval_episodes).mean())
+  return Expert(None, act, mode, mean_return, random_return,
+                {"controller": controller.__name__.lstrip("_"), "noise": noise})
 
 
 def demonstrations(env: envs.Env, expert: Expert, key, num_episodes: int, *,

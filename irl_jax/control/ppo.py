@@ -175,10 +175,20 @@ def gae(rewards, values, next_values, terminated, truncated, *, gamma: float,
   return advantages, advantages + values
 
 
+MAX_LOG_RATIO = 20.0
+
+
 def clipped_surrogate_loss(log_prob, old_log_prob, advantages, *, clip_eps: float):
   """PPO's clipped policy loss per sample: `−min(ρA, clip(ρ, 1 − ε, 1 + ε)A)` with
-  `ρ = exp(log_prob − old_log_prob)`. All arguments share a shape; so does the result."""
-  ratio = jnp.exp(log_prob - old_log_prob)
+  `ρ = exp(log_prob − old_log_prob)`. All arguments share a shape; so does the result.
+
+  `log ρ` is first clipped to `±MAX_LOG_RATIO` (20; no effect on ordinary updates).
+  A nearly deterministic squashed-Gaussian policy (log-std at its floor, the mean
+  far out in the tanh's tail, as when it imitates bang-bang actions) can move a
+  sample's log-density by thousands in one step; unclipped, `ρ` overflows to `inf`
+  where `A < 0`, the loss to `inf` and the gradients to NaN. Clipped, such a sample's
+  term is a constant (no gradient), as PPO's clip already makes it where `A > 0`."""
+  ratio = jnp.exp(jnp.clip(log_prob - old_log_prob, -MAX_LOG_RATIO, MAX_LOG_RATIO))
   return -jnp.minimum(ratio * advantages,
                       jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages)
 
