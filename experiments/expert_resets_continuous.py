@@ -79,6 +79,15 @@ def check_config(config) -> None:
                      f"{config.alpha!r}.")
   if not 0 < config.threshold <= 1:
     raise ValueError(f"config.threshold must lie in (0, 1], got {config.threshold!r}.")
+  if not config.expert_noise >= 0:
+    raise ValueError(f"config.expert_noise must be >= 0, got {config.expert_noise!r}.")
+  if not config.expert_steps_scale > 0:
+    raise ValueError(f"config.expert_steps_scale must be > 0, got "
+                     f"{config.expert_steps_scale!r}.")
+  fixed = sorted({"method", "disc_replay", "ppo"} & set(config.adversarial))
+  if fixed:
+    raise ValueError(f"config.adversarial: {fixed} are set by the study (GAIL; the cost player "
+                     "of each method; config.ppo), not here.")
   if not config.envs:
     raise ValueError("config.envs is empty.")
   for name in config.envs:
@@ -165,6 +174,10 @@ def run_env(config, env_name: str, key, log=print) -> dict:
   expert = make_expert(config, env, k_expert)
   log(f"{env_name}: expert return {expert.mean_return:.1f} (random {expert.random_return:.1f}) "
       f"in {time.perf_counter() - t0:.0f} s")
+  if not expert.mean_return > expert.random_return:
+    raise RuntimeError(f"{env_name}: the expert ({expert.mean_return:.1f}) does not beat random "
+                       f"play ({expert.random_return:.1f}), so the normalised scale is "
+                       "meaningless; raise config.expert_steps_scale.")
   episodes, pool = resets.demonstrations_with_states(env, expert.act, k_demos, config.num_demos,
                                                      metadata={"policy": "expert"})
   demos = data.to_transitions(episodes)
@@ -200,6 +213,10 @@ def verdicts(results, config) -> list[dict]:
     ci = study.interval(diff)
     censored = int(np.sum(m["irl"]["censored"])) + int(np.sum(m["resets_no_regret"]["censored"]))
     note = f"; {censored} censored run(s) enter at the budget" if censored else ""
+    # Not a verdict: the resets alone, both sides with the no-regret discriminator.
+    alone = study.interval(np.asarray(m["irl_no_regret"]["interactions"], float)
+                           - np.asarray(m["resets_no_regret"]["interactions"], float))
+    note += f" (resets alone, both no-regret: {study.fmt_ci(alone, 0)})"
     out.append({"env": env_name,
                 "finding": f"{short(env_name)}: expert resets reach {config.threshold} of expert "
                            "performance in fewer interactions than standard IRL",

@@ -10,8 +10,8 @@ reward (`ppo.update(state, batch, rewards)`). The whole run is one `lax.scan`:
 - GAIL (Ho & Ermon 2016): a discriminator logit `l(s, a)`; the policy reward is
   `softplus(l) = −log(1 − D)` (`irl_jax.losses.gail_reward`), or the logit
   itself with `gail_reward="logit"`. An optional gradient penalty on
-  expert/policy interpolates (`grad_penalty`, WGAN-GP with target 1, or R1 on
-  expert inputs with `grad_penalty_target=0`).
+  expert/policy interpolates (`grad_penalty`, WGAN-GP with target 1, or a
+  zero-centred penalty with `grad_penalty_target=0`).
 - AIRL (Fu, Luo & Levine 2018): `f(s, a, s') = g(s[, a]) + γ(1 − d)h(s') − h(s)`,
   the discriminator logit `f − log π(a|s)` with the stored `log π` on policy
   transitions and the current policy's (gradient stopped) on expert ones; the
@@ -129,6 +129,9 @@ def _check(config: AdversarialConfig):
        "must be 'softplus' or 'logit'")
   need(not (config.state_only and config.method == "gail"), "state_only",
        "is an AIRL option (GAIL's discriminator sees actions)")
+  need(not (config.absorbing and not config.ppo.gamma < 1.0), "absorbing",
+       f"needs ppo.gamma < 1 (the absorbing state's value is r/(1 − γ)); ppo.gamma is "
+       f"{config.ppo.gamma}")
   need(isinstance(config.disc_replay, int) and not isinstance(config.disc_replay, bool)
        and (config.disc_replay == 0 or config.disc_replay >= config.ppo.batch_size),
        "disc_replay", f"must be 0 or an integer >= one rollout, ppo.num_envs × ppo.num_steps = "
@@ -144,9 +147,6 @@ def check_config(config: AdversarialConfig) -> None:
 def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
   """GAIL or AIRL for `env` (discrete or continuous actions); see the module doc."""
   _check(config)
-  if config.absorbing and not config.ppo.gamma < 1.0:
-    raise ValueError("AdversarialConfig.absorbing needs ppo.gamma < 1 (the absorbing state's "
-                     f"value is r/(1 − γ)); got gamma={config.ppo.gamma}.")
   spec = env.spec
   inner = ppo.make_ppo(config.ppo, env)
   airl = config.method == "airl"

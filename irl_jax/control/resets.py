@@ -65,6 +65,10 @@ def with_expert_resets(env: envs.Env, pool: ResetPool, alpha: float) -> envs.Env
                                          strict=True)):
     raise ValueError(f"with_expert_resets: the pool's states do not match {env.name}'s state "
                      f"(pool {pool_leaf}, environment {probe_state}).")
+  rows = {int(x.shape[0]) for x in jax.tree.leaves(pool.states)}
+  if rows != {pool.size}:
+    raise ValueError(f"with_expert_resets: the pool has {pool.size} observations but its state "
+                     f"leaves have {sorted(rows)} rows; they must match row for row.")
   if tuple(pool.obs.shape[1:]) != tuple(env.spec.obs_shape):
     raise ValueError(f"with_expert_resets: pool observations have shape {pool.obs.shape[1:]}, "
                      f"{env.name} observations {env.spec.obs_shape}.")

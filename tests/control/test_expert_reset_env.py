@@ -90,6 +90,9 @@ def test_bad_resets_are_refused(mountain_car):
     resets.with_expert_resets(env, pool, 1.5)
   with pytest.raises(ValueError, match="do not match gymnax/Pendulum-v1"):
     resets.with_expert_resets(envs.make("gymnax/Pendulum-v1"), pool, 0.5)
+  cut = resets.ResetPool(jax.tree.map(lambda x: x[:10], pool.states), pool.obs)
+  with pytest.raises(ValueError, match="must match row for row"):
+    resets.with_expert_resets(env, cut, 0.5)
   empty = resets.ResetPool(jax.tree.map(lambda x: x[:0], pool.states), pool.obs[:0])
   with pytest.raises(ValueError, match="pool is empty"):
     resets.with_expert_resets(env, empty, 0.5)

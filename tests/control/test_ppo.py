@@ -112,6 +112,24 @@ def test_clipped_surrogate_matches_numpy_reference_and_gradient_vanishes_when_cl
                              surrogate_reference(lp, olp, a, 0.1), rtol=1e-5, atol=1e-6)
 
 
+def test_surrogate_stays_finite_for_extreme_log_ratios():
+  """A saturated squashed Gaussian can move a sample's log-density by thousands in one
+  update: the loss stays finite, such samples give no gradient, and the loss is the
+  reference's at `log ρ = ±20`."""
+  log_prob = np.array([1000.0, 1000.0, -1000.0, -1000.0], np.float32)
+  old = np.zeros(4, np.float32)
+  adv = np.array([1.0, -1.0, 1.0, -1.0], np.float32)
+  loss = ppo.clipped_surrogate_loss(log_prob, old, adv, clip_eps=0.2)
+  grad = jax.grad(lambda lp: jnp.sum(ppo.clipped_surrogate_loss(lp, old, adv, clip_eps=0.2)))(
+      jnp.asarray(log_prob))
+  assert np.all(np.isfinite(np.asarray(loss))) and np.all(np.asarray(grad) == 0.0)
+  bound = np.clip(log_prob, -ppo.MAX_LOG_RATIO, ppo.MAX_LOG_RATIO)
+  np.testing.assert_allclose(loss, surrogate_reference(bound, old, adv, 0.2), rtol=1e-6)
+  # Inside the bound nothing changes.
+  assert float(ppo.clipped_surrogate_loss(np.float32(19.0), np.float32(0.0), np.float32(-1.0),
+                                          clip_eps=0.2)) == pytest.approx(np.exp(19.0), rel=1e-5)
+
+
 def test_value_loss_clipped_form():
   v, old, target = np.array([1.0, 3.0, 0.0]), np.array([0.5, 2.0, 0.0]), np.array([2.0, 2.0, 1.0])
   np.testing.assert_allclose(ppo.value_loss(v, target), 0.5 * (v - target) ** 2)

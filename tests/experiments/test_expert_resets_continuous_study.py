@@ -30,7 +30,11 @@ def test_expert_resets_continuous_quick(tmp_path):
     curve = np.asarray(m["curve"])
     assert curve.shape == (2, len(m["env_steps"])) and np.isfinite(curve).all()
     assert m["env_steps"][-1] == r["budget"]
-    assert all(0 < h <= r["budget"] for h in m["interactions"])
+    # A hit is the first evaluation at the threshold; a censored run sits at the budget.
+    for seed, (h, c) in enumerate(zip(m["interactions"], m["censored"], strict=True)):
+      reached = curve[seed] >= config.threshold
+      assert c == (not reached.any())
+      assert h == (r["budget"] if c else m["env_steps"][int(np.argmax(reached))])
   assert r["methods"]["resets_no_regret"]["alpha"] == 0.5
   assert r["methods"]["irl"]["alpha"] == 0.0
   assert len(results["verdicts"]) == 2 and saved["cpu"] in table
@@ -56,6 +60,9 @@ def test_interactions_to_threshold_censors_at_the_budget():
     ("envs", ("gymnax/MountainCar-v0",), r"config\.envs: no expert"),
     ("envs", ("gymnax/Acrobot-v1",), r"config\.envs: 'gymnax/Acrobot-v1' has no entry"),
     ("adversarial", {"disc_lr": -1.0}, r"config\.adversarial: .*disc_lr"),
+    ("adversarial", {"disc_replay": 0}, r"config\.adversarial: \['disc_replay'\] are set"),
+    ("expert_noise", -0.1, r"config\.expert_noise"),
+    ("expert_steps_scale", 0.0, r"config\.expert_steps_scale"),
 ])
 def test_config_errors_name_the_field(tmp_path, field, value, message):
   from experiments import expert_resets_continuous as erc
