@@ -643,6 +643,8 @@ def format_rows(rows: list[dict]) -> str:
         target += f" (stretch {r['stretch']:g})"
     elif "not_worse" in r:
       target = "not worse " + ("ok" if r["not_worse"] else "MISSED")
+      if "ci95_low" in r:
+        target += f" [{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]"
     extra = {k: r[k] for k in ("epsilon", "criterion", "steps", "iterations",
                                "imitation_iterations", "irl_jax_steps", "irl_jax_compile_s",
                                "reached", "seeds", "stopped_by", "cross_check_abs_diff",

@@ -53,7 +53,9 @@ Headline metrics (per environment):
   irl_jax's is, there is no ratio (NaN, `reached` says who did);
 - `{gail,airl}_final_normalised_return_{imitation,irl_jax}`: mean over seeds of
   the final policy's expert-normalised return; irl_jax's must not be worse
-  (`not_worse`, with the per-seed values).
+  (`not_worse`: its mean is not lower; with the per-seed values, and the 95%
+  Welch interval of the difference, `ci95_low`/`ci95_high`: `worse_by_interval`
+  when it lies below 0).
 Also: time per round on each side and their ratio, environment steps per
 second, and the fraction of seeds that reach 90%.
 """
@@ -70,6 +72,7 @@ import time
 
 import jax
 import numpy as np
+import scipy.stats
 
 from experiments.study import cpu_model
 from irl_jax.control import adversarial, data, envs, experts
@@ -219,6 +222,20 @@ def median_time(times: list) -> tuple[float, bool]:
   return m, bool(np.isfinite(m))
 
 
+def final_difference_interval(ours, theirs) -> tuple[float, float]:
+  """The 95% Welch interval of mean(ours) − mean(theirs) (`scipy.stats.ttest_ind`,
+  unequal variances; the two sides' seeds are independent, not paired); NaN with
+  fewer than 2 seeds on a side."""
+  ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
+  if len(ours) < 2 or len(theirs) < 2:
+    return float("nan"), float("nan")
+  if np.ptp(ours) == 0 and np.ptp(theirs) == 0:   # no spread: the interval is the point
+    d = float(ours.mean() - theirs.mean())
+    return d, d
+  ci = scipy.stats.ttest_ind(ours, theirs, equal_var=False).confidence_interval(0.95)
+  return float(ci.low), float(ci.high)
+
+
 def compare(case: Case, method: str, ours: dict, theirs: dict | None, ctx: dict) -> list[dict]:
   """Rows for one (environment, method)."""
   base = {"env": case.name, "method": method, "expert_return": case.expert.mean_return,
@@ -267,10 +284,12 @@ def compare(case: Case, method: str, ours: dict, theirs: dict | None, ctx: dict)
                "reached_imitation": sum(t is not None for t in a["times"]),
                "reached_irl_jax": sum(t is not None for t in b["times"]), **base})
   ours_final, theirs_final = float(np.mean(b["finals"])), float(np.mean(a["finals"]))
+  low, high = final_difference_interval(b["finals"], a["finals"])
   rows.append({"metric": f"{method}_final_return_vs_imitation",
                "value": ours_final - theirs_final, "unit": "norm diff",
                "not_worse": ours_final >= theirs_final, "irl_jax": ours_final,
-               "imitation": theirs_final, **base})
+               "imitation": theirs_final, "ci95_low": low, "ci95_high": high,
+               "worse_by_interval": bool(high < 0), **base})
   return rows
 
 

@@ -85,6 +85,15 @@ def test_compare_speedups_bounds_and_final_returns():
   worse = {"compile_s": 1.0, "runs": [dict(r, final_returns=[20.0]) for r in ours["runs"]]}
   r = {r["metric"]: r for r in adv.compare(case, "gail", worse, theirs, {})}
   assert not r["gail_final_return_vs_imitation"]["not_worse"]
+  # Ours 0.0 on every seed against theirs (1, 0.5, 0): Welch's interval of the
+  # difference, −0.5 ± t(0.975, 2)·sd(1, 0.5, 0)/√3, still includes 0.
+  row = r["gail_final_return_vs_imitation"]
+  half = 4.302653 * 0.5 / np.sqrt(3)
+  assert row["ci95_low"] == pytest.approx(-0.5 - half, rel=1e-5)
+  assert row["ci95_high"] == pytest.approx(-0.5 + half, rel=1e-5)
+  assert not row["worse_by_interval"]
+  assert adv.final_difference_interval([0.1, 0.2, 0.15], [0.9, 0.95, 1.0])[1] < 0
+  assert all(np.isnan(adv.final_difference_interval([0.5], [0.1, 0.2])))
   # Without the peer only irl_jax's rows come out.
   alone = [r["metric"] for r in adv.compare(case, "gail", ours, None, {})]
   assert alone == ["gail_time_to_90pct_irl_jax", "gail_final_normalised_return_irl_jax",
