@@ -16,6 +16,9 @@
   reconstruction).
 - `reward_programs`: reward functions written as source text, loaded in a sandbox,
   validated under jit/vmap, with provenance.
+- `mtm`: masked trajectory models, one bidirectional transformer over (state,
+  return-to-go, action) tokens used as inverse dynamics, forward dynamics, BC,
+  return-conditioned BC or goal reaching by its mask.
 - `resets`: expert resets (episodes that start at demonstration states with
   probability α), with the demonstrations' environment states.
 - `runner`: checkpointed, resumable PPO and GAIL/AIRL runs.
@@ -28,6 +31,7 @@ from irl_jax.control import envs as envs
 from irl_jax.control import experts as experts
 from irl_jax.control import imitation as imitation
 from irl_jax.control import labellers as labellers
+from irl_jax.control import mtm as mtm
 from irl_jax.control import musik as musik
 from irl_jax.control import networks as networks
 from irl_jax.control import offline as offline
