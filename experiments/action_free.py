@@ -44,17 +44,12 @@ def label_of(name: str) -> str:
 # --- config --------------------------------------------------------------------------------
 
 
-def _positive_int(value, field):
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"config.{field} must be a positive integer, got {value!r}.")
-
-
 def check_config(config) -> None:
   """Raises `ValueError` naming the config field that is out of range."""
   if not isinstance(config.num_seeds, int) or config.num_seeds < 2:
     raise ValueError(f"config.num_seeds must be an integer >= 2 (intervals over seeds), got "
                      f"{config.num_seeds!r}.")
-  _positive_int(config.eval_episodes, "eval_episodes")
+  study.positive_int(config.eval_episodes, "eval_episodes")
   if not 0 < config.labelled_fraction < 1:
     raise ValueError(f"config.labelled_fraction must lie in (0, 1), got "
                      f"{config.labelled_fraction!r}.")
@@ -72,8 +67,8 @@ def check_config(config) -> None:
   if not config.mixture:
     raise ValueError("config.mixture must list at least one behaviour policy.")
   for field in ("num_steps", "batch_size"):
-    _positive_int(config.td3_bc[field], f"td3_bc.{field}")
-    _positive_int(config.bc[field], f"bc.{field}")
+    study.positive_int(config.td3_bc[field], f"td3_bc.{field}")
+    study.positive_int(config.bc[field], f"bc.{field}")
 
 
 # --- the study -----------------------------------------------------------------------------

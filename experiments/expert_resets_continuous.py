@@ -42,11 +42,6 @@ def short(env_name: str) -> str:
 # --- config --------------------------------------------------------------------------------
 
 
-def _positive_int(value, field):
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"config.{field} must be a positive integer, got {value!r}.")
-
-
 def ppo_config(config, env_name: str) -> ppo.PPOConfig:
   name = short(env_name)
   if name not in config.ppo or name not in config.env_steps:
@@ -73,7 +68,7 @@ def check_config(config) -> None:
     raise ValueError(f"config.num_seeds must be an integer >= 2 (intervals over seeds), got "
                      f"{config.num_seeds!r}.")
   for field in ("num_demos", "eval_every", "eval_episodes"):
-    _positive_int(config[field], field)
+    study.positive_int(config[field], field)
   if not 0 < config.alpha <= 1:
     raise ValueError(f"config.alpha (the expert-reset probability) must lie in (0, 1], got "
                      f"{config.alpha!r}.")

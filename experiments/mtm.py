@@ -46,18 +46,13 @@ ROLLOUTS = (("mtm", "bc"), ("mtm", "rcbc"), ("spec_bc", "bc"), ("spec_rcbc", "rc
 # --- config --------------------------------------------------------------------------------
 
 
-def _positive_int(value, field):
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise ValueError(f"config.{field} must be a positive integer, got {value!r}.")
-
-
 def check_config(config) -> None:
   """Raises `ValueError` naming the config field that is out of range."""
   if not isinstance(config.num_seeds, int) or config.num_seeds < 2:
     raise ValueError(f"config.num_seeds must be an integer >= 2 (intervals over seeds), got "
                      f"{config.num_seeds!r}.")
-  _positive_int(config.eval_episodes, "eval_episodes")
-  _positive_int(config.heldout_segments, "heldout_segments")
+  study.positive_int(config.eval_episodes, "eval_episodes")
+  study.positive_int(config.heldout_segments, "heldout_segments")
   for field in ("heldout_fraction", "action_fraction"):
     if not 0 < config[field] < 1:
       raise ValueError(f"config.{field} must lie in (0, 1), got {config[field]!r}.")

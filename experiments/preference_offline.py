@@ -37,12 +37,6 @@ PREFERENCE_METHODS = ("rm_iql", "ipl_iql", "ipl_awac")
 # --- config ------------------------------------------------------------------------------
 
 
-def _positive_int(config, field):
-  v = config[field]
-  if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-    raise ValueError(f"config.{field} must be a positive integer, got {v!r}.")
-
-
 def check_config(config, spec: envs.EnvSpec) -> None:
   """Raises `ValueError` naming the config field that is out of range."""
   if not isinstance(config.num_seeds, int) or config.num_seeds < 2:
@@ -58,7 +52,7 @@ def check_config(config, spec: envs.EnvSpec) -> None:
     raise ValueError(f"config.query_counts must be at least two increasing positive integers, "
                      f"got {tuple(counts)!r}.")
   for field in ("eval_episodes", "batch_size", "num_steps"):
-    _positive_int(config, field)
+    study.positive_int(config[field], field)
   for field in ("num_steps", "pref_batch_size"):
     v = config.reward_model[field]
     if not isinstance(v, int) or v < 1:

@@ -116,6 +116,12 @@ def resolve_quick(config):
   return config
 
 
+def positive_int(value, field: str) -> None:
+  """Raises `ValueError` naming `config.<field>` unless `value` is an integer >= 1."""
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    raise ValueError(f"config.{field} must be a positive integer, got {value!r}.")
+
+
 def learner_config(cls, settings, field: str, **extra):
   """`cls(**settings, **extra)` for a study's config block `config.<field>`; a bad value
   raises `ValueError` naming `config.<field>` and the library's message."""
