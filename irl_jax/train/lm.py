@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from irl_jax import losses
 from irl_jax.models.heads import last_token_index
+from irl_jax.models.transformer import dense
 
 
 def next_tokens(input_ids):
@@ -43,7 +44,7 @@ def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None
   if chunk_size:
     return losses.chunked_soft_q_stats(hidden, model.unembedding(), targets,
                                        chunk_size=chunk_size, where=real)
-  logits = jnp.dot(hidden, model.unembedding(), preferred_element_type=jnp.float32)
+  logits = dense(hidden, model.unembedding(), preferred_element_type=jnp.float32)
   return losses.soft_q_stats(logits, targets, where=real)
 
 
