@@ -8,7 +8,7 @@ For a GPT-2-small-shaped random model (12 layers, D = 768, V = 50257) and a
 small Llama-shaped one, reports forward tokens/s (one full-sequence pass) and
 decode tokens/s (greedy generation with a KV cache, prefill included) of both
 implementations and their ratios `forward_speedup_vs_transformers_{gpt2,llama}`
-and `decode_speedup_vs_transformers_{gpt2,llama}` (targets ≥ 1.5 and ≥ 1.0).
+and `decode_speedup_vs_transformers_{gpt2,llama}` (targets ≥ 1.2 and ≥ 1.5).
 Weights are created with transformers, saved as safetensors and loaded by
 `irl_jax.models.from_pretrained`, so both run identical parameters in float32.
 Times are medians over `--repeats` runs after a warm-up (compilation excluded).
@@ -30,7 +30,7 @@ from absl import app
 from experiments.benchmarks.common import JSON, QUICK, REPEATS
 from irl_jax import models
 
-TARGETS = {"forward": 1.5, "decode": 1.0}
+TARGETS = {"forward": 1.2, "decode": 1.5}
 
 
 def hf_config(name: str, quick: bool):

@@ -47,3 +47,42 @@ def test_train_benchmark_quick_reports_every_metric():
   # attention params 64·64·2 + 2·64·2·16 = 12288; mlp 3·64·128 = 24576; per layer 36864;
   # matmul params 2·36864 + 64·512 = 106496; 6× = 638976; attention 12·2·32·64 = 49152.
   assert train_bench.model_flops_per_token(train_bench.SMALL) == 638976 + 49152
+
+
+def test_peers_benchmark_quick_checks_parity_and_reports_every_ratio():
+  """irl_jax vs PyTorch + transformers and TRL at tiny sizes: the first steps agree (or the
+  benchmark raises) and every ratio is reported with the CPU and thread counts named."""
+  import pytest
+
+  pytest.importorskip("trl")
+  from experiments.benchmarks import peers
+
+  rows = peers.run(peers.SMALL, repeats=1, skip=("models",))
+  by_name = {r["metric"]: r for r in rows}
+  for name in ("train_step_speedup_vs_torch", "iq_learn_step_speedup_vs_torch_mle",
+               "iq_learn_over_mle_step_time", "mfu_vs_measured_matmul", "dpo_step_speedup_vs_trl",
+               "reward_model_step_speedup_vs_trl"):
+    row = by_name[name]
+    assert math.isfinite(row["value"]) and row["value"] > 0, name
+    assert row["cpu"] and row["torch_threads"] >= 1 and row["target"] > 0, name
+  assert by_name["dpo_step_speedup_vs_trl"]["trl"]
+  # Same work on both sides: the first step's values agree to float32 round-off.
+  for name in ("first_step_loss_relative_difference_mle",
+               "first_step_grad_norm_relative_difference_mle",
+               "first_step_chosen_logp_relative_difference_dpo",
+               "first_step_loss_relative_difference_reward_model"):
+    assert by_name[name]["value"] <= peers.PARITY_RTOL, name
+  # The summed response log-probs of a random model over 24 targets are far from 0.
+  assert by_name["first_step_chosen_logp_relative_difference_dpo"]["irl_jax"] < -10
+
+
+def test_peers_parity_check_refuses_different_work():
+  import pytest
+
+  from experiments.benchmarks import peers
+
+  assert peers.check_parity("loss", 1.0, 1.0 + 1e-6) < peers.PARITY_RTOL
+  with pytest.raises(RuntimeError, match=r"MLE first-step loss: irl_jax 1\.0 vs peer 1\.1"):
+    peers.check_parity("MLE first-step loss", 1.0, 1.1)
+  with pytest.raises(RuntimeError, match="do not compute the same step"):
+    peers.check_parity("loss", float("nan"), 1.0)

@@ -1,0 +1,424 @@
+"""irl_jax's train steps against PyTorch + `transformers` and TRL: same CPU, weights and batch.
+
+    python -m experiments.benchmarks.peers            # table
+    python -m experiments.benchmarks.peers --json     # one JSON object per line
+    python -m experiments.benchmarks.peers --quick    # tiny shapes, a smoke test
+    python -m experiments.benchmarks.peers --peers_skip=trl,models
+
+One Llama-shaped model (by default D = 512, 4 layers, GQA 8/4, FFN 1536,
+V = 8192; batch 8 × 256 tokens, the last three quarters of each row are
+targets) is created by `transformers` (`LlamaForCausalLM`, SDPA attention),
+saved as safetensors and loaded by `irl_jax.models.from_pretrained`, so both
+sides train identical float32 parameters. Each side's full train step is
+timed: forward, backward, global-norm clipping at 1.0 and AdamW (β = 0.9,
+0.95, ε = 1e-8, no weight decay, constant learning rate).
+
+- `train_step_speedup_vs_torch`: irl_jax's jit-compiled MLE step against a
+  plain PyTorch loop (`loss.backward()`, `clip_grad_norm_`,
+  `torch.optim.AdamW`), rounds interleaved, medians after warm-up; also
+  irl_jax's IQLearn step against the same PyTorch MLE step, and
+  `iq_learn_over_mle_step_time` (the cost of the TD term).
+- `mfu_vs_measured_matmul`: the MLE step's model FLOPs over this machine's
+  measured float32 matmul throughput (see `experiments.benchmarks.train`).
+- `dpo_step_speedup_vs_trl` and `reward_model_step_speedup_vs_trl`: against
+  TRL's `DPOTrainer` (reference log-probs precomputed on both sides) and
+  `RewardTrainer` (Bradley–Terry on a `LlamaForSequenceClassification`),
+  timed per optimizer step by a trainer callback
+  (`experiments/benchmarks/_trl_peer.py`); the irl_jax steps are timed before
+  and after TRL's run.
+- the forward and decode ratios of `experiments.benchmarks.models`.
+
+Before timing, each pair of sides is checked to compute the same thing on the
+first step (loss and gradient norm for MLE; the policy's summed response
+log-probs for DPO; the Bradley–Terry loss for the reward model) within
+float32 round-off; a mismatch stops the benchmark. Every row names the CPU
+model and both libraries' thread counts. torch, transformers and TRL are
+benchmark/test extras, not irl_jax dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+from experiments.benchmarks import models as models_bench
+from experiments.benchmarks.common import JSON, QUICK, REPEATS
+from experiments.benchmarks.train import FULL, SMALL, measured_matmul_flops, model_flops_per_token
+from experiments.study import cpu_model
+from irl_jax import models
+from irl_jax.train import objectives, optim, registry
+from irl_jax.train.lm import sequence_log_probs
+from irl_jax.train.state import init_train_state, split_model
+from irl_jax.train.step import make_train_step
+
+SKIP = flags.DEFINE_list("peers_skip", [], "Parts to skip: any of torch, trl, models.")
+BREAKDOWN = flags.DEFINE_bool(
+    "peers_breakdown", False,
+    "Also time the MLE step's parts on both sides (forward, forward + loss, loss + gradient, "
+    "clipping + AdamW): the profile behind train_step_speedup_vs_torch.")
+
+LEARNING_RATE = 1e-4
+CLIP_NORM = 1.0
+DPO_BETA = 0.1
+TARGETS = {"train_step_speedup_vs_torch": 1.0, "iq_learn_over_mle_step_time": 1.05,
+           "mfu_vs_measured_matmul": 0.6, "dpo_step_speedup_vs_trl": 1.5,
+           "reward_model_step_speedup_vs_trl": 1.5}
+# First-step agreement (relative) between the two sides: float32 round-off over
+# different summation orders, not a tolerance for different work.
+PARITY_RTOL = 2e-4
+
+
+def hf_llama_config(cfg: dict):
+  from transformers import LlamaConfig
+
+  return LlamaConfig(vocab_size=cfg["vocab"], hidden_size=cfg["hidden"],
+                     intermediate_size=cfg["ffn"], num_hidden_layers=cfg["layers"],
+                     num_attention_heads=cfg["heads"], num_key_value_heads=cfg["kv_heads"],
+                     max_position_embeddings=cfg["seq"], tie_word_embeddings=False,
+                     pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                     attn_implementation="sdpa", torch_dtype="float32")
+
+
+def make_data(cfg: dict, seed: int = 0) -> dict:
+  """Token ids (never the pad id 0) with a shared prompt per pair of rows.
+
+  Rows `2i` and `2i + 1` share their first `T/4` tokens (the prompt) and
+  differ after it, so the same `[B, T]` array is an LM batch and, reshaped to
+  `[B/2, 2, T]`, a batch of (chosen, rejected) pairs.
+  """
+  rng = np.random.default_rng(seed)
+  b, t, v = cfg["batch"], cfg["seq"], cfg["vocab"]
+  prompt_len = t // 4
+  ids = rng.integers(3, v, (b, t)).astype(np.int32)
+  ids[1::2, :prompt_len] = ids[0::2, :prompt_len]
+  loss_mask = np.broadcast_to(np.arange(t)[None] >= prompt_len, (b, t)).copy()
+  return {"ids": ids, "prompt_len": prompt_len, "loss_mask": loss_mask}
+
+
+def lm_batch(data: dict) -> dict:
+  b, t = data["ids"].shape
+  return {"input_ids": data["ids"], "segment_ids": np.ones((b, t), np.int32),
+          "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+          "loss_mask": data["loss_mask"]}
+
+
+def pair_batch(data: dict) -> dict:
+  b, t = data["ids"].shape
+  pairs = {k: x.reshape(b // 2, 2, t) for k, x in lm_batch(data).items()}
+  pairs["rank_mask"] = np.ones((b // 2, 2), bool)
+  return pairs
+
+
+def timed(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def check_parity(what: str, ours: float, theirs: float, rtol: float = PARITY_RTOL) -> float:
+  """Relative difference of the two sides' first-step values; raises above `rtol`."""
+  rel = abs(ours - theirs) / max(abs(theirs), 1e-12)
+  if not rel <= rtol:
+    raise RuntimeError(f"{what}: irl_jax {ours!r} vs peer {theirs!r} (relative difference "
+                       f"{rel:.2e} > {rtol:g}): the two sides do not compute the same step.")
+  return rel
+
+
+class JaxSide:
+  """irl_jax's jit-compiled train steps on one model, states kept between calls."""
+
+  def __init__(self, model, names_and_batches: dict):
+    model_def, params = split_model(model)
+    tx, schedule = optim.make_optimizer(learning_rate=LEARNING_RATE, warmup_steps=0,
+                                        total_steps=1, decay="constant", clip_norm=CLIP_NORM)
+    self.steps, self.states, self.batches, self.first = {}, {}, {}, {}
+    for name, (objective, batch) in names_and_batches.items():
+      step = jax.jit(make_train_step(model_def, objective, tx, schedule), donate_argnums=0)
+      state = init_train_state(params, tx, 0)
+      batch = jax.tree.map(jnp.asarray, batch)
+      state, metrics = step(state, batch)  # compile; the first step's metrics for parity
+      self.first[name] = {k: float(v) for k, v in metrics.items()}
+      self.steps[name], self.states[name], self.batches[name] = step, state, batch
+
+  def run(self, name: str) -> float:
+    def go():
+      self.states[name], metrics = self.steps[name](self.states[name], self.batches[name])
+      jax.block_until_ready(metrics)
+
+    return timed(go)
+
+
+def torch_mle_side(model_dir: str, data: dict, threads: int):
+  """A plain PyTorch + transformers MLE step: `(step() -> (loss, grad_norm), model)`."""
+  import torch
+  from transformers import LlamaForCausalLM
+
+  torch.set_num_threads(threads)
+  model = LlamaForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa",
+                                           dtype=torch.float32).train()
+  ids = torch.tensor(data["ids"], dtype=torch.long)
+  # transformers shifts labels: logits at t predict labels[t + 1], as irl_jax's loss_mask.
+  labels = ids.masked_fill(~torch.tensor(data["loss_mask"]), -100)
+  opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), eps=1e-8,
+                          weight_decay=0.0)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = model(input_ids=ids, labels=labels).loss
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+    opt.step()
+    return float(loss.detach()), float(norm)
+
+  return step
+
+
+def breakdown(cfg, model_dir, data, repeats, threads) -> list[dict]:
+  """Median times of the MLE step's parts, each compiled (or run) on its own, both sides."""
+  import torch
+  from transformers import LlamaForCausalLM
+
+  def med(fn):
+    fn()
+    fn()
+    return statistics.median(timed(fn) for _ in range(repeats))
+
+  out = {}
+  model_def, params = split_model(models.from_pretrained(model_dir))
+  objective = registry.get("mle").build()
+  batch = jax.tree.map(jnp.asarray, lm_batch(data))
+  loss_of = lambda p, b: objective(model_def.merge(p), b, None)[0].sum
+  forward = jax.jit(lambda p, b: model_def.merge(p)(b["input_ids"], segment_ids=b["segment_ids"],
+                                                    positions=b["positions"]))
+  out["irl_jax_forward_logits"] = med(lambda: forward(params, batch).block_until_ready())
+  loss = jax.jit(loss_of)
+  out["irl_jax_forward_loss"] = med(lambda: loss(params, batch).block_until_ready())
+  grad = jax.jit(jax.grad(loss_of))
+  out["irl_jax_loss_grad"] = med(lambda: jax.block_until_ready(grad(params, batch)))
+  tx, _ = optim.make_optimizer(learning_rate=LEARNING_RATE, warmup_steps=0, total_steps=1,
+                               decay="constant", clip_norm=CLIP_NORM)
+  grads, opt_state = grad(params, batch), tx.init(params)
+
+  def apply(g, o, p):
+    updates, o = tx.update(g, o, p)
+    return optax.apply_updates(p, updates), o
+
+  update = jax.jit(apply)
+  out["irl_jax_clip_adamw"] = med(lambda: jax.block_until_ready(update(grads, opt_state, params)))
+
+  torch.set_num_threads(threads)
+  model = LlamaForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa",
+                                           dtype=torch.float32).train()
+  ids = torch.tensor(data["ids"], dtype=torch.long)
+  labels = ids.masked_fill(~torch.tensor(data["loss_mask"]), -100)
+
+  def t_forward(with_loss):
+    with torch.no_grad():
+      out = model(input_ids=ids, labels=labels if with_loss else None)
+      (out.loss if with_loss else out.logits.sum()).item()
+
+  out["torch_forward_logits"] = med(lambda: t_forward(False))
+  out["torch_forward_loss"] = med(lambda: t_forward(True))
+
+  def t_grad():
+    model.zero_grad(set_to_none=False)
+    model(input_ids=ids, labels=labels).loss.backward()
+
+  out["torch_loss_grad"] = med(t_grad)
+  opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), eps=1e-8,
+                          weight_decay=0.0)
+
+  def t_update():
+    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+    opt.step()
+
+  out["torch_clip_adamw"] = med(t_update)
+  ctx = context(cfg, threads)
+  return [{"metric": f"breakdown_{k}", "value": v, "unit": "s", **ctx} for k, v in out.items()]
+
+
+def context(cfg: dict, threads: int) -> dict:
+  return {"cpu": cpu_model(), "device": jax.devices()[0].platform,
+          "xla_cpu_devices": len(jax.devices()), "torch_threads": threads,
+          "cpu_count": os.cpu_count(), "D": cfg["hidden"], "layers": cfg["layers"],
+          "V": cfg["vocab"], "tokens": cfg["batch"] * cfg["seq"]}
+
+
+def bench_torch(cfg, model_dir, data, jax_side, repeats, threads) -> list[dict]:
+  torch_step = torch_mle_side(model_dir, data, threads)
+  loss, norm = torch_step()  # first step: parity; then warm-up
+  first = jax_side.first["mle"]
+  rel_loss = check_parity("MLE first-step loss", first["train/loss"], loss)
+  rel_norm = check_parity("MLE first-step gradient norm", first["train/grad_norm"], norm, 1e-3)
+  torch_step()
+  times = {"torch_mle": [], "mle": [], "iq_learn": []}
+  for r in range(repeats):
+    order = ["torch_mle", "mle", "iq_learn"]
+    for name in order if r % 2 == 0 else order[::-1]:
+      times[name].append(timed(torch_step) if name == "torch_mle" else jax_side.run(name))
+  med = {k: statistics.median(v) for k, v in times.items()}
+  tokens = cfg["batch"] * cfg["seq"]
+  matmul = measured_matmul_flops(cfg["matmul"], max(repeats, 5))
+  flops = model_flops_per_token(cfg) * tokens
+  ctx = context(cfg, threads)
+  rows = [{"metric": f"step_time_{k}", "value": v, "unit": "s", **ctx} for k, v in med.items()]
+  rows += [
+      {"metric": "first_step_loss_relative_difference_mle", "value": rel_loss, "unit": "ratio",
+       "irl_jax": first["train/loss"], "peer": loss, **ctx},
+      {"metric": "first_step_grad_norm_relative_difference_mle", "value": rel_norm,
+       "unit": "ratio", "irl_jax": first["train/grad_norm"], "peer": norm, **ctx},
+      {"metric": "train_step_speedup_vs_torch", "value": med["torch_mle"] / med["mle"],
+       "unit": "ratio", "objective": "mle", **ctx},
+      {"metric": "iq_learn_step_speedup_vs_torch_mle", "value": med["torch_mle"] / med["iq_learn"],
+       "unit": "ratio", **ctx},
+      {"metric": "iq_learn_over_mle_step_time", "value": med["iq_learn"] / med["mle"],
+       "unit": "ratio", **ctx},
+      {"metric": "measured_matmul_flops", "value": matmul, "unit": "FLOP/s", "n": cfg["matmul"],
+       **ctx},
+      {"metric": "mfu_vs_measured_matmul", "value": flops / med["mle"] / matmul, "unit": "ratio",
+       "objective": "mle", **ctx},
+      {"metric": "mfu_vs_measured_matmul_torch", "value": flops / med["torch_mle"] / matmul,
+       "unit": "ratio", **ctx},
+  ]
+  return rows
+
+
+def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
+  from experiments.benchmarks import _trl_peer
+
+  # irl_jax: DPO with reference log-probs from the initial model (as TRL precomputes them),
+  # and a Bradley–Terry reward model loaded from the same sequence-classification checkpoint.
+  policy = models.from_pretrained(model_dir)
+  pairs = pair_batch(data)
+  ref = jax.jit(lambda m, b: sequence_log_probs(m, b))(policy, jax.tree.map(jnp.asarray, pairs))
+  pairs["ref_logps"] = np.asarray(ref, np.float32)
+  dpo_objective = registry.get("dpo").build(objectives.DPOConfig(beta=DPO_BETA))
+  dpo = JaxSide(policy, {"dpo": (dpo_objective, pairs)})
+  rm = JaxSide(models.from_pretrained(rm_dir),
+               {"rm": (registry.get("bradley_terry").build(), pair_batch(data))})
+  ours = {"dpo": [], "rm": []}
+
+  def run_ours(n):
+    for _ in range(n):
+      ours["dpo"].append(dpo.run("dpo"))
+      ours["rm"].append(rm.run("rm"))
+
+  run_ours((repeats + 1) // 2)
+  p = data["prompt_len"]
+  ids = data["ids"]
+  trl_dpo = _trl_peer.dpo_step_times(
+      model_dir, ids[0::2, :p], ids[0::2, p:], ids[1::2, p:], beta=DPO_BETA,
+      learning_rate=LEARNING_RATE, steps=repeats, threads=threads)
+  trl_rm = _trl_peer.reward_step_times(rm_dir, ids[0::2], ids[1::2],
+                                       learning_rate=LEARNING_RATE, steps=repeats,
+                                       threads=threads)
+  run_ours(repeats // 2 + 1)
+  # DPO's first loss is log 2 on both sides (policy == reference); the policy's summed
+  # response log-probs are the real check that both score the same tokens.
+  first = dpo.first["dpo"]
+  rel_dpo = check_parity("DPO first-step loss", first["train/loss"], trl_dpo["first_loss"])
+  metrics = trl_dpo["first_metrics"]
+  chosen_jax = float(np.mean(ref[:, 0]))
+  rel_chosen = check_parity("DPO first-step chosen log-prob", chosen_jax,
+                            metrics["logps/chosen"])
+  rel_rm = check_parity("reward-model first-step loss", rm.first["rm"]["train/loss"],
+                        trl_rm["first_loss"])
+  ctx = {**context(cfg, threads), "trl": trl_dpo["trl_version"], "torch": trl_dpo["torch_version"]}
+  med = {"dpo": statistics.median(ours["dpo"]), "rm": statistics.median(ours["rm"]),
+         "trl_dpo": statistics.median(trl_dpo["times"]),
+         "trl_rm": statistics.median(trl_rm["times"])}
+  rows = [{"metric": f"step_time_{k}", "value": v, "unit": "s", **ctx} for k, v in med.items()]
+  rows += [
+      {"metric": "first_step_loss_relative_difference_dpo", "value": rel_dpo, "unit": "ratio",
+       **ctx},
+      {"metric": "first_step_chosen_logp_relative_difference_dpo", "value": rel_chosen,
+       "unit": "ratio", "irl_jax": chosen_jax, "peer": metrics["logps/chosen"], **ctx},
+      {"metric": "first_step_loss_relative_difference_reward_model", "value": rel_rm,
+       "unit": "ratio", "irl_jax": rm.first["rm"]["train/loss"], "peer": trl_rm["first_loss"],
+       **ctx},
+      {"metric": "dpo_step_speedup_vs_trl", "value": med["trl_dpo"] / med["dpo"],
+       "unit": "ratio", **ctx},
+      {"metric": "reward_model_step_speedup_vs_trl", "value": med["trl_rm"] / med["rm"],
+       "unit": "ratio", **ctx},
+  ]
+  return rows
+
+
+def save_checkpoints(cfg: dict, tmp: str) -> tuple[str, str]:
+  """A random `LlamaForCausalLM` and a `LlamaForSequenceClassification` on the same backbone."""
+  import torch
+  from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+  torch.manual_seed(0)
+  hf_config = hf_llama_config(cfg)
+  lm = LlamaForCausalLM(hf_config)
+  model_dir, rm_dir = os.path.join(tmp, "lm"), os.path.join(tmp, "rm")
+  lm.save_pretrained(model_dir)
+  rm_config = hf_llama_config(cfg)
+  rm_config.num_labels = 1
+  rm = LlamaForSequenceClassification(rm_config)
+  rm.model.load_state_dict(lm.model.state_dict())
+  rm.save_pretrained(rm_dir)
+  return model_dir, rm_dir
+
+
+def run(cfg: dict, repeats: int, skip=(), with_breakdown: bool = False) -> list[dict]:
+  threads = os.cpu_count() or 1
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    model_dir, rm_dir = save_checkpoints(cfg, tmp)
+    data = make_data(cfg)
+    if "torch" not in skip:
+      side = JaxSide(models.from_pretrained(model_dir),
+                     {"mle": (registry.get("mle").build(), lm_batch(data)),
+                      "iq_learn": (registry.get("iq_learn").build(), lm_batch(data))})
+      rows += bench_torch(cfg, model_dir, data, side, repeats, threads)
+      del side
+      if with_breakdown:
+        rows += breakdown(cfg, model_dir, data, repeats, threads)
+    if "trl" not in skip:
+      rows += bench_trl(cfg, model_dir, rm_dir, data, repeats, threads)
+  if "models" not in skip:
+    for name in ("gpt2", "llama"):
+      for row in models_bench.bench_family(name, cfg is SMALL, repeats):
+        rows.append({**row, **context(cfg, threads)} if "speedup" in row["metric"] else row)
+  for r in rows:
+    if r["metric"] in TARGETS:
+      r["target"] = TARGETS[r["metric"]]
+  return rows
+
+
+def main(argv):
+  del argv
+  bad = set(SKIP.value) - {"torch", "trl", "models"}
+  if bad:
+    raise app.UsageError(f"--peers_skip: unknown part(s) {sorted(bad)}; use torch, trl, models.")
+  rows = run(SMALL if QUICK.value else FULL, REPEATS.value or (3 if QUICK.value else 7),
+             SKIP.value, BREAKDOWN.value)
+  if JSON.value:
+    for r in rows:
+      print(json.dumps(r), flush=True)
+    return
+  print(f"CPU: {cpu_model()}; XLA devices: {len(jax.devices())}; torch threads: "
+        f"{os.cpu_count()}")
+  print(f"{'metric':52s} {'value':>12s}  unit      target")
+  for r in rows:
+    target = ""
+    if "target" in r:
+      upper = r["metric"].endswith("over_mle_step_time")
+      ok = r["value"] <= r["target"] if upper else r["value"] >= r["target"]
+      target = f"{'<=' if upper else '>='} {r['target']}  {'ok' if ok else 'MISSED'}"
+    print(f"{r['metric']:52s} {r['value']:12.4g}  {r['unit']:8s}  {target}")
+
+
+if __name__ == "__main__":
+  app.run(main)
