@@ -30,8 +30,9 @@ timed: forward, backward, global-norm clipping at 1.0 and AdamW (β = 0.9,
 
 Before timing, each pair of sides is checked to compute the same thing on the
 first step (loss and gradient norm for MLE; the policy's summed response
-log-probs for DPO; the Bradley–Terry loss for the reward model) within
-float32 round-off; a mismatch stops the benchmark. Every row names the CPU
+log-probs, chosen and rejected, and the gradient norm for DPO; the
+Bradley–Terry loss and the gradient norm for the reward model) within float32
+round-off; a mismatch stops the benchmark. Every row names the CPU
 model and both libraries' thread counts. torch, transformers and TRL are
 benchmark/test extras, not irl_jax dependencies.
 """
@@ -73,8 +74,10 @@ TARGETS = {"train_step_speedup_vs_torch": 1.0, "iq_learn_over_mle_step_time": 1.
            "mfu_vs_measured_matmul": 0.6, "dpo_step_speedup_vs_trl": 1.5,
            "reward_model_step_speedup_vs_trl": 1.5}
 # First-step agreement (relative) between the two sides: float32 round-off over
-# different summation orders, not a tolerance for different work.
+# different summation orders, not a tolerance for different work. Gradient norms sum
+# the squares of every parameter's gradient (about 2e7 of them), hence their looser bound.
 PARITY_RTOL = 2e-4
+GRAD_NORM_RTOL = 1e-3
 
 
 def hf_llama_config(cfg: dict):
@@ -246,9 +249,18 @@ def breakdown(cfg, model_dir, data, repeats, threads) -> list[dict]:
   return [{"metric": f"breakdown_{k}", "value": v, "unit": "s", **ctx} for k, v in out.items()]
 
 
+def torch_threads(requested: int) -> int:
+  """The thread count torch actually runs with (the requested one if torch is absent)."""
+  try:
+    import torch
+  except ImportError:
+    return requested
+  return torch.get_num_threads()
+
+
 def context(cfg: dict, threads: int) -> dict:
   return {"cpu": cpu_model(), "device": jax.devices()[0].platform,
-          "xla_cpu_devices": len(jax.devices()), "torch_threads": threads,
+          "xla_cpu_devices": len(jax.devices()), "torch_threads": torch_threads(threads),
           "cpu_count": os.cpu_count(), "D": cfg["hidden"], "layers": cfg["layers"],
           "V": cfg["vocab"], "tokens": cfg["batch"] * cfg["seq"]}
 
@@ -258,7 +270,8 @@ def bench_torch(cfg, model_dir, data, jax_side, repeats, threads) -> list[dict]:
   loss, norm = torch_step()  # first step: parity; then warm-up
   first = jax_side.first["mle"]
   rel_loss = check_parity("MLE first-step loss", first["train/loss"], loss)
-  rel_norm = check_parity("MLE first-step gradient norm", first["train/grad_norm"], norm, 1e-3)
+  rel_norm = check_parity("MLE first-step gradient norm", first["train/grad_norm"], norm,
+                          GRAD_NORM_RTOL)
   torch_step()
   times = {"torch_mle": [], "mle": [], "iq_learn": []}
   for r in range(repeats):
@@ -321,17 +334,22 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
   trl_rm = _trl_peer.reward_step_times(rm_dir, ids[0::2], ids[1::2],
                                        learning_rate=LEARNING_RATE, steps=repeats,
                                        threads=threads)
-  run_ours(repeats // 2 + 1)
-  # DPO's first loss is log 2 on both sides (policy == reference); the policy's summed
-  # response log-probs are the real check that both score the same tokens.
-  first = dpo.first["dpo"]
+  run_ours(repeats // 2)
+  # DPO's first loss is log 2 on both sides (policy == reference). The policy's summed
+  # response log-probs (chosen and rejected) check that both score the same tokens, and
+  # the first step's gradient norm that both train the same loss.
+  first, metrics = dpo.first["dpo"], trl_dpo["first_metrics"]
   rel_dpo = check_parity("DPO first-step loss", first["train/loss"], trl_dpo["first_loss"])
-  metrics = trl_dpo["first_metrics"]
-  chosen_jax = float(np.mean(ref[:, 0]))
-  rel_chosen = check_parity("DPO first-step chosen log-prob", chosen_jax,
-                            metrics["logps/chosen"])
-  rel_rm = check_parity("reward-model first-step loss", rm.first["rm"]["train/loss"],
+  logps_jax = {"chosen": float(np.mean(ref[:, 0])), "rejected": float(np.mean(ref[:, 1]))}
+  rel_logps = {side: check_parity(f"DPO first-step {side} log-prob", logps_jax[side],
+                                  metrics[f"logps/{side}"]) for side in logps_jax}
+  rel_dpo_norm = check_parity("DPO first-step gradient norm", first["train/grad_norm"],
+                              trl_dpo["first_grad_norm"], GRAD_NORM_RTOL)
+  first_rm = rm.first["rm"]
+  rel_rm = check_parity("reward-model first-step loss", first_rm["train/loss"],
                         trl_rm["first_loss"])
+  rel_rm_norm = check_parity("reward-model first-step gradient norm", first_rm["train/grad_norm"],
+                             trl_rm["first_grad_norm"], GRAD_NORM_RTOL)
   ctx = {**context(cfg, threads), "trl": trl_dpo["trl_version"], "torch": trl_dpo["torch_version"]}
   med = {"dpo": statistics.median(ours["dpo"]), "rm": statistics.median(ours["rm"]),
          "trl_dpo": statistics.median(trl_dpo["times"]),
@@ -340,10 +358,17 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
   rows += [
       {"metric": "first_step_loss_relative_difference_dpo", "value": rel_dpo, "unit": "ratio",
        **ctx},
-      {"metric": "first_step_chosen_logp_relative_difference_dpo", "value": rel_chosen,
-       "unit": "ratio", "irl_jax": chosen_jax, "peer": metrics["logps/chosen"], **ctx},
+      *({"metric": f"first_step_{side}_logp_relative_difference_dpo", "value": rel,
+         "unit": "ratio", "irl_jax": logps_jax[side], "peer": metrics[f"logps/{side}"], **ctx}
+        for side, rel in rel_logps.items()),
+      {"metric": "first_step_grad_norm_relative_difference_dpo", "value": rel_dpo_norm,
+       "unit": "ratio", "irl_jax": first["train/grad_norm"], "peer": trl_dpo["first_grad_norm"],
+       **ctx},
+      {"metric": "first_step_grad_norm_relative_difference_reward_model", "value": rel_rm_norm,
+       "unit": "ratio", "irl_jax": first_rm["train/grad_norm"],
+       "peer": trl_rm["first_grad_norm"], **ctx},
       {"metric": "first_step_loss_relative_difference_reward_model", "value": rel_rm,
-       "unit": "ratio", "irl_jax": rm.first["rm"]["train/loss"], "peer": trl_rm["first_loss"],
+       "unit": "ratio", "irl_jax": first_rm["train/loss"], "peer": trl_rm["first_loss"],
        **ctx},
       {"metric": "dpo_step_speedup_vs_trl", "value": med["trl_dpo"] / med["dpo"],
        "unit": "ratio", **ctx},
@@ -372,7 +397,7 @@ def save_checkpoints(cfg: dict, tmp: str) -> tuple[str, str]:
 
 
 def run(cfg: dict, repeats: int, skip=(), with_breakdown: bool = False) -> list[dict]:
-  threads = os.cpu_count() or 1
+  threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     model_dir, rm_dir = save_checkpoints(cfg, tmp)
@@ -390,7 +415,10 @@ def run(cfg: dict, repeats: int, skip=(), with_breakdown: bool = False) -> list[
   if "models" not in skip:
     for name in ("gpt2", "llama"):
       for row in models_bench.bench_family(name, cfg is SMALL, repeats):
-        rows.append({**row, **context(cfg, threads)} if "speedup" in row["metric"] else row)
+        # The machine, not the peers model: these rows carry their own model's shape.
+        machine = {k: v for k, v in context(cfg, threads).items()
+                   if k in ("cpu", "device", "xla_cpu_devices", "torch_threads", "cpu_count")}
+        rows.append({**row, **machine})
   for r in rows:
     if r["metric"] in TARGETS:
       r["target"] = TARGETS[r["metric"]]
@@ -402,6 +430,9 @@ def main(argv):
   bad = set(SKIP.value) - {"torch", "trl", "models"}
   if bad:
     raise app.UsageError(f"--peers_skip: unknown part(s) {sorted(bad)}; use torch, trl, models.")
+  if BREAKDOWN.value and "torch" in SKIP.value:
+    raise app.UsageError("--peers_breakdown profiles the MLE step against PyTorch's: it needs the "
+                         "torch part, which --peers_skip=torch leaves out.")
   rows = run(SMALL if QUICK.value else FULL, REPEATS.value or (3 if QUICK.value else 7),
              SKIP.value, BREAKDOWN.value)
   if JSON.value:
@@ -409,7 +440,7 @@ def main(argv):
       print(json.dumps(r), flush=True)
     return
   print(f"CPU: {cpu_model()}; XLA devices: {len(jax.devices())}; torch threads: "
-        f"{os.cpu_count()}")
+        f"{rows[0]['torch_threads'] if rows else '-'}")
   print(f"{'metric':52s} {'value':>12s}  unit      target")
   for r in rows:
     target = ""
