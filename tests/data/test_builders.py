@@ -115,7 +115,7 @@ def test_every_row_skipped_fails_the_build_with_file_and_counts(tmp_path):
 @pytest.mark.parametrize(
     ("content", "detail"),
     [(b"", "is empty"), (b"\n", "only 1 blank line"), (b"\n  \n\t\n", "only 3 blank lines"),
-     (gzip.compress(b""), "is empty")],
+     (gzip.compress(b"", mtime=0), "is empty")],
 )
 def test_empty_file_fails_the_build_naming_it(tmp_path, content, detail):
   path = tmp_path / "empty.jsonl"
