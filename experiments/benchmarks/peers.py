@@ -160,8 +160,8 @@ class JaxSide:
     return timed(go)
 
 
-def torch_mle_side(model_dir: str, data: dict, threads: int):
-  """A plain PyTorch + transformers MLE step: `(step() -> (loss, grad_norm), model)`."""
+def torch_mle_setup(model_dir: str, data: dict, threads: int):
+  """`(model, ids, labels, AdamW)`: transformers' Llama in float32 on the benchmark batch."""
   import torch
   from transformers import LlamaForCausalLM
 
@@ -173,6 +173,14 @@ def torch_mle_side(model_dir: str, data: dict, threads: int):
   labels = ids.masked_fill(~torch.tensor(data["loss_mask"]), -100)
   opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), eps=1e-8,
                           weight_decay=0.0)
+  return model, ids, labels, opt
+
+
+def torch_mle_side(model_dir: str, data: dict, threads: int):
+  """A plain PyTorch + transformers MLE step: `step() -> (loss, grad_norm)`."""
+  import torch
+
+  model, ids, labels, opt = torch_mle_setup(model_dir, data, threads)
 
   def step():
     opt.zero_grad(set_to_none=True)
@@ -188,7 +196,6 @@ def torch_mle_side(model_dir: str, data: dict, threads: int):
 def breakdown(cfg, model_dir, data, repeats, threads) -> list[dict]:
   """Median times of the MLE step's parts, each compiled (or run) on its own, both sides."""
   import torch
-  from transformers import LlamaForCausalLM
 
   def med(fn):
     fn()
@@ -218,11 +225,7 @@ def breakdown(cfg, model_dir, data, repeats, threads) -> list[dict]:
   update = jax.jit(apply)
   out["irl_jax_clip_adamw"] = med(lambda: jax.block_until_ready(update(grads, opt_state, params)))
 
-  torch.set_num_threads(threads)
-  model = LlamaForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa",
-                                           dtype=torch.float32).train()
-  ids = torch.tensor(data["ids"], dtype=torch.long)
-  labels = ids.masked_fill(~torch.tensor(data["loss_mask"]), -100)
+  model, ids, labels, opt = torch_mle_setup(model_dir, data, threads)
 
   def t_forward(with_loss):
     with torch.no_grad():
@@ -237,8 +240,6 @@ def breakdown(cfg, model_dir, data, repeats, threads) -> list[dict]:
     model(input_ids=ids, labels=labels).loss.backward()
 
   out["torch_loss_grad"] = med(t_grad)
-  opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), eps=1e-8,
-                          weight_decay=0.0)
 
   def t_update():
     torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)

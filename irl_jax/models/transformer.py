@@ -250,6 +250,10 @@ class Transformer(nnx.Module):
     w = self.embed[...].T if self.lm_head is None else self.lm_head[...]
     return w.astype(self.dtype)
 
+  def logits(self, hidden) -> jax.Array:
+    """Float32 logits `[..., V]` from final hidden states `[..., D]` (`return_hidden=True`)."""
+    return dense(hidden, self.unembedding(), preferred_element_type=jnp.float32)
+
   def __call__(
       self,
       input_ids,
@@ -296,7 +300,7 @@ class Transformer(nnx.Module):
     if self.config.sliding_window is not None:
       mask = mask & ((idx[:, None] - idx[None, :]) < self.config.sliding_window)[None]
     h, _ = self._run(input_ids, jnp.asarray(positions), mask, None, None)
-    return h if return_hidden else self._logits(h)
+    return h if return_hidden else self.logits(h)
 
   def init_cache(self, batch: int, length: int, dtype=None) -> Cache:
     """An empty KV cache of `length` slots per row."""
@@ -328,7 +332,7 @@ class Transformer(nnx.Module):
     if self.config.sliding_window is not None:
       mask = mask & ((q_slot[:, None] - k_slot[None, :]) < self.config.sliding_window)[None]
     h, cache = self._run(input_ids, jnp.asarray(positions), mask, cache, cache_index)
-    return self._logits(h[:, -1:] if last_only else h), cache
+    return self.logits(h[:, -1:] if last_only else h), cache
 
   # -- internals ----------------------------------------------------------------
 
@@ -379,6 +383,3 @@ class Transformer(nnx.Module):
       if cache is not None:
         new_cache.append(layer_cache)
     return self.final_norm(h), new_cache
-
-  def _logits(self, h):
-    return dense(h, self.unembedding(), preferred_element_type=jnp.float32)

@@ -39,7 +39,6 @@ from flax import nnx
 from irl_jax import losses
 from irl_jax.eval.metrics import distinct_n, self_bleu, spearman
 from irl_jax.models.sampling import generate
-from irl_jax.models.transformer import dense
 from irl_jax.train import lm, rollouts
 
 Checker = Callable[[str, str, str], tuple[float, bool]]
@@ -136,7 +135,7 @@ def _score_samples(model, batch, gamma):
   from one forward pass (the entropy needs these rows' dense logits anyway)."""
   hidden = model(batch["input_ids"], segment_ids=batch["segment_ids"],
                  positions=batch["positions"], return_hidden=True)
-  logits = dense(hidden, model.unembedding(), preferred_element_type=jnp.float32)
+  logits = model.logits(hidden)
   stats = losses.soft_q_stats(logits, lm.next_tokens(batch["input_ids"]),
                               where=batch["segment_ids"] > 0)
   where = lm.lm_targets(batch["loss_mask"])

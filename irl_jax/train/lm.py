@@ -14,7 +14,6 @@ import jax.numpy as jnp
 
 from irl_jax import losses
 from irl_jax.models.heads import last_token_index
-from irl_jax.models.transformer import dense
 
 
 def next_tokens(input_ids):
@@ -44,7 +43,7 @@ def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None
   if chunk_size:
     return losses.chunked_soft_q_stats(hidden, model.unembedding(), targets,
                                        chunk_size=chunk_size, where=real)
-  logits = dense(hidden, model.unembedding(), preferred_element_type=jnp.float32)
+  logits = model.logits(hidden)
   return losses.soft_q_stats(logits, targets, where=real)
 
 

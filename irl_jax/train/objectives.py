@@ -31,7 +31,6 @@ import jax.numpy as jnp
 
 from irl_jax import losses
 from irl_jax.losses import MaskedMean, masked_sum_count
-from irl_jax.models.transformer import dense
 from irl_jax.train.lm import (
     batch_stats,
     bootstrap_values,
@@ -74,7 +73,7 @@ def mle_objective(*, chunk_size: int | None = 0, entropy_bonus: float = 0.0):
       # One forward pass: the entropy needs the dense logits, so the stats come from them too.
       hidden = model(batch["input_ids"], segment_ids=batch["segment_ids"],
                      positions=batch["positions"], return_hidden=True)
-      logits = dense(hidden, model.unembedding(), preferred_element_type=jnp.float32)
+      logits = model.logits(hidden)
       where = lm_targets(batch["loss_mask"])
       stats = losses.soft_q_stats(logits, next_tokens(batch["input_ids"]),
                                   where=jnp.asarray(batch["segment_ids"]) > 0)
