@@ -58,6 +58,7 @@ from irl_jax.losses.offline_rl import iql_value_loss as iql_value_loss
 from irl_jax.losses.offline_rl import td3_bc_actor_loss as td3_bc_actor_loss
 from irl_jax.losses.preference import bradley_terry as bradley_terry
 from irl_jax.losses.preference import linear_bradley_terry_mle as linear_bradley_terry_mle
+from irl_jax.losses.preference import linear_ranking_mle as linear_ranking_mle
 from irl_jax.losses.preference import pairwise_split as pairwise_split
 from irl_jax.losses.preference import pessimistic_policy_values as pessimistic_policy_values
 from irl_jax.losses.preference import plackett_luce as plackett_luce

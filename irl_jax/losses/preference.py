@@ -23,8 +23,11 @@ References:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from irl_jax.losses import _checks
 
@@ -111,57 +114,243 @@ def pairwise_split(rewards, *, where=None) -> jax.Array:
   return jnp.sum(jnp.where(pair, jax.nn.softplus(-diffs), 0), axis=(1, 2))
 
 
+def _sum_zero_basis(d: int) -> np.ndarray:
+  """`[d, d − 1]` orthonormal basis of the hyperplane `⟨1, θ⟩ = 0` (float64 NumPy)."""
+  centred = np.eye(d) - np.ones((d, d)) / d
+  return np.linalg.svd(centred)[0][:, : d - 1]
+
+
+class _LinearObjective:
+  """`F(θ) = Σ_i w_i ℓ(Φ_i θ)` for a loss `ℓ` of a row of `K` rewards: its value, and its
+  gradient and Hessian from the linear structure, `Σ_i w_i Φ_iᵀ ∇ℓ` and
+  `Σ_i w_i Φ_iᵀ ∇²ℓ Φ_i`, with `∇²ℓ` only `K × K` per row."""
+
+  def __init__(self, row_loss, features, weights, where):
+    self.row_loss, self.phi, self.w, self.where = row_loss, features, weights, where
+
+  def _row(self, r, where):
+    return self.row_loss(r[None], None if where is None else where[None])[0]
+
+  def value(self, theta):
+    return jnp.sum(self.w * self.row_loss(self.phi @ theta, self.where))
+
+  def derivatives(self, theta):
+    r = self.phi @ theta                                             # [N, K]
+    where = self.where
+    if where is None:
+      grad_r = jax.vmap(jax.grad(lambda r: self._row(r, None)))(r)
+      hess_r = jax.vmap(jax.hessian(lambda r: self._row(r, None)))(r)
+    else:
+      grad_r = jax.vmap(jax.grad(self._row))(r, where)
+      hess_r = jax.vmap(jax.hessian(self._row))(r, where)
+    grad = jnp.einsum("n,nk,nkd->d", self.w, grad_r, self.phi)
+    hess = jnp.einsum("n,nkd,nkl,nle->de", self.w, self.phi, hess_r, self.phi)
+    return grad, hess
+
+
+def _newton(objective: _LinearObjective, basis, z, mu, *, max_steps: int, tol: float):
+  """Damped Newton on `F(Uz) + μ/2·‖z‖²` from `z`, stopping when the Newton decrement
+  `gᵀH⁺g / 2` falls below `tol` (relative to the objective's scale) or after
+  `max_steps`. `H⁺` is the pseudo-inverse with eigenvalues below `10·eps·λ_max`
+  dropped. Each step backtracks from the full Newton step, halving up to 30 times,
+  until the objective does not increase beyond its round-off (no step if it always
+  does), so the iteration is monotone even where the unregularised Hessian is singular
+  (separable data)."""
+  cutoff = 10 * jnp.finfo(z.dtype).eps
+
+  def total(z):
+    return objective.value(basis @ z) + 0.5 * mu * jnp.sum(z * z)
+
+  def body(carry):
+    z, value, i, _ = carry
+    grad, hess = objective.derivatives(basis @ z)
+    grad = basis.T @ grad + mu * z
+    hess = basis.T @ hess @ basis + mu * jnp.eye(z.shape[0], dtype=z.dtype)
+    # Pseudo-inverse: directions the objective does not depend on (curvature below
+    # `cutoff` of the largest) take no step, so from z = 0 they stay at 0 (the
+    # minimum-norm optimum) instead of amplifying round-off.
+    evals, evecs = jnp.linalg.eigh(hess)
+    keep = evals > cutoff * jnp.maximum(evals[-1], 1e-30)
+    step = evecs @ jnp.where(keep, (evecs.T @ grad) / jnp.where(keep, evals, 1.0), 0.0)
+    decrement = 0.5 * jnp.dot(grad, step)
+
+    def shorter(c):
+      t, _, j = c
+      t = 0.5 * t
+      return t, total(z - t * step), j + 1
+
+    # Round-off slack: near the optimum a full step may change the value by less than
+    # its rounding error; it is still taken (the decrement, from the gradient, decides).
+    slack = 4 * jnp.finfo(z.dtype).eps * (jnp.abs(value) + 1.0)
+
+    def too_long(c):
+      _, v, j = c
+      return ~(v <= value + slack) & (j < 30)
+
+    t, new, _ = jax.lax.while_loop(too_long, shorter, (jnp.asarray(1.0, z.dtype),
+                                                       total(z - step), jnp.asarray(0)))
+    ok = new <= value + slack
+    z = jnp.where(ok, z - t * step, z)
+    going = ok & (decrement > tol * (jnp.abs(value) + 1.0))
+    return z, jnp.where(ok, new, value), i + 1, going
+
+  def cond(carry):
+    return (carry[2] < max_steps) & carry[3]
+
+  z, _, _, _ = jax.lax.while_loop(cond, body, (z, total(z), jnp.asarray(0), jnp.asarray(True)))
+  return z
+
+
+def _ball_constrained_mle(objective: _LinearObjective, d: int, dtype, *, norm_bound: float,
+                          newton_steps: int, bisection_steps: int, scale) -> jax.Array:
+  """`argmin F(θ)` over `⟨1, θ⟩ = 0, ‖θ‖ ≤ B` for a smooth convex `F`.
+
+  `θ = Uz` with `U` an orthonormal basis of the hyperplane, so the ball is `‖z‖ ≤ B`.
+  Newton's method solves the problem without the ball; if its solution lies outside
+  (or does not exist, as with separable comparisons), the constrained optimum is
+  `z(μ) = argmin F(Uz) + μ/2·‖z‖²` at the `μ > 0` with `‖z(μ)‖ = B` (the KKT
+  conditions), found by bisection on `log μ` (`‖z(μ)‖` decreases with `μ`) over
+  `μ ∈ scale·[1e−10, 1e4]`, each `z(μ)` by warm-started Newton. Newton is used rather
+  than gradient steps because comparison data are often badly conditioned (a rarely
+  compared direction has curvature of order its share of the data), where gradient
+  descent would stop far from the optimum.
+  """
+  basis = jnp.asarray(_sum_zero_basis(d), dtype)
+  tol = 1e-14 if dtype == jnp.float64 else 1e-10
+  solve = functools.partial(_newton, objective, basis, max_steps=newton_steps, tol=tol)
+  z0 = solve(jnp.zeros((d - 1,), dtype), 0.0)
+  outside = ~(jnp.linalg.norm(z0) <= norm_bound)   # also catches a non-finite z0
+
+  def bisect(carry):
+    lo, hi, z, i = carry
+    mid = 0.5 * (lo + hi)
+    z = solve(z, scale * jnp.exp(mid))
+    out = jnp.linalg.norm(z) > norm_bound
+    return jnp.where(out, mid, lo), jnp.where(out, hi, mid), z, i + 1
+
+  def keep_bisecting(carry):
+    return outside & (carry[3] < bisection_steps)
+
+  start = jnp.where(jnp.isfinite(z0), z0, 0.0)
+  lo, hi = jnp.log(jnp.asarray(1e-10, dtype)), jnp.log(jnp.asarray(1e4, dtype))
+  _, hi, z, _ = jax.lax.while_loop(keep_bisecting, bisect, (lo, hi, start, jnp.asarray(0)))
+  z_ball = solve(z, scale * jnp.exp(hi))
+  # The constrained optimum lies on the sphere: put the last solve exactly there.
+  z_ball = z_ball * (norm_bound / jnp.maximum(jnp.linalg.norm(z_ball), 1e-30))
+  z = jnp.where(outside, z_ball, z0)
+  return basis @ z
+
+
+def _mle_inputs(fn, name, x, rank, dims, weights, norm_bound, newton_steps, bisection_steps):
+  _checks.check_rank(fn, name, x, rank, dims)
+  _checks.check_scalar_range(fn, "norm_bound", norm_bound, 1e-12, float("inf"))
+  _checks.check_scalar_range(fn, "newton_steps", newton_steps, 1, float("inf"))
+  _checks.check_scalar_range(fn, "bisection_steps", bisection_steps, 1, float("inf"))
+  x = _checks.as_float(name, fn, x)
+  if x.shape[-1] < 2:
+    raise ValueError(f"{fn}: `{name}` needs a feature dimension d >= 2 (the constraint "
+                     f"⟨1, θ⟩ = 0 leaves d − 1 free directions), got shape {x.shape}.")
+  if weights is None:
+    weights = jnp.ones(x.shape[:1], x.dtype)
+  else:
+    weights = _checks.as_float("weights", fn, weights, x.dtype)
+    if weights.shape != x.shape[:1]:
+      raise ValueError(f"{fn}: `weights` has shape {weights.shape}, expected {x.shape[:1]} "
+                       f"(one per row of `{name}`).")
+    if _checks.is_concrete(weights) and not bool(jnp.all(weights >= 0)):
+      raise ValueError(f"{fn}: `weights` must be >= 0 (and not NaN).")
+  return x, weights
+
+
 def linear_bradley_terry_mle(
-    feature_diffs, *, norm_bound: float, num_steps: int = 500, learning_rate: float = 0.5
+    feature_diffs, *, norm_bound: float, weights=None, newton_steps: int = 50,
+    bisection_steps: int = 60,
 ) -> jax.Array:
   """Constrained Bradley–Terry MLE of a linear reward, `θ̂` `[d]`.
 
-      θ̂ = argmin_θ (1/n) Σ_i softplus(−θᵀx_i)   s.t. ⟨1, θ⟩ = 0, ‖θ‖ ≤ B
+      θ̂ = argmin_θ Σ_i w_i softplus(−θᵀx_i)   s.t. ⟨1, θ⟩ = 0, ‖θ‖ ≤ B
 
-  Solved by projected gradient descent (`num_steps` steps of size
-  `learning_rate`); the feasible set is the ball of radius `B` in the
-  hyperplane `⟨1, θ⟩ = 0`, onto which projecting is: subtract the mean, then
-  rescale into the ball. The objective is convex, so this converges to the
-  constrained optimum.
+  Solved to convergence by Newton's method on the hyperplane, with the ball handled
+  through its KKT multiplier (bisection on it) when the unconstrained optimum lies
+  outside the ball or does not exist (separable comparisons). Newton, not gradient
+  descent, because comparison data are often badly conditioned: a pair that is
+  rarely compared gives its direction a curvature of order its share of the data.
 
   Args:
     feature_diffs: `[N, d]` pair differences `x_i = φ(s_i, a_w) − φ(s_i, a_l)`
-      (winner minus loser).
+      (winner minus loser), `d >= 2`.
     norm_bound: `B > 0`.
-    num_steps: gradient steps (static).
-    learning_rate: step size.
+    weights: optional `[N]` non-negative counts or weights `w_i` (default 1): identical
+      comparisons can be given once with their count, and padding rows weight 0.
+    newton_steps: the most Newton steps per solve (static).
+    bisection_steps: the most bisection steps on the multiplier (static).
+
+  Returns:
+    `[d]` estimate `θ̂`, in the compute dtype (float32, or float64 under x64).
+  """
+  fn = "linear_bradley_terry_mle"
+  x, w = _mle_inputs(fn, "feature_diffs", feature_diffs, 2, "[N, d]", weights, norm_bound,
+                     newton_steps, bisection_steps)
+
+  def row_loss(r, where):
+    del where
+    return jax.nn.softplus(-r[:, 0])
+
+  objective = _LinearObjective(row_loss, x[:, None, :], w, None)
+  return _ball_constrained_mle(objective, x.shape[1], x.dtype, norm_bound=norm_bound,
+                               newton_steps=newton_steps, bisection_steps=bisection_steps,
+                               scale=jnp.sum(w) + 1e-12)
+
+
+def linear_ranking_mle(
+    features, *, norm_bound: float, where=None, weights=None, split_pairs: bool = False,
+    newton_steps: int = 50, bisection_steps: int = 60,
+) -> jax.Array:
+  """Constrained MLE of a linear reward `r = θᵀφ` from K-wise rankings, `θ̂` `[d]`.
+
+      θ̂ = argmin_θ Σ_i w_i ℓ(Φ_i θ)   s.t. ⟨1, θ⟩ = 0, ‖θ‖ ≤ B
+
+  with `ℓ` the Plackett–Luce negative log-likelihood (`plackett_luce`, the MLE_K of
+  Zhu, Jordan & Jiao 2023) or, with `split_pairs=True`, the sum of Bradley–Terry
+  losses over every pair of the ranking (`pairwise_split`, MLE_2). Solved as in
+  `linear_bradley_terry_mle`.
+
+  Args:
+    features: `[N, K, d]` features of each ranking's K items, best first.
+    norm_bound: `B > 0`.
+    where: optional `[N, K]` bool, valid items (rankings shorter than K).
+    weights: optional `[N]` non-negative weights (default 1).
+    split_pairs: the pairwise-split estimator instead of Plackett–Luce (static).
+    newton_steps: the most Newton steps per solve (static).
+    bisection_steps: the most bisection steps on the multiplier (static).
 
   Returns:
     `[d]` estimate `θ̂`.
   """
-  fn = "linear_bradley_terry_mle"
-  _checks.check_rank(fn, "feature_diffs", feature_diffs, 2, "[N, d]")
-  _checks.check_scalar_range(fn, "norm_bound", norm_bound, 1e-12, float("inf"))
-  x = _checks.as_float("feature_diffs", fn, feature_diffs)
+  fn = "linear_ranking_mle"
+  phi, w = _mle_inputs(fn, "features", features, 3, "[N, K, d]", weights, norm_bound,
+                       newton_steps, bisection_steps)
+  if where is not None:
+    where = _checks.as_mask("where", fn, where, phi.shape[:2])
+  loss = pairwise_split if split_pairs else plackett_luce
 
-  def project(theta):
-    theta = theta - jnp.mean(theta)
-    norm = jnp.linalg.norm(theta)
-    return theta * jnp.minimum(1.0, norm_bound / jnp.maximum(norm, 1e-30))
+  def row_loss(r, where):
+    return loss(r, where=where)
 
-  def loss(theta):
-    return jnp.mean(jax.nn.softplus(-(x @ theta)))
-
-  def step(theta, _):
-    return project(theta - learning_rate * jax.grad(loss)(theta)), None
-
-  theta0 = jnp.zeros((x.shape[1],), x.dtype)
-  theta, _ = jax.lax.scan(step, theta0, None, length=num_steps)
-  return theta
+  objective = _LinearObjective(row_loss, phi, w, where)
+  return _ball_constrained_mle(objective, phi.shape[2], phi.dtype, norm_bound=norm_bound,
+                               newton_steps=newton_steps, bisection_steps=bisection_steps,
+                               scale=jnp.sum(w) + 1e-12)
 
 
 def pessimistic_policy_values(
-    theta, policy_features, feature_diffs, *, reference_features=None, f: float, kappa: float
+    theta, policy_features, feature_diffs, *, reference_features=None, weights=None, f: float,
+    kappa: float,
 ) -> jax.Array:
   """Lower-confidence-bound value of each candidate policy, `[P]`.
 
       Ĵ(π) = θ̂ᵀw − f·‖w‖_{(Σ_D + κI)^{-1}},   w = E_s[φ(s, π(s))] − v,
-      Σ_D = (1/n) Σ_i x_i x_iᵀ
+      Σ_D = Σ_i c_i x_i x_iᵀ / Σ_i c_i   (c_i = 1 unless `weights` are given)
 
   Choose the policy with `argmax Ĵ`. Greedy selection on `θ̂ᵀw` alone can stay
   suboptimal for every sample size where pessimism converges.
@@ -175,6 +364,7 @@ def pessimistic_policy_values(
     policy_features: `[P, d]` expected features `E_s[φ(s, π(s))]` per policy.
     feature_diffs: `[N, d]` the comparison data's `x_i`, defining `Σ_D`.
     reference_features: optional `[d]` fixed reference vector `v` (default 0).
+    weights: optional `[N]` non-negative counts `c_i` of the rows of `feature_diffs`.
     f: confidence width `≥ 0`.
     kappa: ridge `κ > 0`.
 
@@ -197,7 +387,13 @@ def pessimistic_policy_values(
   w = _checks.as_float("policy_features", fn, policy_features, x.dtype)
   if reference_features is not None:
     w = w - _checks.as_float("reference_features", fn, reference_features, x.dtype)
-  sigma = x.T @ x / x.shape[0] + kappa * jnp.eye(d, dtype=x.dtype)
+  if weights is None:
+    c = jnp.ones(x.shape[:1], x.dtype)
+  else:
+    c = _checks.as_float("weights", fn, weights, x.dtype)
+    if c.shape != x.shape[:1]:
+      raise ValueError(f"{fn}: `weights` has shape {c.shape}, expected {x.shape[:1]}.")
+  sigma = (x * c[:, None]).T @ x / jnp.sum(c) + kappa * jnp.eye(d, dtype=x.dtype)
   solved = jnp.linalg.solve(sigma, w.T).T
   # Safe sqrt: sqrt'(0) = inf times the quadratic form's zero gradient would be
   # NaN; where the form is 0 both branches see a constant (subgradient 0).

@@ -15,6 +15,7 @@ from jax.test_util import check_grads
 from irl_jax.losses import (
   bradley_terry,
   linear_bradley_terry_mle,
+  linear_ranking_mle,
   pairwise_split,
   pessimistic_policy_values,
   plackett_luce,
@@ -334,7 +335,7 @@ def _bt_dataset(theta_star, n, seed):
   return (sign[:, None] * x).astype(np.float32)
 
 
-_mle = jax.jit(linear_bradley_terry_mle, static_argnames=("norm_bound", "num_steps"))
+_mle = jax.jit(linear_bradley_terry_mle, static_argnames=("norm_bound",))
 
 
 def _bt_grad64(theta, x):
@@ -397,6 +398,134 @@ def test_linear_bt_mle_bad_inputs():
     linear_bradley_terry_mle(jnp.zeros((4, 2)), norm_bound=0.0)
   with pytest.raises(ValueError, match=r"rank 2.*\(4,\)"):
     linear_bradley_terry_mle(jnp.zeros(4), norm_bound=1.0)
+
+
+def test_linear_bt_mle_ill_conditioned_counts_closed_form():
+  # One frequent pair (difference e2, 10⁶ comparisons) and one rare pair (difference e1,
+  # 5 comparisons), given as counts. The log-likelihood separates, so the MLE is
+  # θ2 = log(wins/losses) of each pair, θ1 likewise and θ3 = −θ1 − θ2. The rare
+  # direction's curvature is 10⁻⁶ of the frequent one's; plain gradient descent on the
+  # mean loss would barely move it.
+  x = jnp.array([[0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0]], jnp.float32)
+  counts = jnp.array([520_000, 480_000, 3, 2], jnp.float32)
+  got = np.asarray(_mle(x, norm_bound=10.0, weights=counts), np.float64)
+  t1, t2 = np.log(3 / 2), np.log(520_000 / 480_000)
+  np.testing.assert_allclose(got, [t1, t2, -t1 - t2], rtol=2e-4, atol=2e-6)
+
+
+def test_linear_bt_mle_unidentified_direction_stays_at_minimum_norm():
+  # Only e2 is ever compared: θ1 − θ3 does not enter the likelihood, and the solver
+  # starts from 0 and leaves it at 0 (the minimum-norm maximiser).
+  x = jnp.array([[0, 1, 0], [0, -1, 0]], jnp.float32)
+  got = np.asarray(_mle(x, norm_bound=10.0, weights=jnp.array([6.0, 3.0])), np.float64)
+  t2 = np.log(2.0)
+  np.testing.assert_allclose(got, [-t2 / 2, t2, -t2 / 2], rtol=1e-5)
+
+
+def test_linear_bt_mle_separable_data_hits_the_ball():
+  # One comparison: the likelihood keeps rising along its direction, so the MLE is the
+  # ball's boundary point in that direction projected on ⟨1, θ⟩ = 0.
+  x = jnp.array([[1.0, 0.0, 0.0]])
+  got = np.asarray(_mle(x, norm_bound=2.0), np.float64)
+  direction = np.array([2.0, -1.0, -1.0]) / np.sqrt(6.0)
+  np.testing.assert_allclose(got, 2.0 * direction, rtol=1e-5)
+
+
+def test_linear_bt_mle_weights_equal_repeated_rows():
+  rng = np.random.default_rng(5)
+  x = _bt_dataset(np.array([1.0, -0.5, -0.5, 0.0]), 12, seed=5)
+  reps = rng.integers(0, 4, size=12)
+  for bound in (100.0, 0.3):
+    weighted = _mle(x, norm_bound=bound, weights=jnp.asarray(reps, jnp.float32))
+    repeated = _mle(np.repeat(x, reps, axis=0), norm_bound=bound)
+    np.testing.assert_allclose(weighted, repeated, rtol=1e-4, atol=1e-5)
+
+
+def _ranking_data(n, k, d, theta, seed):
+  rng = np.random.default_rng(seed)
+  phi = rng.standard_normal((n, k, d))
+  utility = phi @ theta + rng.gumbel(size=(n, k))
+  order = np.argsort(-utility, axis=1)
+  return np.take_along_axis(phi, order[:, :, None], axis=1)
+
+
+def _scipy_ranking_mle(phi, where, bound, split):
+  """float64 SLSQP on the explicit-loop references under ⟨1, θ⟩ = 0 and ‖θ‖² ≤ B²."""
+  scipy_optimize = pytest.importorskip("scipy.optimize")
+  ref = ref_pairwise_split if split else ref_plackett_luce
+  d = phi.shape[2]
+  res = scipy_optimize.minimize(
+      lambda t: float(np.sum(ref(phi @ t, where))), np.zeros(d), method="SLSQP",
+      constraints=[{"type": "eq", "fun": lambda t: np.sum(t)},
+                   {"type": "ineq", "fun": lambda t: bound**2 - t @ t}],
+      options={"ftol": 1e-14, "maxiter": 500})
+  assert res.success, res.message
+  return res.x
+
+
+_rank_mle = jax.jit(linear_ranking_mle, static_argnames=("norm_bound", "split_pairs"))
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("bound", [50.0, 0.4])
+def test_linear_ranking_mle_matches_scipy_reference(split, bound):
+  theta = np.array([0.8, -0.6, 0.3, -0.5])
+  phi = _ranking_data(25, 4, 4, theta, seed=11)
+  where = np.ones(phi.shape[:2], bool)
+  where[::3, 3] = False                     # some rankings of three items
+  want = _scipy_ranking_mle(phi, where, bound, split)
+  got = np.asarray(_rank_mle(phi.astype(np.float32), norm_bound=bound, where=where,
+                             split_pairs=split), np.float64)
+  if bound < 1:
+    np.testing.assert_allclose(np.linalg.norm(want), bound, rtol=1e-6)   # the ball is active
+  np.testing.assert_allclose(got, want, rtol=5e-4, atol=5e-5)
+
+
+def test_linear_ranking_mle_two_items_is_bradley_terry():
+  theta = np.array([0.5, -1.0, 0.5])
+  phi = _ranking_data(40, 2, 3, theta, seed=2).astype(np.float32)
+  ranked = _rank_mle(phi, norm_bound=5.0, split_pairs=False)
+  pairs = _mle(phi[:, 0] - phi[:, 1], norm_bound=5.0)
+  np.testing.assert_allclose(ranked, pairs, rtol=1e-4, atol=1e-6)
+
+
+def test_linear_ranking_mle_is_consistent_for_both_estimators():
+  theta = np.array([1.0, -0.5, 0.25, -0.75])
+  phi = _ranking_data(3000, 5, 4, theta, seed=4).astype(np.float32)
+  for split in (False, True):
+    got = np.asarray(_rank_mle(phi, norm_bound=10.0, split_pairs=split), np.float64)
+    assert np.linalg.norm(got - theta) < 0.15, (split, got)
+
+
+def test_linear_mle_bad_inputs():
+  x = jnp.zeros((4, 3))
+  with pytest.raises(ValueError, match=r"weights.*expected"):
+    linear_bradley_terry_mle(x, norm_bound=1.0, weights=jnp.ones(3))
+  with pytest.raises(ValueError, match=r"weights.*>= 0"):
+    linear_bradley_terry_mle(x, norm_bound=1.0, weights=-jnp.ones(4))
+  with pytest.raises(ValueError, match="d >= 2"):
+    linear_bradley_terry_mle(jnp.zeros((4, 1)), norm_bound=1.0)
+  with pytest.raises(ValueError, match=r"rank 3.*\(4, 3\)"):
+    linear_ranking_mle(x, norm_bound=1.0)
+  with pytest.raises(ValueError, match="where"):
+    linear_ranking_mle(jnp.zeros((4, 2, 3)), norm_bound=1.0, where=jnp.ones((4, 3), bool))
+  with pytest.raises(ValueError, match="newton_steps"):
+    linear_ranking_mle(jnp.zeros((4, 2, 3)), norm_bound=1.0, newton_steps=0)
+
+
+def test_pessimistic_values_weights_equal_repeated_rows():
+  rng = np.random.default_rng(6)
+  theta = rng.standard_normal(3).astype(np.float32)
+  phi = rng.standard_normal((4, 3)).astype(np.float32)
+  x = rng.standard_normal((5, 3)).astype(np.float32)
+  reps = np.array([3, 0, 1, 2, 5])
+  weighted = _pess(theta, phi, x, weights=jnp.asarray(reps, jnp.float32), f=0.7, kappa=0.1)
+  repeated = _pess(theta, phi, np.repeat(x, reps, axis=0), f=0.7, kappa=0.1)
+  np.testing.assert_allclose(weighted, repeated, rtol=1e-5, atol=1e-6)
+  _close(weighted, ref_pessimistic_values(theta, phi, np.repeat(x, reps, axis=0),
+                                          np.zeros(3), 0.7, 0.1))
+  with pytest.raises(ValueError, match="weights"):
+    pessimistic_policy_values(theta, phi, x, weights=jnp.ones(4), f=0.7, kappa=0.1)
 
 
 _pess = jax.jit(pessimistic_policy_values, static_argnames=("f", "kappa"))
