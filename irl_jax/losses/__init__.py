@@ -30,9 +30,13 @@ from irl_jax.losses.grpo import dynamic_reward_scale as dynamic_reward_scale
 from irl_jax.losses.grpo import grpo as grpo
 from irl_jax.losses.grpo import grpo_advantages as grpo_advantages
 from irl_jax.losses.inverse_q_star import InverseQStarExtras as InverseQStarExtras
+from irl_jax.losses.inverse_q_star import InverseQStarPGExtras as InverseQStarPGExtras
 from irl_jax.losses.inverse_q_star import gather_response as gather_response
 from irl_jax.losses.inverse_q_star import inverse_q_star as inverse_q_star
 from irl_jax.losses.inverse_q_star import inverse_q_star_kl as inverse_q_star_kl
+from irl_jax.losses.inverse_q_star import (
+  inverse_q_star_policy_gradient as inverse_q_star_policy_gradient,
+)
 from irl_jax.losses.iq_learn import IQLearnExtras as IQLearnExtras
 from irl_jax.losses.iq_learn import IQLearnOnlineExtras as IQLearnOnlineExtras
 from irl_jax.losses.iq_learn import implied_rewards as implied_rewards

@@ -15,7 +15,10 @@ reward-imitation loss per token is
 
     ℓ_t = ( β·(log π_θ(a_t|s_t) − log π_ref(a_t|s_t)) − r̂_t )².
 
-The distributional form, when full `π̂*` logits are available, is the
+In it `π_ref` cancels, so it is the distillation limit. The token-level
+RL form (`inverse_q_star_policy_gradient`) uses `r̂_t` as a dense reward, less the KL
+penalty `β·(log π_θ − log π_ref)`, in REINFORCE with returns-to-go; its optimum is
+`π̂*`. The distributional form, when full `π̂*` logits are available, is the
 per-token `KL(π̂*(·|s_t) ‖ π_θ(·|s_t))`.
 
 The `π̂*` pass often has a longer prefix (the conditioning context that
@@ -103,6 +106,98 @@ def inverse_q_star(
       token_rewards=jnp.where(where, token_rewards, 0),
       policy_rewards=jnp.where(where, policy_rewards, 0),
   )
+
+
+class InverseQStarPGExtras(NamedTuple):
+  """Per-token diagnostics of the policy-gradient form, each `[B, T]`, zero where masked.
+
+  Attributes:
+    token_rewards: `r̂_t = β·(log π̂* − log π_ref)`.
+    returns: `G_t`, the KL-regularised discounted returns-to-go.
+    advantages: `G_t − b_t`, the returns less the leave-one-out baseline.
+  """
+
+  token_rewards: jax.Array
+  returns: jax.Array
+  advantages: jax.Array
+
+
+def inverse_q_star_policy_gradient(
+    policy_logps,
+    ref_logps,
+    optimal_logps,
+    *,
+    where,
+    beta: float,
+    gamma: float = 1.0,
+    baseline: bool = True,
+) -> tuple[jax.Array, InverseQStarPGExtras]:
+  """Token-level RL form of Inverse-Q* (reconstructed; see module doc), `[B, T]`.
+
+  The dense reward `r̂_t = β·(log π̂* − log π_ref)` of the sampled tokens, less the
+  KL penalty `β·(log π_θ − log π_ref)`, summed into discounted returns-to-go
+
+      G_t = Σ_{t' ≥ t} γ^{t'−t} ( r̂_{t'} − β·(log π_θ − log π_ref)(a_{t'}|s_{t'}) )
+
+  (no gradient through `G_t`), and the REINFORCE loss per token
+
+      ℓ_t = −(G_t − b_t) · log π_θ(a_t|s_t),
+
+  with `b_t` the leave-one-out mean of `G_t` over the other rows valid at `t` (an
+  unbiased baseline; 0 with `baseline=False` or a single valid row). Its expected
+  gradient is that of `E[Σ_t r̂_t] − β·KL(π_θ ‖ π_ref) = −β·KL(π_θ ‖ π̂*)` per
+  sequence (for `γ = 1`), whose optimum is `π̂*`. Reduce with a token mean.
+
+  Args:
+    policy_logps: `[B, T]` `log π_θ(a_t|s_t)` of tokens sampled from `π_θ`.
+    ref_logps: `[B, T]` `log π_ref` of the same tokens (frozen).
+    optimal_logps: `[B, T]` `log π̂*` of the same tokens at the same response
+      positions (frozen; see `gather_response`).
+    where: `[B, T]` bool response mask (a row's valid tokens form a prefix).
+    beta: `β > 0`.
+    gamma: discount `γ ∈ [0, 1]`.
+    baseline: subtract the leave-one-out baseline.
+
+  Returns:
+    `(per_token_loss [B, T], InverseQStarPGExtras)`.
+  """
+  fn = "inverse_q_star_policy_gradient"
+  _checks.check_rank(fn, "policy_logps", policy_logps, 2, "[B, T]")
+  _checks.check_same_shape(
+      fn, policy_logps=policy_logps, ref_logps=ref_logps, optimal_logps=optimal_logps
+  )
+  _checks.check_scalar_range(fn, "beta", beta, 1e-12, float("inf"))
+  _checks.check_scalar_range(fn, "gamma", gamma, 0.0, 1.0)
+  dtype = _checks.compute_dtype(policy_logps, ref_logps, optimal_logps)
+  where = _checks.as_mask("where", fn, where, jnp.shape(policy_logps))
+  lp, lr, lo = (
+      jnp.where(where, _checks.as_float(n, fn, x, dtype), 0)
+      for n, x in (
+          ("policy_logps", policy_logps),
+          ("ref_logps", ref_logps),
+          ("optimal_logps", optimal_logps),
+      )
+  )
+  lr, lo = jax.lax.stop_gradient(lr), jax.lax.stop_gradient(lo)
+  token_rewards = beta * (lo - lr)
+  net = jnp.where(where, token_rewards - beta * (jax.lax.stop_gradient(lp) - lr), 0)
+
+  def back(carry, x):
+    g = x + gamma * carry
+    return g, g
+
+  _, returns = jax.lax.scan(back, jnp.zeros(net.shape[:1], dtype), net.T, reverse=True)
+  returns = jnp.where(where, returns.T, 0)
+  if baseline:
+    count = jnp.sum(where, axis=0, keepdims=True)
+    others = jnp.sum(returns, axis=0, keepdims=True) - returns
+    base = jnp.where(count > 1, others / jnp.maximum(count - 1, 1), 0)
+    advantages = jnp.where(where, returns - base, 0)
+  else:
+    advantages = returns
+  loss = jnp.where(where, -advantages * lp, 0)
+  return loss, InverseQStarPGExtras(token_rewards=jnp.where(where, token_rewards, 0),
+                                    returns=returns, advantages=advantages)
 
 
 def inverse_q_star_kl(policy_logits, optimal_logits, *, where) -> jax.Array:

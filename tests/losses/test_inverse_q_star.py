@@ -12,6 +12,7 @@ from irl_jax.losses import (
   gather_response,
   inverse_q_star,
   inverse_q_star_kl,
+  inverse_q_star_policy_gradient,
 )
 
 # --- float64 NumPy references, written from docs/objectives.md §5 ---------------------------
@@ -375,3 +376,82 @@ def test_gather_response_bad_inputs():
     gather_response(jnp.zeros((2, 5)), jnp.zeros(3, jnp.int32), length=2)
   with pytest.raises(ValueError, match="float32"):
     gather_response(jnp.zeros((2, 5)), jnp.zeros(2, jnp.float32), length=2)
+
+
+# --- policy-gradient form ---------------------------------------------------------------------
+
+
+def ref_inverse_q_star_pg(lp, lr, lo, where, beta, gamma, baseline):
+  """Explicit loops: r̂_t, G_t = Σ_{t'≥t} γ^{t'−t}(r̂ − β(lp − lr)), leave-one-out b_t,
+  ℓ_t = −(G_t − b_t)·lp_t."""
+  lp, lr, lo = (np.asarray(a, np.float64) for a in (lp, lr, lo))
+  b_, t_ = lp.shape
+  returns = np.zeros(lp.shape)
+  for b in range(b_):
+    for t in range(t_):
+      if where[b, t]:
+        returns[b, t] = sum(
+            gamma ** (u - t) * beta * ((lo[b, u] - lr[b, u]) - (lp[b, u] - lr[b, u]))
+            for u in range(t, t_) if where[b, u])
+  adv = returns.copy()
+  if baseline:
+    for b in range(b_):
+      for t in range(t_):
+        others = [returns[c, t] for c in range(b_) if c != b and where[c, t]]
+        if where[b, t] and others:
+          adv[b, t] = returns[b, t] - np.mean(others)
+  loss = np.where(where, -adv * lp, 0.0)
+  return loss, returns, adv
+
+
+@pytest.mark.parametrize("gamma, baseline", [(1.0, True), (0.9, True), (0.7, False)])
+def test_policy_gradient_matches_reference(gamma, baseline):
+  rng = np.random.default_rng(3)
+  b, t = 5, 7
+  lp, lr, lo = (-rng.random((b, t)).astype(np.float32) * 3 for _ in range(3))
+  lengths = np.array([7, 3, 0, 5, 1])
+  where = np.arange(t)[None] < lengths[:, None]
+  loss, extras = jax.jit(inverse_q_star_policy_gradient,
+                         static_argnames=("beta", "gamma", "baseline"))(
+      lp, lr, lo, where=where, beta=0.5, gamma=gamma, baseline=baseline)
+  want, returns, adv = ref_inverse_q_star_pg(lp, lr, lo, where, 0.5, gamma, baseline)
+  np.testing.assert_allclose(loss, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(extras.returns, returns, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(extras.advantages, adv, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(extras.token_rewards, np.where(where, 0.5 * (lo - lr), 0), rtol=1e-6)
+
+
+def test_policy_gradient_gradient_is_minus_advantage():
+  # G_t and b_t carry no gradient: ∂ℓ_t/∂lp_t = −(G_t − b_t), and nothing flows into the
+  # frozen log-probs.
+  rng = np.random.default_rng(4)
+  lp, lr, lo = (-rng.random((4, 6)).astype(np.float32) for _ in range(3))
+  where = np.ones((4, 6), bool)
+
+  def total(lp, lr, lo):
+    return jnp.sum(inverse_q_star_policy_gradient(lp, lr, lo, where=where, beta=1.0)[0])
+
+  g_lp, g_lr, g_lo = jax.grad(total, argnums=(0, 1, 2))(lp, lr, lo)
+  _, _, adv = ref_inverse_q_star_pg(lp, lr, lo, where, 1.0, 1.0, True)
+  np.testing.assert_allclose(g_lp, -adv, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(g_lr, 0.0)
+  np.testing.assert_allclose(g_lo, 0.0)
+
+
+def test_policy_gradient_at_the_optimum_has_zero_returns():
+  # π_θ = π̂*: every net reward r̂_t − β(lp − lr) is 0, so the returns and the loss are 0.
+  lo = -np.random.default_rng(5).random((3, 4)).astype(np.float32)
+  loss, extras = inverse_q_star_policy_gradient(lo, lo - 0.3, lo, where=np.ones((3, 4), bool),
+                                                beta=2.0, gamma=0.95)
+  np.testing.assert_allclose(loss, 0.0, atol=1e-6)
+  np.testing.assert_allclose(extras.returns, 0.0, atol=1e-6)
+
+
+def test_policy_gradient_bad_inputs():
+  x = jnp.zeros((2, 3))
+  with pytest.raises(ValueError, match="gamma"):
+    inverse_q_star_policy_gradient(x, x, x, where=x > -1, beta=1.0, gamma=1.5)
+  with pytest.raises(ValueError, match="beta"):
+    inverse_q_star_policy_gradient(x, x, x, where=x > -1, beta=0.0)
+  with pytest.raises(ValueError, match="shapes must match"):
+    inverse_q_star_policy_gradient(x, jnp.zeros((2, 4)), x, where=x > -1, beta=1.0)
