@@ -1,7 +1,19 @@
-"""Evaluation metrics (host-side NumPy on `scipy.stats` and `sacrebleu`; not differentiated)."""
+"""Evaluation metrics (host-side NumPy on `scipy.stats` and `sacrebleu`; not differentiated) and
+query-dependent prompt selection from offline records (`prompt_selection`, Prompt-OIRL)."""
 
 from irl_jax.eval.metrics import bleu as bleu
 from irl_jax.eval.metrics import distinct_n as distinct_n
 from irl_jax.eval.metrics import rankdata as rankdata
 from irl_jax.eval.metrics import self_bleu as self_bleu
 from irl_jax.eval.metrics import spearman as spearman
+from irl_jax.eval.prompt_selection import PromptRewardModel as PromptRewardModel
+from irl_jax.eval.prompt_selection import best_of_n as best_of_n
+from irl_jax.eval.prompt_selection import best_single_prompt as best_single_prompt
+from irl_jax.eval.prompt_selection import (
+    best_single_prompt_by_score as best_single_prompt_by_score,
+)
+from irl_jax.eval.prompt_selection import binary_metrics as binary_metrics
+from irl_jax.eval.prompt_selection import fit_prompt_reward_model as fit_prompt_reward_model
+from irl_jax.eval.prompt_selection import oracle_accuracy as oracle_accuracy
+from irl_jax.eval.prompt_selection import pair_features as pair_features
+from irl_jax.eval.prompt_selection import selection_accuracy as selection_accuracy
