@@ -1,6 +1,12 @@
-"""Evaluation metrics (host-side NumPy on `scipy.stats` and `sacrebleu`; not differentiated) and
-query-dependent prompt selection from offline records (`prompt_selection`, Prompt-OIRL)."""
+"""Evaluation metrics (host-side NumPy on `scipy.stats` and `sacrebleu`; not differentiated),
+query-dependent prompt selection from offline records (`prompt_selection`, Prompt-OIRL) and
+behaviour evaluations in the model-written-evaluations format (`behaviour`, Perez et al. 2022)."""
 
+from irl_jax.eval.behaviour import BehaviourRecord as BehaviourRecord
+from irl_jax.eval.behaviour import evaluate_behaviours as evaluate_behaviours
+from irl_jax.eval.behaviour import load_behaviour_jsonl as load_behaviour_jsonl
+from irl_jax.eval.behaviour import match_probability as match_probability
+from irl_jax.eval.behaviour import score_records as score_records
 from irl_jax.eval.metrics import bleu as bleu
 from irl_jax.eval.metrics import distinct_n as distinct_n
 from irl_jax.eval.metrics import rankdata as rankdata

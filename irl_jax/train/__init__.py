@@ -41,6 +41,10 @@ from irl_jax.train.objectives import mle_objective as mle_objective
 from irl_jax.train.objectives import reward_model_objective as reward_model_objective
 from irl_jax.train.optim import learning_rate_schedule as learning_rate_schedule
 from irl_jax.train.optim import make_optimizer as make_optimizer
+from irl_jax.train.per_step import monte_carlo_step_values as monte_carlo_step_values
+from irl_jax.train.per_step import split_steps as split_steps
+from irl_jax.train.per_step import step_prefixes as step_prefixes
+from irl_jax.train.per_step import token_step_ids as token_step_ids
 from irl_jax.train.registry import ObjectiveSpec as ObjectiveSpec
 from irl_jax.train.registry import hyperparameters as hyperparameters
 from irl_jax.train.registry import objective_config as objective_config
