@@ -8,7 +8,6 @@ is a reconstruction).
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -40,37 +39,19 @@ LABELS = {"token_rl": "Inverse-Q*, token-level RL (dense r̂)",
 # --- config ------------------------------------------------------------------------------
 
 
-def _int_at_least(config, field, low):
-  v = config[field]
-  if not isinstance(v, int) or isinstance(v, bool) or v < low:
-    raise ValueError(f"config.{field} must be an integer >= {low}, got {v!r}.")
-
-
-def _in_open_unit(config, field):
-  v = config[field]
-  if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-    raise ValueError(f"config.{field} must lie in (0, 1), got {v!r}.")
-
-
-def _positive(config, field):
-  v = config[field]
-  if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or math.isinf(v):
-    raise ValueError(f"config.{field} must be a finite number > 0, got {v!r}.")
-
-
 def check_config(config) -> None:
   """Raises `ValueError` naming the config field that is out of range."""
-  _int_at_least(config, "num_seeds", 2)
-  _int_at_least(config, "num_tokens", 3)
-  _int_at_least(config, "num_bad", 1)
+  study.int_at_least(config, "num_seeds", 2)
+  study.int_at_least(config, "num_tokens", 3)
+  study.int_at_least(config, "num_bad", 1)
   if config.num_bad >= config.num_tokens - 1:
     raise ValueError(f"config.num_bad must leave at least two good tokens, got "
                      f"{config.num_bad!r} of config.num_tokens={config.num_tokens!r}.")
   for field in ("length", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                 "pretrain_steps", "updates", "log_every"):
-    _int_at_least(config, field, 1)
+    study.int_at_least(config, field, 1)
   for field in ("corpus_size", "pretrain_batch", "batch"):
-    _int_at_least(config, field, 2)
+    study.int_at_least(config, field, 2)
   if config.hidden_size % config.num_heads:
     raise ValueError(f"config.hidden_size ({config.hidden_size}) must be a multiple of "
                      f"config.num_heads ({config.num_heads}).")
@@ -81,9 +62,9 @@ def check_config(config) -> None:
     raise ValueError(f"config.log_every ({config.log_every}) must divide config.updates "
                      f"({config.updates}).")
   for field in ("bad_mass", "clean_fraction"):
-    _in_open_unit(config, field)
+    study.in_open_unit(config, field)
   for field in ("concentration", "pretrain_learning_rate", "learning_rate", "beta"):
-    _positive(config, field)
+    study.finite_positive(config, field)
   n_clean = round(config.clean_fraction * config.corpus_size)
   if not 1 <= n_clean < config.corpus_size:
     raise ValueError(f"config.clean_fraction ({config.clean_fraction!r}) of "
@@ -295,10 +276,8 @@ def run(config, workdir: str, *, log=print) -> dict:
         f"({t2 - t1:.0f} s run, {t1 - t0:.0f} s compile)")
   results["total_seconds"] = time.perf_counter() - t_start
   results["verdicts"] = verdicts(results, config)
-  study.write_json(results, workdir)
-  study.write_text(results_table(results, config), workdir)
-  plot_results(results, config, workdir)
-  return results
+  return study.save(results, workdir, results_table(results, config),
+                    lambda: plot_results(results, config, workdir))
 
 
 # --- verdicts and outputs ----------------------------------------------------------------------

@@ -26,26 +26,6 @@ import matplotlib.pyplot as plt
 # --- config ------------------------------------------------------------------------------
 
 
-def _int_at_least(config, field, low):
-  v = config[field]
-  if not isinstance(v, int) or isinstance(v, bool) or v < low:
-    raise ValueError(f"config.{field} must be an integer >= {low}, got {v!r}.")
-
-
-def _increasing(config, field, low):
-  v = list(config[field])
-  if (len(v) < 2 or any(not isinstance(n, int) or isinstance(n, bool) or n < low for n in v)
-      or v != sorted(set(v))):
-    raise ValueError(f"config.{field} must be at least two increasing integers >= {low}, "
-                     f"got {tuple(v)!r}.")
-
-
-def _positive(config, field):
-  v = config[field]
-  if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or math.isinf(v):
-    raise ValueError(f"config.{field} must be a finite number > 0, got {v!r}.")
-
-
 def check_config(config) -> None:
   """Raises `ValueError` naming the config field that is out of range."""
   phi = np.asarray(config.bandit_features, float)
@@ -64,22 +44,22 @@ def check_config(config) -> None:
       raise ValueError(f"config.{field} must be two different action indices in "
                        f"[0, {phi.shape[0]}), got {pair!r}.")
   for field in ("rare_expected", "norm_bound", "lcb_scale", "lcb_margin", "slope_margin"):
-    _positive(config, field)
+    study.finite_positive(config, field)
   if not 0 < config.delta < 1:
     raise ValueError(f"config.delta must lie in (0, 1), got {config.delta!r}.")
   if np.linalg.norm(config.bandit_theta) > config.norm_bound:
     raise ValueError(f"config.bandit_theta has norm {np.linalg.norm(config.bandit_theta):.3g} "
                      f"> config.norm_bound {config.norm_bound!r}.")
-  _increasing(config, "bandit_sizes", 1)
+  study.increasing_ints(config, "bandit_sizes", 1)
   if config.rare_expected > min(config.bandit_sizes):
     raise ValueError(f"config.rare_expected ({config.rare_expected!r}) must not exceed the "
                      f"smallest of config.bandit_sizes ({min(config.bandit_sizes)}).")
-  _int_at_least(config, "bandit_seeds", 2)
-  _int_at_least(config, "ranking_dim", 2)
-  _increasing(config, "ranking_sizes", 2)
-  _increasing(config, "ranking_counts", 1)
-  _int_at_least(config, "ranking_seeds", 2)
-  _int_at_least(config, "theta_seed", 0)
+  study.int_at_least(config, "bandit_seeds", 2)
+  study.int_at_least(config, "ranking_dim", 2)
+  study.increasing_ints(config, "ranking_sizes", 2)
+  study.increasing_ints(config, "ranking_counts", 1)
+  study.int_at_least(config, "ranking_seeds", 2)
+  study.int_at_least(config, "theta_seed", 0)
 
 
 # --- (1) the bandit ------------------------------------------------------------------------
@@ -238,10 +218,8 @@ def run(config, workdir: str, *, log=print) -> dict:
     results["ranking_seconds"] = time.perf_counter() - t0
   results["total_seconds"] = time.perf_counter() - t_start
   results["verdicts"] = verdicts(results, config)
-  study.write_json(results, workdir)
-  study.write_text(results_table(results, config), workdir)
-  plot_results(results, config, workdir)
-  return results
+  return study.save(results, workdir, results_table(results, config),
+                    lambda: plot_results(results, config, workdir))
 
 
 # --- verdicts ------------------------------------------------------------------------------

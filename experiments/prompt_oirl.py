@@ -37,12 +37,6 @@ METHODS = ("random prompt", "best single prompt", "best-of-N (R̂)", "oracle")
 # --- config ------------------------------------------------------------------------------
 
 
-def _int_at_least(config, field, low):
-  v = config[field]
-  if not isinstance(v, int) or isinstance(v, bool) or v < low:
-    raise ValueError(f"config.{field} must be an integer >= {low}, got {v!r}.")
-
-
 def parse_query_type(text: str) -> tuple[str, int]:
   """`"+3"` -> `("+", 3)`: the operation and the number of one-digit operands."""
   if (not isinstance(text, str) or len(text) < 2 or text[0] not in "+*"
@@ -54,7 +48,7 @@ def parse_query_type(text: str) -> tuple[str, int]:
 
 def check_config(config) -> None:
   """Raises `ValueError` naming the config field that is out of range."""
-  _int_at_least(config, "num_seeds", 2)
+  study.int_at_least(config, "num_seeds", 2)
   types = list(config.query_types)
   if len(types) < 2 or len(set(types)) != len(types):
     raise ValueError(f"config.query_types must name at least 2 distinct query types, got "
@@ -68,18 +62,18 @@ def check_config(config) -> None:
   if len(letters) < len(types):
     raise ValueError(f"config.letters needs at least one letter per query type "
                      f"({len(types)}), got {len(letters)}.")
-  _int_at_least(config, "prefix_len", 1)
+  study.int_at_least(config, "prefix_len", 1)
   if config.prefix_len > len(letters):
     raise ValueError(f"config.prefix_len must be <= len(config.letters) = {len(letters)}, got "
                      f"{config.prefix_len!r}.")
-  _int_at_least(config, "num_prompts", 3)
+  study.int_at_least(config, "num_prompts", 3)
   possible = 1
   for i in range(config.prefix_len):
     possible *= len(letters) - i
   if config.num_prompts > possible:
     raise ValueError(f"config.num_prompts must be <= {possible} (distinct prefixes of "
                      f"{config.prefix_len} letters), got {config.num_prompts!r}.")
-  _int_at_least(config, "num_train_prompts", 2)
+  study.int_at_least(config, "num_train_prompts", 2)
   if config.num_train_prompts > config.num_prompts - 2:
     raise ValueError(f"config.num_train_prompts must leave at least 2 held-out prompts of "
                      f"config.num_prompts = {config.num_prompts}, got "
@@ -88,16 +82,16 @@ def check_config(config) -> None:
     raise ValueError(f"config.rho_low must satisfy 0 <= rho_low < rho_high <= 1, got "
                      f"({config.rho_low!r}, {config.rho_high!r}).")
   for field in ("num_demonstrations", "steps", "batch_size", "max_new_tokens"):
-    _int_at_least(config, field, 1)
+    study.int_at_least(config, field, 1)
   if config.batch_size > config.num_demonstrations:
     raise ValueError(f"config.batch_size must be <= config.num_demonstrations, got "
                      f"{config.batch_size!r}.")
-  _int_at_least(config, "warmup_steps", 0)
+  study.int_at_least(config, "warmup_steps", 0)
   if not config.learning_rate > 0:
     raise ValueError(f"config.learning_rate must be > 0, got {config.learning_rate!r}.")
   if not config.temperature >= 0:
     raise ValueError(f"config.temperature must be >= 0, got {config.temperature!r}.")
-  _int_at_least(config, "queries_per_type", 4)
+  study.int_at_least(config, "queries_per_type", 4)
   for t in types:
     _, k = parse_query_type(t)
     if config.queries_per_type > 9 ** k:
@@ -444,10 +438,8 @@ def run(config, workdir: str, *, log=print) -> dict:
              "seconds": {"lm_compile": compile_s, "lm_train": train_s, **seconds}}
   results["verdicts"] = verdicts(results)
   results["seconds"]["total"] = time.perf_counter() - t_start
-  study.write_json(results, workdir)
-  study.write_text(results_table(results, config), workdir)
-  plot_results(results, workdir)
-  return results
+  return study.save(results, workdir, results_table(results, config),
+                    lambda: plot_results(results, workdir))
 
 
 # --- verdicts ------------------------------------------------------------------------------

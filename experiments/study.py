@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -120,6 +121,46 @@ def positive_int(value, field: str) -> None:
   """Raises `ValueError` naming `config.<field>` unless `value` is an integer >= 1."""
   if not isinstance(value, int) or isinstance(value, bool) or value < 1:
     raise ValueError(f"config.{field} must be a positive integer, got {value!r}.")
+
+
+def int_at_least(config, field: str, low: int) -> None:
+  """Raises `ValueError` naming `config.<field>` unless it is an integer >= `low`."""
+  v = config[field]
+  if not isinstance(v, int) or isinstance(v, bool) or v < low:
+    raise ValueError(f"config.{field} must be an integer >= {low}, got {v!r}.")
+
+
+def finite_positive(config, field: str) -> None:
+  """Raises `ValueError` naming `config.<field>` unless it is a finite number > 0."""
+  v = config[field]
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or math.isinf(v):
+    raise ValueError(f"config.{field} must be a finite number > 0, got {v!r}.")
+
+
+def in_open_unit(config, field: str) -> None:
+  """Raises `ValueError` naming `config.<field>` unless it lies in (0, 1)."""
+  v = config[field]
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+    raise ValueError(f"config.{field} must lie in (0, 1), got {v!r}.")
+
+
+def increasing_ints(config, field: str, low: int, at_least: int = 2) -> None:
+  """Raises `ValueError` naming `config.<field>` unless it is `at_least` or more strictly
+  increasing integers >= `low`."""
+  v = list(config[field])
+  if (len(v) < at_least or any(not isinstance(n, int) or isinstance(n, bool) or n < low
+                               for n in v) or v != sorted(set(v))):
+    raise ValueError(f"config.{field} must be {at_least} or more increasing integers >= "
+                     f"{low}, got {tuple(v)!r}.")
+
+
+def save(results: dict, workdir: str, table: str, plot) -> dict:
+  """Writes `results.json`, the `results.md` `table` and the plots (`plot()`); returns
+  `results`."""
+  write_json(results, workdir)
+  write_text(table, workdir)
+  plot()
+  return results
 
 
 def learner_config(cls, settings, field: str, **extra):

@@ -55,6 +55,27 @@ class InverseQStarExtras(NamedTuple):
   policy_rewards: jax.Array
 
 
+def _token_inputs(fn, policy_logps, ref_logps, optimal_logps, where, beta):
+  """The three `[B, T]` log-prob inputs checked, in the compute dtype and zeroed where
+  masked, and the mask."""
+  _checks.check_rank(fn, "policy_logps", policy_logps, 2, "[B, T]")
+  _checks.check_same_shape(
+      fn, policy_logps=policy_logps, ref_logps=ref_logps, optimal_logps=optimal_logps
+  )
+  _checks.check_scalar_range(fn, "beta", beta, 1e-12, float("inf"))
+  dtype = _checks.compute_dtype(policy_logps, ref_logps, optimal_logps)
+  where = _checks.as_mask("where", fn, where, jnp.shape(policy_logps))
+  lp, lr, lo = (
+      jnp.where(where, _checks.as_float(n, fn, x, dtype), 0)
+      for n, x in (
+          ("policy_logps", policy_logps),
+          ("ref_logps", ref_logps),
+          ("optimal_logps", optimal_logps),
+      )
+  )
+  return lp, lr, lo, where
+
+
 def inverse_q_star(
     policy_logps,
     ref_logps,
@@ -81,22 +102,8 @@ def inverse_q_star(
   Returns:
     `(per_token_loss [B, T], InverseQStarExtras)`.
   """
-  fn = "inverse_q_star"
-  _checks.check_rank(fn, "policy_logps", policy_logps, 2, "[B, T]")
-  _checks.check_same_shape(
-      fn, policy_logps=policy_logps, ref_logps=ref_logps, optimal_logps=optimal_logps
-  )
-  _checks.check_scalar_range(fn, "beta", beta, 1e-12, float("inf"))
-  dtype = _checks.compute_dtype(policy_logps, ref_logps, optimal_logps)
-  where = _checks.as_mask("where", fn, where, jnp.shape(policy_logps))
-  lp, lr, lo = (
-      jnp.where(where, _checks.as_float(n, fn, x, dtype), 0)
-      for n, x in (
-          ("policy_logps", policy_logps),
-          ("ref_logps", ref_logps),
-          ("optimal_logps", optimal_logps),
-      )
-  )
+  lp, lr, lo, where = _token_inputs("inverse_q_star", policy_logps, ref_logps, optimal_logps,
+                                    where, beta)
   if stop_gradient_targets:
     lr, lo = jax.lax.stop_gradient(lr), jax.lax.stop_gradient(lo)
   token_rewards = beta * (lo - lr)
@@ -162,22 +169,9 @@ def inverse_q_star_policy_gradient(
     `(per_token_loss [B, T], InverseQStarPGExtras)`.
   """
   fn = "inverse_q_star_policy_gradient"
-  _checks.check_rank(fn, "policy_logps", policy_logps, 2, "[B, T]")
-  _checks.check_same_shape(
-      fn, policy_logps=policy_logps, ref_logps=ref_logps, optimal_logps=optimal_logps
-  )
-  _checks.check_scalar_range(fn, "beta", beta, 1e-12, float("inf"))
   _checks.check_scalar_range(fn, "gamma", gamma, 0.0, 1.0)
-  dtype = _checks.compute_dtype(policy_logps, ref_logps, optimal_logps)
-  where = _checks.as_mask("where", fn, where, jnp.shape(policy_logps))
-  lp, lr, lo = (
-      jnp.where(where, _checks.as_float(n, fn, x, dtype), 0)
-      for n, x in (
-          ("policy_logps", policy_logps),
-          ("ref_logps", ref_logps),
-          ("optimal_logps", optimal_logps),
-      )
-  )
+  lp, lr, lo, where = _token_inputs(fn, policy_logps, ref_logps, optimal_logps, where, beta)
+  dtype = lp.dtype
   lr, lo = jax.lax.stop_gradient(lr), jax.lax.stop_gradient(lo)
   token_rewards = beta * (lo - lr)
   net = jnp.where(where, token_rewards - beta * (jax.lax.stop_gradient(lp) - lr), 0)
