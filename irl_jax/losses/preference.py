@@ -148,30 +148,43 @@ class _LinearObjective:
     return grad, hess
 
 
-def _newton(objective: _LinearObjective, basis, z, mu, *, max_steps: int, tol: float):
-  """Damped Newton on `F(Uz) + μ/2·‖z‖²` from `z`, stopping when the Newton decrement
-  `gᵀH⁺g / 2` falls below `tol` (relative to the objective's scale) or after
-  `max_steps`. `H⁺` is the pseudo-inverse with eigenvalues below `10·eps·λ_max`
-  dropped. Each step backtracks from the full Newton step, halving up to 30 times,
+def _newton(objective: _LinearObjective, basis, covered, z, mu, *, max_steps: int, tol: float,
+            expand_to: float | None = None):
+  """Damped Newton on `F(Uz) + μ/2·‖z‖²` from `z`; returns `(z, converged)`.
+
+  It stops when the Newton decrement `gᵀH⁺g / 2` falls below `tol` (relative to the
+  objective's scale) and the step below `sqrt(eps)·(1 + ‖z‖)`, or after `max_steps`
+  (then `converged` is False). Both are needed: where the objective only flattens
+  towards infinity (separable comparisons) the decrement vanishes while the Newton step
+  stays of order one. `covered [d−1, d−1]` is a projector onto the directions the data
+  inform (`_covered_directions`); the step lies in that subspace, so a direction no
+  comparison touches stays where it started (at 0: the minimum-norm optimum), while a
+  direction that is informed but separable keeps its (tiny, exact) curvature and Newton
+  keeps moving along it. Each step backtracks from the full Newton step, halving up to 30 times,
   until the objective does not increase beyond its round-off (no step if it always
-  does), so the iteration is monotone even where the unregularised Hessian is singular
-  (separable data)."""
-  cutoff = 10 * jnp.finfo(z.dtype).eps
+  does), so the iteration is monotone even where the Hessian is singular. With
+  `expand_to`, an accepted full step is doubled while that still lowers the objective
+  and stays within norm `expand_to`, so an escape to infinity reaches that norm in a
+  few steps."""
+  step_tol = jnp.sqrt(jnp.finfo(z.dtype).eps)
+  eye = jnp.eye(z.shape[0], dtype=z.dtype)
 
   def total(z):
     return objective.value(basis @ z) + 0.5 * mu * jnp.sum(z * z)
 
   def body(carry):
-    z, value, i, _ = carry
+    z, value, i, _, _ = carry
     grad, hess = objective.derivatives(basis @ z)
     grad = basis.T @ grad + mu * z
-    hess = basis.T @ hess @ basis + mu * jnp.eye(z.shape[0], dtype=z.dtype)
-    # Pseudo-inverse: directions the objective does not depend on (curvature below
-    # `cutoff` of the largest) take no step, so from z = 0 they stay at 0 (the
-    # minimum-norm optimum) instead of amplifying round-off.
-    evals, evecs = jnp.linalg.eigh(hess)
-    keep = evals > cutoff * jnp.maximum(evals[-1], 1e-30)
-    step = evecs @ jnp.where(keep, (evecs.T @ grad) / jnp.where(keep, evals, 1.0), 0.0)
+    hess = basis.T @ hess @ basis + mu * eye
+    # Restricted to the covered subspace (identity on its complement, where the gradient
+    # is projected away); eigenvalues are floored at the smallest normal number so that
+    # a curvature that underflowed to 0 far out on a separable direction gives a long
+    # (then backtracked) step instead of a NaN.
+    grad = covered @ grad
+    evals, evecs = jnp.linalg.eigh(covered @ hess @ covered + (eye - covered))
+    evals = jnp.maximum(evals, jnp.finfo(z.dtype).tiny)
+    step = covered @ (evecs @ ((evecs.T @ grad) / evals))
     decrement = 0.5 * jnp.dot(grad, step)
 
     def shorter(c):
@@ -189,16 +202,31 @@ def _newton(objective: _LinearObjective, basis, z, mu, *, max_steps: int, tol: f
 
     t, new, _ = jax.lax.while_loop(too_long, shorter, (jnp.asarray(1.0, z.dtype),
                                                        total(z - step), jnp.asarray(0)))
+    if expand_to is not None:
+      def longer(c):
+        t, v, j = c
+        return 2 * t, total(z - 2 * t * step), j + 1
+
+      def worth_doubling(c):
+        t, v, j = c
+        far = z - 2 * t * step
+        return ((t >= 1) & (j < 30) & (jnp.linalg.norm(far) <= expand_to)
+                & (total(far) < v))
+
+      t, new, _ = jax.lax.while_loop(worth_doubling, longer, (t, new, jnp.asarray(0)))
     ok = new <= value + slack
+    moved = jnp.linalg.norm(t * step)
     z = jnp.where(ok, z - t * step, z)
-    going = ok & (decrement > tol * (jnp.abs(value) + 1.0))
-    return z, jnp.where(ok, new, value), i + 1, going
+    done = ((decrement <= tol * (jnp.abs(value) + 1.0))
+            & (moved <= step_tol * (1.0 + jnp.linalg.norm(z))))
+    return z, jnp.where(ok, new, value), i + 1, ok & ~done, done | ~ok
 
   def cond(carry):
     return (carry[2] < max_steps) & carry[3]
 
-  z, _, _, _ = jax.lax.while_loop(cond, body, (z, total(z), jnp.asarray(0), jnp.asarray(True)))
-  return z
+  z, _, _, _, converged = jax.lax.while_loop(
+      cond, body, (z, total(z), jnp.asarray(0), jnp.asarray(True), jnp.asarray(False)))
+  return z, converged
 
 
 def _ball_constrained_mle(objective: _LinearObjective, d: int, dtype, *, norm_bound: float,
@@ -217,14 +245,26 @@ def _ball_constrained_mle(objective: _LinearObjective, d: int, dtype, *, norm_bo
   """
   basis = jnp.asarray(_sum_zero_basis(d), dtype)
   tol = 1e-14 if dtype == jnp.float64 else 1e-10
-  solve = functools.partial(_newton, objective, basis, max_steps=newton_steps, tol=tol)
-  z0 = solve(jnp.zeros((d - 1,), dtype), 0.0)
-  outside = ~(jnp.linalg.norm(z0) <= norm_bound)   # also catches a non-finite z0
+  # The directions the data inform: the range of the Hessian at θ = 0 (the weighted
+  # feature covariance through the loss's curvature), eigenvalues above 10·eps of the
+  # largest. A direction below that is treated as unidentified; in float32 that includes
+  # a direction informed by less than about 1e−6 of the data's weight (use float64 for
+  # such data).
+  _, h0 = objective.derivatives(jnp.zeros((d,), dtype))
+  evals0, evecs0 = jnp.linalg.eigh(basis.T @ h0 @ basis)
+  keep = evals0 > 10 * jnp.finfo(dtype).eps * jnp.maximum(evals0[-1], 1e-30)
+  covered = (evecs0 * keep) @ evecs0.T
+  solve = functools.partial(_newton, objective, basis, covered, max_steps=newton_steps,
+                            tol=tol)
+  z0, converged = solve(jnp.zeros((d - 1,), dtype), 0.0, expand_to=2.0 * norm_bound)
+  # Outside: the unconstrained optimum lies beyond the ball, or there is none (Newton
+  # was still moving, towards infinity), or round-off made it non-finite.
+  outside = ~(jnp.linalg.norm(z0) <= norm_bound) | ~converged
 
   def bisect(carry):
     lo, hi, z, i = carry
     mid = 0.5 * (lo + hi)
-    z = solve(z, scale * jnp.exp(mid))
+    z, _ = solve(z, scale * jnp.exp(mid))
     out = jnp.linalg.norm(z) > norm_bound
     return jnp.where(out, mid, lo), jnp.where(out, hi, mid), z, i + 1
 
@@ -233,8 +273,19 @@ def _ball_constrained_mle(objective: _LinearObjective, d: int, dtype, *, norm_bo
 
   start = jnp.where(jnp.isfinite(z0), z0, 0.0)
   lo, hi = jnp.log(jnp.asarray(1e-10, dtype)), jnp.log(jnp.asarray(1e4, dtype))
+  lo0 = lo
   _, hi, z, _ = jax.lax.while_loop(keep_bisecting, bisect, (lo, hi, start, jnp.asarray(0)))
-  z_ball = solve(z, scale * jnp.exp(hi))
+  z_ball, _ = solve(z, scale * jnp.exp(hi))
+  # When even the smallest multiplier leaves z(μ) inside the ball (a separable direction
+  # whose optimum lies where the likelihood's gain is below μ_min), continue along the
+  # regularisation path, z(μ_min) − z(100·μ_min), to the sphere: that moves the escaping
+  # directions and keeps the others. Otherwise rescale the last solve onto the sphere.
+  z_up, _ = solve(z_ball, scale * jnp.exp(lo0) * 100.0)
+  u = z_ball - z_up
+  a, b, c = jnp.dot(u, u), 2 * jnp.dot(u, z_ball), jnp.dot(z_ball, z_ball) - norm_bound**2
+  t = (-b + jnp.sqrt(jnp.maximum(b * b - 4 * a * c, 0.0))) / jnp.maximum(2 * a, 1e-30)
+  short = (jnp.linalg.norm(z_ball) < norm_bound) & (a > 0) & (hi <= lo0 + 1e-6)
+  z_ball = jnp.where(short, z_ball + t * u, z_ball)
   # The constrained optimum lies on the sphere: put the last solve exactly there.
   z_ball = z_ball * (norm_bound / jnp.maximum(jnp.linalg.norm(z_ball), 1e-30))
   z = jnp.where(outside, z_ball, z0)
@@ -275,6 +326,13 @@ def linear_bradley_terry_mle(
   outside the ball or does not exist (separable comparisons). Newton, not gradient
   descent, because comparison data are often badly conditioned: a pair that is
   rarely compared gives its direction a curvature of order its share of the data.
+
+  Precision limits (use float64, `jax_enable_x64`, for such data): a direction informed
+  by less than about 1e−6 of the data's weight is treated as unidentified in float32
+  (left at its minimum-norm value); and along a separable direction that other,
+  non-separable comparisons share the problem with, float32 stops where the
+  likelihood's gain falls below round-off (|θ|·margin ≈ 19), possibly inside the ball,
+  where float64 reaches the sphere.
 
   Args:
     feature_diffs: `[N, d]` pair differences `x_i = φ(s_i, a_w) − φ(s_i, a_l)`
@@ -393,6 +451,8 @@ def pessimistic_policy_values(
     c = _checks.as_float("weights", fn, weights, x.dtype)
     if c.shape != x.shape[:1]:
       raise ValueError(f"{fn}: `weights` has shape {c.shape}, expected {x.shape[:1]}.")
+    if _checks.is_concrete(c) and not (bool(jnp.all(c >= 0)) and float(jnp.sum(c)) > 0):
+      raise ValueError(f"{fn}: `weights` must be >= 0 (and not NaN) with a positive sum.")
   sigma = (x * c[:, None]).T @ x / jnp.sum(c) + kappa * jnp.eye(d, dtype=x.dtype)
   solved = jnp.linalg.solve(sigma, w.T).T
   # Safe sqrt: sqrt'(0) = inf times the quadratic form's zero gradient would be

@@ -68,7 +68,8 @@ def monte_carlo_step_values(
   Args:
     rollout: `rollout(texts, k) -> [len(texts), k]` successes.
     prompts: `N` prompts.
-    responses: `N` responses to them.
+    responses: `N` responses to them, each its steps joined by one separator (no empty
+      step, so that the step indices agree with `token_step_ids`).
     outcomes: `N` scores of the responses themselves (0 for a negative).
     k: rollouts per text, `>= 1`.
     max_steps: `S`; a response with more steps raises.
@@ -92,6 +93,11 @@ def monte_carlo_step_values(
   steps_of = []
   for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
     steps = split_steps(r, separator)
+    if separator.join(steps) != r:
+      raise ValueError(f"{fn}: response {i} has an empty step (a leading, trailing or doubled "
+                       f"separator): {r!r}. Its steps would not line up with "
+                       f"`token_step_ids`, which counts every separator; pass "
+                       f"`separator.join(split_steps(r))` or leave it out.")
     if len(steps) > max_steps:
       raise ValueError(f"{fn}: response {i} has {len(steps)} steps, more than max_steps="
                        f"{max_steps}.")

@@ -431,6 +431,34 @@ def test_linear_bt_mle_separable_data_hits_the_ball():
   np.testing.assert_allclose(got, 2.0 * direction, rtol=1e-5)
 
 
+def test_linear_bt_mle_separable_data_reaches_a_large_ball():
+  # No finite optimum: the likelihood improves forever along the comparison, so the MLE
+  # is on the sphere however large the ball (Newton's step stays of order one there).
+  for bound in (50.0, 100.0):
+    got = np.asarray(_mle(jnp.array([[1.0, 0.0, 0.0]]), norm_bound=bound), np.float64)
+    np.testing.assert_allclose(got, bound * np.array([2.0, -1.0, -1.0]) / np.sqrt(6.0),
+                               rtol=1e-5)
+
+
+def test_linear_bt_mle_partly_separable_and_badly_conditioned_float64():
+  with jax.enable_x64(True):
+    # e1 is separable (one comparison, won), e2 is not (6 wins, 3 losses). On the sphere
+    # of radius 100 the optimum keeps θ2 = log 2 and puts the rest of the norm on e1.
+    x = jnp.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])
+    got = np.asarray(linear_bradley_terry_mle(x, norm_bound=100.0,
+                                              weights=jnp.array([6.0, 3.0, 1.0])))
+    np.testing.assert_allclose(np.linalg.norm(got), 100.0, rtol=1e-9)
+    np.testing.assert_allclose(got[1], np.log(2.0), rtol=1e-4)
+    assert got[0] > 60 and abs(np.sum(got)) < 1e-9
+    # A pair compared 5 times among 10⁷ comparisons: its curvature is 10⁻⁷ of the
+    # frequent pair's, beyond float32's reach (documented) but solved in float64.
+    x = jnp.array([[0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0]], jnp.float64)
+    got = np.asarray(linear_bradley_terry_mle(
+        x, norm_bound=10.0, weights=jnp.array([5.2e6, 4.8e6, 3.0, 2.0])))
+    t1, t2 = np.log(3 / 2), np.log(5.2 / 4.8)
+    np.testing.assert_allclose(got, [t1, t2, -t1 - t2], rtol=1e-7)
+
+
 def test_linear_bt_mle_weights_equal_repeated_rows():
   rng = np.random.default_rng(5)
   x = _bt_dataset(np.array([1.0, -0.5, -0.5, 0.0]), 12, seed=5)
@@ -526,6 +554,8 @@ def test_pessimistic_values_weights_equal_repeated_rows():
                                           np.zeros(3), 0.7, 0.1))
   with pytest.raises(ValueError, match="weights"):
     pessimistic_policy_values(theta, phi, x, weights=jnp.ones(4), f=0.7, kappa=0.1)
+  with pytest.raises(ValueError, match="positive sum"):
+    pessimistic_policy_values(theta, phi, x, weights=jnp.zeros(5), f=0.7, kappa=0.1)
 
 
 _pess = jax.jit(pessimistic_policy_values, static_argnames=("f", "kappa"))

@@ -95,3 +95,11 @@ def test_token_step_ids_and_prefix_cut():
   np.testing.assert_array_equal(cut, [[0, 0, 1, 1, 1, 1, 1, 0, 0]])
   with pytest.raises(ValueError, match=r"\[B, T\]"):
     per_step.token_step_ids(ids[0], mask[0], nl)
+
+
+def test_monte_carlo_values_refuse_empty_steps():
+  # A blank line would make `split_steps` (2 steps) and `token_step_ids` (3 ids) disagree.
+  rollout, _ = _scripted_rollout({})
+  with pytest.raises(ValueError, match="empty step"):
+    per_step.monte_carlo_step_values(rollout, ["p\n"], ["3+5=8\n\n#### 8"], [0.0], k=1,
+                                     max_steps=4)
