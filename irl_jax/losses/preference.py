@@ -204,7 +204,7 @@ def _newton(objective: _LinearObjective, basis, covered, z, mu, *, max_steps: in
                                                        total(z - step), jnp.asarray(0)))
     if expand_to is not None:
       def longer(c):
-        t, v, j = c
+        t, _, j = c
         return 2 * t, total(z - 2 * t * step), j + 1
 
       def worth_doubling(c):
