@@ -120,6 +120,23 @@ def bandit_program(config, n: int):
   return jax.jit(jax.vmap(one)), f, kappa
 
 
+def bandit_laws(results, config) -> dict:
+  """Least-squares slopes over the sample sizes, per seed then over seeds: the greedy
+  suboptimality against log10 n (a plateau: slope ≈ 0) and log MLE error against log n
+  (n^−½: slope ≈ −0.5)."""
+  sizes = [str(n) for n in config.bandit_sizes]
+  log_n = np.log(np.asarray(config.bandit_sizes, float))
+  greedy = np.stack([np.asarray(results["bandit"][n]["greedy_subopt"]) for n in sizes])
+  error = np.stack([np.asarray(results["bandit"][n]["error"]) for n in sizes])
+  decades = log_n / np.log(10.0)
+  greedy_slope = np.array([np.polyfit(decades, greedy[:, s], 1)[0]
+                           for s in range(greedy.shape[1])])
+  error_slope = np.array([np.polyfit(log_n, np.log(error[:, s]), 1)[0]
+                          for s in range(error.shape[1])])
+  return {"greedy_per_decade": study.interval(greedy_slope),
+          "error_log_slope": study.interval(error_slope)}
+
+
 # --- (2, 3) K-wise rankings -----------------------------------------------------------------
 
 
@@ -187,6 +204,7 @@ def run(config, workdir: str, *, log=print) -> dict:
           f"{study.fmt_pm(row['error_ci'])}; greedy picks {row['greedy_choice_counts']}, "
           f"pessimism {row['lcb_choice_counts']}")
     results["bandit_seconds"] = time.perf_counter() - t0
+    results["bandit_laws"] = bandit_laws(results, config)
 
     theta_star = ranking_theta(config)
     results["ranking_theta"] = theta_star.tolist()
@@ -243,7 +261,10 @@ def verdicts(results, config) -> list[dict]:
            "deciding": f"greedy − pessimistic suboptimality, paired: {study.fmt_ci(diff)}; "
                        f"pessimistic suboptimality {study.fmt_ci(lcb_ci)} (±"
                        f"{config.lcb_margin:g} of 0: {lcb_zero}); greedy ≥ 0.1 suboptimal in "
-                       f"{b['greedy_at_least_gap']:.0%} of seeds"}]
+                       f"{b['greedy_at_least_gap']:.0%} of seeds; fitted over all n: greedy "
+                       f"suboptimality {study.fmt_ci(results['bandit_laws']['greedy_per_decade'])}"
+                       f" per decade of n, log MLE error against log n "
+                       f"{study.fmt_ci(results['bandit_laws']['error_log_slope'])}"}]
   gains = [(k, n, ci) for k, r in results["rankings"].items()
            for n, ci in zip(config.ranking_counts, r["gain_ci"], strict=True)]
   worst = min(gains, key=lambda g: g[2][1] if not np.isnan(g[2][1]) else -np.inf)
@@ -288,6 +309,11 @@ def results_table(results, config=None) -> str:
     lines.append(f"| {int(n):,} | {study.fmt_pm(r['greedy_ci'])} | {study.fmt_pm(r['lcb_ci'])} "
                  f"| {r['f']:.3g} | {r['greedy_choice_counts']} | {r['lcb_choice_counts']} | "
                  f"{study.fmt_pm(r['error_ci'])} |")
+  laws = results["bandit_laws"]
+  lines += ["", f"Fitted laws over n (per seed, then mean ± 95% interval): greedy suboptimality "
+            f"{study.fmt_pm(laws['greedy_per_decade'])} per decade of n (a plateau is 0); "
+            f"log MLE error against log n {study.fmt_pm(laws['error_log_slope'])} "
+            f"(n^−½ is −0.5)."]
   counts = cfg["ranking_counts"]
   lines += ["", f"## Plackett–Luce (MLE_K) vs pairwise split (MLE_2), d = {cfg['ranking_dim']}",
             "", f"Error ‖θ̂ − θ*‖_Σ, mean ± 95% interval over {cfg['ranking_seeds']} seeds.", "",
