@@ -23,7 +23,7 @@ from experiments.tasks import arithmetic
 from irl_jax import losses, models
 from irl_jax.data import char_tokenizer, lm_arrays
 from irl_jax.models import sampling
-from irl_jax.train import lm, optim, per_step, registry
+from irl_jax.train import generation, lm, optim, per_step, registry
 from irl_jax.train.compiled import make_train
 from irl_jax.train.state import split_model
 
@@ -145,9 +145,7 @@ class Sampler:
                             pad_id=self.tokenizer.pad_token_id)
     tokens = np.asarray(out.tokens)[: n * num_samples]
     keep = np.asarray(out.response_mask)[: n * num_samples]
-    eos = self.tokenizer.eos_token_id
-    return [self.tokenizer.decode([int(t) for t, m in zip(row, mk, strict=True)
-                                   if m and t != eos], skip_special_tokens=True)
+    return [generation.decode_masked(self.tokenizer, row, mk)
             for row, mk in zip(tokens, keep, strict=True)]
 
 
@@ -170,7 +168,7 @@ def build_pairs(config, model, sampler, tokenizer, prompts, key, demos) -> tuple
   samples = sampler(model, prompts, k_gen, num_samples=g, temperature=1.0)
   graded = np.array([arithmetic.check(prompts[i // g], r).correct
                      for i, r in enumerate(samples)]).reshape(q, g)
-  positives, negatives, self_pos, has_neg, has_self = [], [], [], [], []
+  positives, negatives, has_neg, has_self = [], [], [], []
   for i in range(q):
     mine = samples[i * g:(i + 1) * g]
     good = [r for r, ok in zip(mine, graded[i], strict=True) if ok]
@@ -186,7 +184,6 @@ def build_pairs(config, model, sampler, tokenizer, prompts, key, demos) -> tuple
     # the masks exclude from every loss.
     filler = (good or bad or ["#### 0"])[0]
     positives.append(good[0] if good else filler)
-    self_pos.append(good[0] if good else filler)
     has_self.append(bool(good))
     negatives.append(bad[0] if bad else filler)
     has_neg.append(bool(bad))
@@ -223,8 +220,7 @@ def build_pairs(config, model, sampler, tokenizer, prompts, key, demos) -> tuple
   demo_rows = [demos[i % len(demos)] for i in range(q)]      # the control's expert rows
   demo = {k: v for k, v in lm_arrays(demo_rows, tokenizer, seq_len=config.seq_len).items()
           if k in LM_KEYS}
-  data = {"pos": arrays(positives), "neg": arrays(negatives), "self": arrays(self_pos),
-          "demo": demo,
+  data = {"pos": arrays(positives), "neg": arrays(negatives), "demo": demo,
           "has_neg": has_neg & has_self, "has_self": has_self,
           "advantages": np.asarray(adv.advantages), "step_valid": valid,
           "first_pit": np.asarray(adv.first_pit)}
@@ -244,9 +240,8 @@ def build_pairs(config, model, sampler, tokenizer, prompts, key, demos) -> tuple
 
 def token_log_probs(model, arrays):
   """`(log-probs [B, T], where [B, T])` of an LM batch's targets."""
-  stats = lm.lm_stats(model, arrays["input_ids"], arrays["segment_ids"], arrays["positions"],
-                      chunk_size=None)
-  return stats.log_probs, lm.lm_targets(arrays["loss_mask"])
+  stats, where = lm.batch_stats(model, arrays)
+  return stats.log_probs, where
 
 
 def method_loss(config, method, newline_id):
@@ -259,7 +254,7 @@ def method_loss(config, method, newline_id):
 
   def loss(model, ref_model, b):
     if method in ("rft", "sft_more"):
-      rows, valid = (b["self"], b["has_self"]) if method == "rft" else (b["demo"], None)
+      rows, valid = (b["pos"], b["has_self"]) if method == "rft" else (b["demo"], None)
       lp, w = token_log_probs(model, rows)
       weight = w if valid is None else valid[:, None] & w
       return -jnp.sum(jnp.where(weight, lp, 0)) / jnp.maximum(jnp.sum(weight), 1)
