@@ -1,6 +1,8 @@
 """Evaluation metrics (host-side NumPy on `scipy.stats` and `sacrebleu`; not differentiated),
 query-dependent prompt selection from offline records (`prompt_selection`, Prompt-OIRL) and
-behaviour evaluations in the model-written-evaluations format (`behaviour`, Perez et al. 2022)."""
+behaviour evaluations in the model-written-evaluations format (`behaviour`, Perez et al. 2022),
+and reward-model evaluation: preference accuracy and calibration, reward distributions and the
+agreement of a recovered reward with a true one (`reward_models`)."""
 
 from irl_jax.eval.behaviour import BehaviourRecord as BehaviourRecord
 from irl_jax.eval.behaviour import evaluate_behaviours as evaluate_behaviours
@@ -23,3 +25,7 @@ from irl_jax.eval.prompt_selection import fit_prompt_reward_model as fit_prompt_
 from irl_jax.eval.prompt_selection import oracle_accuracy as oracle_accuracy
 from irl_jax.eval.prompt_selection import pair_features as pair_features
 from irl_jax.eval.prompt_selection import selection_accuracy as selection_accuracy
+from irl_jax.eval.reward_models import preference_metrics as preference_metrics
+from irl_jax.eval.reward_models import ranking_accuracy as ranking_accuracy
+from irl_jax.eval.reward_models import recovery_metrics as recovery_metrics
+from irl_jax.eval.reward_models import reward_distribution as reward_distribution

@@ -255,6 +255,53 @@ for _ranking, _summary in (
       summary=_summary))
 
 
+# -- max-margin reward recovery --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxMarginConfig:
+  """Max-margin reward recovery: `loss` "asymmetric" (unbounded below), "hinge" (with
+  `hinge_margin`) or "logistic"; each batch row ranks an aligned policy's completion
+  first and a base policy's second."""
+
+  loss: Literal["asymmetric", "hinge", "logistic"] = "asymmetric"
+  hinge_margin: float = 1.0
+
+
+def max_margin_objective(*, loss: str = "asymmetric", hinge_margin: float = 1.0):
+  """Max-margin IRL (docs/objectives.md): a reward model separating each row's first response
+  (the aligned policy's completion) from its second (the base policy's, same prompt)."""
+  if loss not in ("asymmetric", "hinge", "logistic"):
+    raise ValueError(f"config.objective.max_margin.loss: unknown loss {loss!r}; expected "
+                     "'asymmetric', 'hinge' or 'logistic'.")
+  if not hinge_margin >= 0:
+    raise ValueError(f"config.objective.max_margin.hinge_margin must be >= 0, got "
+                     f"{hinge_margin!r}.")
+
+  def objective(reward_model, batch, rng):
+    del rng
+    b, k, _ = batch["input_ids"].shape
+    rewards = reward_model(flatten_responses(batch["input_ids"]),
+                           attention_mask=flatten_responses(batch["segment_ids"]) > 0,
+                           positions=flatten_responses(batch["positions"])).reshape(b, k)
+    per_pair = losses.max_margin(
+        rewards[:, 0], rewards[:, 1], hinge_margin=hinge_margin if loss == "hinge" else None,
+        logistic=loss == "logistic")
+    valid = jnp.all(batch["rank_mask"][:, :2].astype(bool), axis=1)
+    d = rewards[:, 0] - rewards[:, 1]
+    return masked_sum_count(per_pair, valid), {
+        "accuracy": losses.token_mean((d > 0).astype(jnp.float32), valid),
+        "reward_margin": losses.token_mean(d, valid)}
+
+  return objective
+
+
+register(ObjectiveSpec(
+    name="max_margin", make=max_margin_objective, hyperparameters=MaxMarginConfig,
+    data="preferences", reward_head=True,
+    summary="reward recovery: max-margin IRL on (aligned, base) completion pairs"))
+
+
 # -- direct preference optimisation -------------------------------------------------------
 
 

@@ -17,13 +17,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_builtin_objectives_and_their_needs():
   names = registry.names()
   assert set(names) == {"mle", "iq_learn", "iq_learn_online", "bradley_terry", "plackett_luce",
-                        "pairwise_split", "dpo", "ipo", "grpo"}
+                        "pairwise_split", "max_margin", "dpo", "ipo", "grpo"}
   assert [n for n in names if registry.get(n).data == "preferences"] == [
-      "bradley_terry", "plackett_luce", "pairwise_split", "dpo", "ipo"]
+      "bradley_terry", "plackett_luce", "pairwise_split", "max_margin", "dpo", "ipo"]
   assert [n for n in names if registry.get(n).sampler] == ["iq_learn_online", "grpo"]
   assert [n for n in names if registry.get(n).reward_fn] == ["grpo"]
   assert [n for n in names if registry.get(n).reward_head] == [
-      "bradley_terry", "plackett_luce", "pairwise_split"]
+      "bradley_terry", "plackett_luce", "pairwise_split", "max_margin"]
   assert [n for n in names if registry.get(n).reference] == ["dpo", "ipo", "grpo"]
   with pytest.raises(KeyError, match="unknown objective 'iqlearn'; registered: mle, iq_learn"):
     registry.get("iqlearn")
