@@ -14,6 +14,14 @@ data when `config.data.path` is empty and provides the reward function of
 objectives that score samples (GRPO); `config.eval_generation.task` (default:
 the data task) provides the checker of the generation metrics. This entry
 point passes them to the library's trainer.
+
+The samples of a policy stage (GRPO) are scored by the sources of
+`config.reward` (`irl_jax.train.rewards.reward_config`): an exported reward
+model (`config.reward.model_path`, weight `config.reward.model_weight`) plus
+the data task's `make_reward_fn` (weight `config.reward.program_weight`):
+
+    python -m experiments.train --config=experiments/configs/smoke.py --workdir=/tmp/grpo \
+        --config.objective.name=grpo --config.reward.model_path=/path/to/reward_model/export
 """
 
 import json
@@ -22,7 +30,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import tasks
-from irl_jax.train import loop
+from irl_jax.train import loop, rewards
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (checkpoints, metrics, export).")
@@ -37,8 +45,8 @@ def main(argv):
   task = tasks.load(config.data.get("task", ""))
   gen = config.get("eval_generation") or {}
   checking = tasks.load(gen.get("task", "")) or task
-  summary = loop.train(config, _WORKDIR.value, task=task,
-                       reward_fn=getattr(task, "make_reward_fn", None),
+  reward_fn = rewards.reward_fn_from_config(config, program=getattr(task, "make_reward_fn", None))
+  summary = loop.train(config, _WORKDIR.value, task=task, reward_fn=reward_fn,
                        checker=getattr(checking, "checker", None))
   print(json.dumps({"final": summary}))
 

@@ -4,12 +4,14 @@
 
 Override any field, e.g. `--config.objective.name=mle`, `--config.mesh.data=-1`,
 `--config.objective.name=dpo --config.objective.dpo.beta=0.2` (preference data
-is generated for preference objectives), `--config.objective.name=grpo`.
+is generated for preference objectives), `--config.objective.name=grpo` (scored by the
+task's reward, plus a reward model with `--config.reward.model_path=...`; watched by the
+reward-hacking monitors of `config.monitors`).
 """
 
 import ml_collections
 
-from irl_jax.train import registry
+from irl_jax.train import loop, registry, rewards
 
 
 def get_config():
@@ -62,6 +64,14 @@ def get_config():
       "iq_learn",
       iq_learn_online=dict(max_new_tokens=10, num_samples=4),
       grpo=dict(max_new_tokens=10, num_samples=4))
+
+  # Policy stages (GRPO): the reward sources, summed with their weights
+  # (--config.reward.model_path=<exported reward model> adds a reward model to the data task's
+  # programmatic reward), and the reward-hacking monitors, on by default
+  # (--config.monitors.length.action=stop, --config.monitors.kl.threshold=10, ...;
+  # see docs/policy_stages.md).
+  c.reward = rewards.reward_config()
+  c.monitors = loop.monitors_config()
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = 3e-3

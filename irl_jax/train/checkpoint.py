@@ -26,7 +26,10 @@ One small wrapper around `orbax.checkpoint.experimental.v1.training.Checkpointer
   which lists the differing fields and leaves every checkpoint untouched;
 - the data-iterator position of every process is saved beside the arrays as
   `data_state/<step>.process_<i>.json`, written before the array save starts,
-  so a checkpoint counts as valid only if every process's position is there.
+  so a checkpoint counts as valid only if every process's position is there;
+  the same record carries the caller's other host-side state (`host_state`,
+  any JSON, e.g. the trainer's reward-hacking monitors), which
+  `restored_host_state` gives back after `restore_latest`.
 
 Layout of `directory`:
 
@@ -167,6 +170,7 @@ class Checkpoints:
     ...                     best_metric="eval/loss", fingerprint={"model": ..., "objective": ...})
     >>> restored = ckpts.restore_latest(abstract_state)
     >>> state, data_state, step = restored if restored else (init_state, None, 0)
+    >>> host = ckpts.restored_host_state  # what maybe_save(..., host_state=) recorded, or None
     >>> ckpts.maybe_save(step, state, data_state=it.get_state(), metrics=eval_metrics)
 
   Args:
@@ -210,6 +214,8 @@ class Checkpoints:
         preservation_policy=pp.AnyPreservationPolicy(policies),
     )
     self._closed = False
+    # The host state recorded with the checkpoint `restore_latest` returned.
+    self.restored_host_state: Any = None
     self._replace: set[int] = set()  # invalid steps found at restore, replaced when re-saved
     _finish_at_exit(self)
 
@@ -236,8 +242,14 @@ class Checkpoints:
     return not any(c.step == step for c in self._ckptr.checkpoints)
 
   def maybe_save(self, step: int, state, *, data_state: Any = None,
-                 metrics: dict | None = None, force: bool = False) -> bool:
-    """Start an asynchronous save of `state` at `step` if due (or `force`); returns whether."""
+                 metrics: dict | None = None, force: bool = False,
+                 host_state: Any = None) -> bool:
+    """Start an asynchronous save of `state` at `step` if due (or `force`); returns whether.
+
+    `data_state` (the data-iterator position) and `host_state` (any other JSON
+    host state of this process) are written to the step's data-state record
+    before the array save starts.
+    """
     if not self.due(step, force=force):
       return False
     if self._replace:
@@ -249,8 +261,10 @@ class Checkpoints:
             "shapes": array_shapes(state), "fingerprint": self.fingerprint}
     if jax.process_index() == 0:
       _write_json(self._meta_path(step), meta)
-    _write_json(self._data_path(step, jax.process_index()),
-                {"step": step, "data_state": data_state})
+    record = {"step": step, "data_state": data_state}
+    if host_state is not None:
+      record["host_state"] = host_state
+    _write_json(self._data_path(step, jax.process_index()), record)
     clean = None
     if metrics is not None:
       clean = {k: float(v) for k, v in metrics.items()}
@@ -299,7 +313,9 @@ class Checkpoints:
         shardings to restore onto.
 
     Returns:
-      None if the directory holds no checkpoint.
+      None if the directory holds no checkpoint. The host state saved with the
+      returned checkpoint (`maybe_save(..., host_state=)`) is then in
+      `restored_host_state` (None if it recorded none).
 
     Raises:
       ConfigMismatchError: the newest readable checkpoint records another
@@ -314,7 +330,7 @@ class Checkpoints:
     failures, skipped = [], []
     for step in reversed(steps):
       try:
-        state, data = self._restore(step, abstract_state)
+        state, data, host = self._restore(step, abstract_state)
       except Exception as e:  # any failure means: try the previous checkpoint
         failures.append(f"step {step}: {type(e).__name__}: {e}")
         skipped.append(step)
@@ -324,6 +340,7 @@ class Checkpoints:
       # Nothing is moved now (a failure may have been transient); a skipped newer
       # checkpoint is replaced when the run saves that step again.
       self._replace = set(skipped)
+      self.restored_host_state = host
       return state, data, step
     raise CheckpointError(f"no checkpoint in {self.directory} could be restored (they are left "
                           "in place):\n  " + "\n  ".join(failures))
@@ -335,7 +352,7 @@ class Checkpoints:
     # Every stage ends with the processes agreeing, so that they all restore the same
     # step and enter Orbax's and the checksums' collectives together.
     try:
-      data = self._load_data_state(step)
+      record = self._load_data_record(step)
       meta = self._load_meta(step)
       error = None
     except Exception as e:
@@ -356,7 +373,7 @@ class Checkpoints:
           f"{self._step_dir(step)}: array {what} does not match the checksum recorded in "
           f"{self._meta_path(step)} when it was saved ({len(bad) or 1} of {len(found)} arrays "
           "differ): the files were changed or damaged on disk")
-    return loaded, data
+    return loaded, record["data_state"], record.get("host_state")
 
   def _load_meta(self, step: int) -> dict:
     path = self._meta_path(step)
@@ -428,7 +445,7 @@ class Checkpoints:
       logging.warning("moved the invalid checkpoint(s) of step(s) %s to %s; the run writes a "
                       "new one now.", steps, ", ".join(moved))
 
-  def _load_data_state(self, step: int):
+  def _load_data_record(self, step: int) -> dict:
     path = self._data_path(step, jax.process_index())
     if not os.path.exists(path):
       raise FileNotFoundError(f"data-iterator position {path} is missing")
@@ -436,7 +453,9 @@ class Checkpoints:
       record = json.load(f)
     if record.get("step") != step:
       raise ValueError(f"{path} records step {record.get('step')}, expected {step}")
-    return record["data_state"]
+    if "data_state" not in record:
+      raise ValueError(f"{path} has no data_state entry")
+    return record
 
 
 # Orbax checkpointers not yet closed, by a token of their `Checkpoints`; strong references,

@@ -10,6 +10,18 @@ differing fields), checks that the tokenizer's ids fit the model, stops with a
 clear error on a non-finite loss or gradient (the update is not applied and no
 later checkpoint is written), and exports the final model in Hugging Face
 format.
+
+Policy stages (objectives whose registry entry has `sampler=True` and
+`reward_fn=True`, e.g. GRPO) run the reward-hacking monitors of
+`irl_jax.train.monitors` on every update, configured by `config.monitors`
+(`monitors_config()`; on by default with the module's thresholds): they read
+the samples' KL to the reference per sequence (`kl`), entropy (`entropy`),
+mean response length (`response_length`) and mean reward (`proxy_reward`),
+and the objective's `clip_fraction`. Alerts are logged as warnings and
+appended to `workdir/alerts.jsonl`; a monitor with `action="stop"` ends the
+run with `RewardHackingStop` once the step's metrics and checkpoint (if due)
+are written. The monitors' state is saved with every checkpoint, so a resumed
+run alerts exactly as an uninterrupted one (docs/policy_stages.md).
 """
 
 from __future__ import annotations
@@ -27,12 +39,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from irl_jax import models
 from irl_jax.train import checkpoint as ckpt_lib
 from irl_jax.train import generation, optim, registry, rollouts, sharding
+from irl_jax.train import monitors as monitors_lib
 from irl_jax.train.data_setup import build_data
 from irl_jax.train.metrics import MetricWriter
 from irl_jax.train.state import TrainState, init_train_state, split_model
@@ -66,6 +80,67 @@ def _field(config, dotted: str, default=None):
 
 def _is_int(value) -> bool:
   return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_policy_stage(spec: registry.ObjectiveSpec) -> bool:
+  """Whether an objective optimises a policy on a reward (it samples and scores its samples):
+  the trainer runs the reward-hacking monitors on it."""
+  return bool(spec.sampler and spec.reward_fn)
+
+
+_MONITOR_TOP = ("enabled", "baseline_updates")
+
+
+def monitors_config():
+  """The `config.monitors` block with its defaults: `enabled` (all monitors on or off),
+  `baseline_updates`, and one sub-config per monitor of `irl_jax.train.monitors.MonitorConfig`
+  (`enabled`, `action` `"warn"` or `"stop"`, `patience`, `metric` and its thresholds)."""
+  import ml_collections
+
+  defaults = monitors_lib.MonitorConfig()
+  c = ml_collections.ConfigDict()
+  c.enabled = True
+  c.baseline_updates = defaults.baseline_updates
+  for name in monitors_lib.MONITORS:
+    c[name] = ml_collections.ConfigDict(dataclasses.asdict(getattr(defaults, name)))
+  return c
+
+
+def monitor_config(config) -> monitors_lib.MonitorConfig | None:
+  """The `MonitorConfig` of `config.monitors` (missing fields take their defaults), or None
+  when `config.monitors.enabled` is False. Raises `ConfigError` naming the field."""
+  block = _field(config, "monitors")
+  raw = {} if block is None else (block.to_dict() if hasattr(block, "to_dict") else dict(block))
+  known = (*_MONITOR_TOP, *monitors_lib.MONITORS)
+  unknown = sorted(set(raw) - set(known))
+  if unknown:
+    raise ConfigError(f"config.monitors has unknown fields {unknown}; it takes {list(known)}.")
+  enabled = raw.get("enabled", True)
+  if not isinstance(enabled, bool):
+    raise ConfigError(f"config.monitors.enabled={enabled!r}: must be True or False.")
+  defaults = monitors_lib.MonitorConfig()
+  kwargs = {}
+  for name in monitors_lib.MONITORS:
+    spec = getattr(defaults, name)
+    sub = raw.get(name) or {}
+    if not isinstance(sub, dict):
+      raise ConfigError(f"config.monitors.{name}={sub!r}: must be a block of fields "
+                        f"{sorted(dataclasses.asdict(spec))}.")
+    fields = {f.name for f in dataclasses.fields(spec)}
+    stray = sorted(set(sub) - fields)
+    if stray:
+      raise ConfigError(f"config.monitors.{name} has unknown fields {stray}; the {name} "
+                        f"monitor takes {sorted(fields)}.")
+    kwargs[name] = dataclasses.replace(spec, **sub)
+  if "baseline_updates" in raw:
+    kwargs["baseline_updates"] = raw["baseline_updates"]
+  result = monitors_lib.MonitorConfig(**kwargs)
+  try:
+    monitors_lib.Monitors(result)  # checks every field
+  except (TypeError, ValueError) as e:
+    message = str(e).replace("MonitorConfig.", "config.monitors.")
+    raise ConfigError(message) from None
+  return result if enabled else None
 
 
 def check_config(config) -> None:
@@ -145,6 +220,7 @@ def check_config(config) -> None:
   processes = int(_field(config, "distributed.num_processes", 1) or 1)
   need(config.data.batch_size % processes == 0, "data.batch_size",
        f"must split evenly over config.distributed.num_processes={processes} processes")
+  monitor_config(config)
 
 
 def _check_mesh_batch(config, mesh) -> None:
@@ -314,7 +390,8 @@ def build_preparer(config, model_def, params, tokenizer, *, reward_fn=None):
 
   Args:
     reward_fn: for objectives that score samples (`spec.reward_fn`), a factory
-      `reward_fn(tokenizer) -> score(prompt_ids, response_ids, response_mask) -> [N]`.
+      `reward_fn(tokenizer) -> score(prompt_ids, response_ids, response_mask) -> [N]`
+      (given `prompt_mask=` too when it takes it; see `irl_jax.train.rewards`).
   """
   spec = registry.get(config.objective.name)
   hp = registry.hyperparameters(config.objective)
@@ -338,6 +415,46 @@ def build_preparer(config, model_def, params, tokenizer, *, reward_fn=None):
   return None
 
 
+# The monitors' default metric names, read from the samples' statistics the trainer logs.
+_SAMPLE_METRICS = {"kl": "train/samples/kl", "entropy": "train/samples/entropy",
+                   "response_length": "train/samples/response_length",
+                   "proxy_reward": "train/samples/reward"}
+
+
+def monitor_inputs(metrics: dict) -> dict:
+  """What the monitors can read from a step's metrics: every metric under its own name and,
+  for `train/...` ones, without the prefix (the objective's `clip_fraction`, ...); then `kl`,
+  `entropy`, `response_length` and `proxy_reward` of the samples (`train/samples/...`; the
+  objective's own per-token `kl` stays `train/kl`)."""
+  out = dict(metrics)
+  out.update({k[len("train/"):]: v for k, v in metrics.items() if k.startswith("train/")})
+  out.update({k: metrics[v] for k, v in _SAMPLE_METRICS.items() if v in metrics})
+  return out
+
+
+def _check_monitor_inputs(monitors, inputs: dict, objective: str) -> None:
+  """Every metric an enabled monitor reads must be there (else `ConfigError` naming it)."""
+  for name in monitors.enabled:
+    spec = getattr(monitors.config, name)
+    for attr in (("proxy_metric", "metric") if name == "gold" else ("metric",)):
+      metric = getattr(spec, attr)
+      if metric not in inputs:
+        have = sorted(k for k in inputs if "/" not in k)
+        raise ConfigError(
+            f"config.monitors.{name}.{attr}={metric!r}: objective {objective!r} gives no such "
+            f"metric (it gives {have}, and every train/... metric); name one of them or set "
+            f"config.monitors.{name}.enabled=False.")
+
+
+def _record_alerts(workdir: str, alerts) -> None:
+  """Append the alerts to `workdir/alerts.jsonl` (process 0)."""
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(workdir, "alerts.jsonl"), "a") as f:
+    for a in alerts:
+      f.write(json.dumps(a._asdict()) + "\n")
+
+
 def _abstract(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
@@ -359,7 +476,9 @@ def train(config, workdir: str, *, data=None, task=None, reward_fn=None,
       object with `write_demonstrations(path, *, num_examples, seed)` and, for
       preference objectives, `write_preferences(...)` (see `build_data`).
     reward_fn: for objectives that score samples (GRPO), a factory
-      `reward_fn(tokenizer) -> score(prompt_ids, response_ids, response_mask)`.
+      `reward_fn(tokenizer) -> score(prompt_ids, response_ids, response_mask)`
+      (`irl_jax.train.rewards.reward_fn_from_config` builds one from
+      `config.reward`).
     checker: for `config.eval_generation` (generation metrics at every
       evaluation), the task's `checker(prompt, reference, response) ->
       (score, correct)` (see `irl_jax.train.generation`).
@@ -371,6 +490,9 @@ def train(config, workdir: str, *, data=None, task=None, reward_fn=None,
       configuration (they are left intact).
     VocabularyError: the tokenizer or a batch holds ids the model cannot embed.
     NonFiniteError: a non-finite loss or gradient (the update was not applied).
+    RewardHackingStop: in a policy stage, a monitor of `config.monitors` with
+      `action="stop"` fired (the step's metrics and due checkpoint are written
+      first; the message names the metric, the step and the last checkpoint).
   """
   check_config(config)
   if _generation_settings(config) is not None and checker is None:
@@ -471,6 +593,10 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
                     donate_argnums=0, out_shardings=(state_sh, replicated))
   eval_fn = jax.jit(make_eval_step(model_def, objective))
   preparer = build_preparer(config, model_def, ref_params, tokenizer, reward_fn=reward_fn)
+  monitors = None
+  if is_policy_stage(registry.get(config.objective.name)):
+    monitor_cfg = monitor_config(config)
+    monitors = None if monitor_cfg is None else monitors_lib.Monitors(monitor_cfg)
 
   checkpoints = ckpt_lib.Checkpoints(
       os.path.join(workdir, "checkpoints"), save_every=config.checkpoint_every,
@@ -487,6 +613,13 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
       state, data_state, start = restored
       if data_state is not None:
         train_iter.set_state(data_state)
+      if monitors is not None:
+        host = checkpoints.restored_host_state or {}
+        if "monitors" in host:
+          monitors.load_state_dict(host["monitors"])
+        else:
+          logging.warning("checkpoint step %d holds no reward-hacking monitor state; the "
+                          "monitors start afresh (their initial values are taken again).", start)
       if jax.process_index() == 0:
         print(f"resumed from step {start} in {workdir}", flush=True)
 
@@ -515,7 +648,15 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
       local = next(train_iter)
       check_token_ids(local, vocab_size, step)
       step_start = time.perf_counter()
-      if preparer is not None:
+      samples = {}
+      if isinstance(preparer, rollouts.PolicySampler):
+        # Samples keyed by the step: a resumed run draws the same ones.
+        try:
+          local, samples = preparer.sample(local, state.params, step=step)
+        except ValueError as e:  # e.g. a reward source's NaN (irl_jax.train.rewards)
+          e.add_note(f"while sampling and scoring the samples of step {step + 1}")
+          raise
+      elif preparer is not None:
         local = preparer(local, state.params)
       batch = sharding.global_batch(local, mesh)
       state, metrics = step_fn(state, batch)
@@ -532,6 +673,9 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
             f"stopped. Last good checkpoint: "
             f"{('step ' + str(good[-1])) if good else 'none'} in {checkpoints.directory}.")
       done = step + 1
+      final = done == config.steps
+      metrics.update({f"train/samples/{'reward' if k == 'proxy_reward' else k}": v
+                      for k, v in samples.items()})
       # Batches without targets leave the weights alone; their running count is the
       # gap between data steps and applied updates.
       metrics["train/skipped_updates"] = float(done - int(jax.device_get(state.step)))
@@ -542,6 +686,17 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
         pbar.update(1)
         pbar.set_postfix(loss=f"{metrics['train/loss']:.4f}",
                          tok_s=f"{metrics['train/tokens_per_s']:.0f}")
+      saving = checkpoints.due(done, force=final)
+      stop = None
+      if monitors is not None:
+        inputs = monitor_inputs(metrics)
+        _check_monitor_inputs(monitors, inputs, config.objective.name)
+        try:
+          alerts = monitors.update(done, inputs, checkpoint_step=done if saving else None)
+        except monitors_lib.RewardHackingStop as e:
+          stop, alerts = e, e.alerts
+        if alerts:
+          _record_alerts(workdir, alerts)
       eval_metrics = None
       if config.get("eval_every") and (done % config.eval_every == 0 or done == config.steps):
         eval_metrics = evaluate(eval_fn, state.params, eval_batches, mesh, preparer, config)
@@ -551,13 +706,22 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
                                               workdir=workdir))
         writer.write(done, eval_metrics)
         metrics.update(eval_metrics)
-      if done % config.log_every == 0 or done == config.steps:
+      if done % config.log_every == 0 or final or stop is not None:
         writer.write(done, {k: v for k, v in metrics.items() if k.startswith("train/")})
-      final = done == config.steps
-      if checkpoints.due(done, force=final):  # the iterator state is fetched only then
-        checkpoints.maybe_save(done, state, data_state=train_iter.get_state(),
-                               metrics=eval_metrics, force=final)
+      if saving:  # the iterator state is fetched only then
+        checkpoints.maybe_save(
+            done, state, data_state=train_iter.get_state(), metrics=eval_metrics, force=final,
+            host_state=None if monitors is None else {"monitors": monitors.state_dict()})
       last = metrics
+      if stop is not None:
+        checkpoints.wait()
+        good = checkpoints.steps
+        stop.add_note(
+            f"The run stopped after step {done} (its metrics and checkpoint, if one was due, "
+            f"are written). Checkpoints: {good or 'none'} in {checkpoints.directory}; alerts: "
+            f"{os.path.join(workdir, 'alerts.jsonl')}. To go on, change config.monitors."
+            f"{stop.alerts[0].monitor} (e.g. action='warn') and resume.")
+        raise stop
   finally:
     checkpoints.close()  # waits for pending saves
     if writer is not None:

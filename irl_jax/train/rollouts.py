@@ -4,7 +4,9 @@
   preference batches, computed once per batch (DPO, IPO).
 - `PolicySampler`: samples from the current policy for the prompts of a
   language-model batch and adds `sample_*` keys (online IQLearn), optionally
-  with rewards, group advantages, old and reference log-probs (GRPO).
+  with rewards, group advantages, old and reference log-probs (GRPO), and
+  reports the samples' statistics (`PolicySampler.sample`) that the trainer's
+  reward-hacking monitors read.
 - `in_step_sampler`: the same `sample_*` keys drawn inside a compiled train
   step (`irl_jax.train.make_train_step(..., sampler=...)`), for objectives
   whose samples need no host-side scoring (online IQLearn).
@@ -15,7 +17,8 @@ and the reference is frozen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -116,6 +119,20 @@ def prompts_of(batch: dict) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(batch["input_ids"]), (seg > 0) & before
 
 
+def accepts_prompt_mask(fn) -> bool:
+  """Whether a reward function takes the keyword `prompt_mask` (named, or through `**kwargs`)."""
+  try:
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):  # builtins and other callables without a signature
+    return False
+  return any((p.name == "prompt_mask" and p.kind != p.POSITIONAL_ONLY)
+             or p.kind == p.VAR_KEYWORD for p in params)
+
+
+# Log-ratios are clamped to this magnitude in the sampled KL, as `losses.grpo` does.
+_LOG_RATIO_CLIP = 20.0
+
+
 class PolicySampler:
   """Samples responses of the current policy to the batch's prompts.
 
@@ -124,17 +141,31 @@ class PolicySampler:
   `reward_fn`, also `sample_rewards`, `sample_advantages [N]`,
   `sample_old_logps` and `sample_ref_logps` (`[N, P + M]`, aligned with the
   targets as `irl_jax.train.lm.lm_targets` are).
+
+  The reward function is called as `reward_fn(prompt_ids [N, P], response_ids
+  [N, M], response_mask [N, M]) -> [N]`, plus `prompt_mask=[N, P]` (bool,
+  the real prompt tokens) when it takes that keyword. The prompts are
+  left-aligned and every slot that is not a prompt token holds `pad_id` (the
+  batch's other tokens, such as a demonstration's answer, never reach the
+  reward function).
+
+  Args:
+    seed: the samples of `sample(..., step=s)` are drawn with
+      `fold_in(key(seed), s)`, so a resumed run draws the same samples at each
+      step as an uninterrupted one; calls without a step (`__call__`, e.g. in
+      evaluation) split a running key instead.
   """
 
   def __init__(self, model_def: ModelDef, *, max_new_tokens: int, temperature: float = 1.0,
                num_samples: int = 1, eos_id=None, pad_id: int = 0,
-               reward_fn: Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], np.ndarray]
-               | None = None, ref_params=None, scale_by_std: bool = True,
-               chunk_size: int | None = None, seed: int = 0):
+               reward_fn: Callable[..., np.ndarray] | None = None, ref_params=None,
+               scale_by_std: bool = True, chunk_size: int | None = None, seed: int = 0):
     self.model_def = model_def
     self.max_new_tokens, self.temperature = max_new_tokens, temperature
     self.num_samples, self.eos_id, self.pad_id = num_samples, eos_id, pad_id
     self.reward_fn, self.ref_params, self.scale_by_std = reward_fn, ref_params, scale_by_std
+    self._reward_takes_mask = reward_fn is not None and accepts_prompt_mask(reward_fn)
+    self.seed = seed
     self.key = jax.random.key(seed)
 
     def logps(params, ids, seg, pos):
@@ -144,17 +175,46 @@ class PolicySampler:
     self._logps = jax.jit(logps)
 
   def __call__(self, batch: dict, params) -> dict:
+    return self.sample(batch, params)[0]
+
+  def sample(self, batch: dict, params, *, step: int | None = None
+             ) -> tuple[dict, dict[str, float]]:
+    """`(batch with the sample_* keys, statistics of the samples)`.
+
+    The statistics (host floats) are `response_length` (mean number of
+    response tokens, EOS included) and `entropy` (per-token entropy of the
+    sampling distribution, estimated as `−mean log π` of the sampled response
+    tokens); with a `reward_fn`, also `proxy_reward` (the mean reward) and
+    `kl` (KL to the reference per sequence, in nats: the k3 estimator
+    `exp(r) − r − 1`, `r = log π_ref − log π`, summed over each response at
+    temperature 1 and averaged over the samples).
+
+    Args:
+      batch: an unpacked language-model batch (host arrays).
+      params: the current policy's parameters.
+      step: the training step; given, the samples are a function of `(seed,
+        step)` alone (see the class docstring).
+    """
     prompt_ids, prompt_mask = prompts_of(batch)
-    self.key, key = jax.random.split(self.key)
+    if step is None:
+      self.key, key = jax.random.split(self.key)
+    else:
+      key = jax.random.fold_in(jax.random.key(self.seed), step)
     model = self.model_def.merge(params)
     out = generate(model, prompt_ids, prompt_mask, key, max_new_tokens=self.max_new_tokens,
                    temperature=self.temperature, num_samples=self.num_samples,
                    eos_id=self.eos_id, pad_id=self.pad_id)
     sample = {k: np.asarray(v) for k, v in sample_arrays(out).items()}
+    response_mask = np.asarray(out.response_mask)
+    tokens = response_mask.sum(axis=1)
+    stats = {
+        "response_length": float(tokens.mean()),
+        "entropy": float(-np.sum(np.where(response_mask, np.asarray(out.log_probs, np.float64),
+                                          0.0)) / max(int(tokens.sum()), 1)),
+    }
     ids = sample["sample_input_ids"]
     if self.reward_fn is not None:
-      rewards = np.asarray(self.reward_fn(np.asarray(out.prompt_ids), np.asarray(out.tokens),
-                                          np.asarray(out.response_mask)), np.float32)
+      rewards = self._score(out, response_mask)
       sample["sample_rewards"] = rewards
       sample["sample_advantages"] = np.asarray(losses.grpo_advantages(
           jnp.asarray(rewards), group_size=self.num_samples, scale_by_std=self.scale_by_std))
@@ -162,6 +222,32 @@ class PolicySampler:
       sample["sample_old_logps"] = np.asarray(self._logps(params, *args))
       ref = self.ref_params if self.ref_params is not None else params
       sample["sample_ref_logps"] = np.asarray(self._logps(ref, *args))
+      stats["proxy_reward"] = float(np.mean(rewards, dtype=np.float64))
+      stats["kl"] = sequence_kl(sample["sample_old_logps"], sample["sample_ref_logps"],
+                                sample["sample_loss_mask"])
     out_batch = dict(batch)
     out_batch.update(sample)
-    return out_batch
+    return out_batch, stats
+
+  def _score(self, out, response_mask) -> np.ndarray:
+    prompt_mask = np.asarray(out.prompt_mask)
+    prompts = np.where(prompt_mask, np.asarray(out.prompt_ids), self.pad_id)
+    kwargs = {"prompt_mask": prompt_mask} if self._reward_takes_mask else {}
+    rewards = np.asarray(self.reward_fn(prompts, np.asarray(out.tokens), response_mask,
+                                        **kwargs), np.float32)
+    n = prompts.shape[0]
+    if rewards.shape != (n,):
+      raise ValueError(f"the reward function returned rewards of shape {rewards.shape} for "
+                       f"{n} samples; it must return one reward per sample, shape ({n},).")
+    return rewards
+
+
+def sequence_kl(logps, ref_logps, loss_mask) -> float:
+  """Mean over rows of the summed k3 KL estimate `exp(r) − r − 1`, `r = ref − logps`
+  (clamped to ±20), over each row's targets (`loss_mask[:, 1:]`, as `lm.lm_targets`)."""
+  where = np.concatenate([np.asarray(loss_mask, bool)[:, 1:],
+                          np.zeros((np.shape(loss_mask)[0], 1), bool)], axis=1)
+  r = np.clip(np.asarray(ref_logps, np.float64) - np.asarray(logps, np.float64),
+              -_LOG_RATIO_CLIP, _LOG_RATIO_CLIP)
+  k3 = np.where(where, np.expm1(r) - r, 0.0)
+  return float(np.mean(np.sum(k3, axis=1)))
