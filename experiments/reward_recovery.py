@@ -76,8 +76,9 @@ def check_config(config) -> None:
 
 def make_world(config, rng: np.random.Generator) -> dict:
   """One world: the LM corpus `[corpus_size, 1 + prompt_len + completion_len]`, the
-  prompts `[train_prompts + eval_prompts, 1 + prompt_len]` (BOS + chain prefix) and the
-  true reward's per-token weights `[vocab]` (> 0 on the toxic tokens only)."""
+  prompts `[train_prompts + eval_prompts, 1 + prompt_len]` (BOS + chain prefix), the
+  true reward's per-token weights `[vocab]` (> 0 on the toxic tokens only) and the chain's
+  transition matrix `[num_tokens + 1, num_tokens]` (row 0: the start distribution)."""
   mixed, _ = make_chains(config, rng)
   n, bad = config.num_tokens, config.num_bad
   weights = np.zeros(FIRST_TOKEN + n, np.float32)
@@ -92,7 +93,7 @@ def make_world(config, rng: np.random.Generator) -> dict:
                  "positions": np.broadcast_to(np.arange(t, dtype=np.int32), ids.shape).copy(),
                  "loss_mask": np.concatenate([np.zeros((len(ids), 1), np.int32),
                                               np.ones((len(ids), t - 1), np.int32)], axis=1)},
-          "prompts": prompts.astype(np.int32), "weights": weights}
+          "prompts": prompts.astype(np.int32), "weights": weights, "chain": mixed}
 
 
 def model_config(config) -> models.ModelConfig:
