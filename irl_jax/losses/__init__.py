@@ -60,6 +60,11 @@ from irl_jax.losses.offline_rl import ipl_regulariser as ipl_regulariser
 from irl_jax.losses.offline_rl import iql_q_loss as iql_q_loss
 from irl_jax.losses.offline_rl import iql_value_loss as iql_value_loss
 from irl_jax.losses.offline_rl import td3_bc_actor_loss as td3_bc_actor_loss
+from irl_jax.losses.ppo import PPOExtras as PPOExtras
+from irl_jax.losses.ppo import kl_shaped_rewards as kl_shaped_rewards
+from irl_jax.losses.ppo import ppo_losses as ppo_losses
+from irl_jax.losses.ppo import token_gae as token_gae
+from irl_jax.losses.ppo import whiten as whiten
 from irl_jax.losses.preference import bradley_terry as bradley_terry
 from irl_jax.losses.preference import linear_bradley_terry_mle as linear_bradley_terry_mle
 from irl_jax.losses.preference import linear_ranking_mle as linear_ranking_mle

@@ -6,6 +6,7 @@ from irl_jax.models.config import from_hf_config as from_hf_config
 from irl_jax.models.config import to_hf_config as to_hf_config
 from irl_jax.models.gguf import gguf_tokenizer as gguf_tokenizer
 from irl_jax.models.gguf import read_gguf as read_gguf
+from irl_jax.models.heads import PolicyValueModel as PolicyValueModel
 from irl_jax.models.heads import RewardModel as RewardModel
 from irl_jax.models.heads import ValueModel as ValueModel
 from irl_jax.models.heads import last_token_index as last_token_index

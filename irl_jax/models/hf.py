@@ -25,7 +25,7 @@ from flax import nnx
 
 from irl_jax.models import gguf
 from irl_jax.models.config import ModelConfig, from_hf_config, to_hf_config
-from irl_jax.models.heads import RewardModel
+from irl_jax.models.heads import PolicyValueModel, RewardModel
 from irl_jax.models.transformer import Transformer
 
 CONFIG_NAME = "config.json"
@@ -291,8 +291,12 @@ def _parse_size(size: int | str) -> int:
   return int(float(m.group(1)) * {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[m.group(2)])
 
 
-def hf_state_dict(model: Transformer | RewardModel) -> dict[str, np.ndarray]:
-  """The model's parameters under Hugging Face names and layouts (host NumPy arrays)."""
+def hf_state_dict(model: Transformer | RewardModel | PolicyValueModel) -> dict[str, np.ndarray]:
+  """The model's parameters under Hugging Face names and layouts (host NumPy arrays).
+
+  A `PolicyValueModel` gives its policy's parameters alone (a causal LM's)."""
+  if isinstance(model, PolicyValueModel):
+    model = model.policy
   reward = isinstance(model, RewardModel)
   config = model.backbone.config if reward else model.config
   flat = {
@@ -318,7 +322,7 @@ def hf_state_dict(model: Transformer | RewardModel) -> dict[str, np.ndarray]:
 
 
 def save_pretrained(
-    model: Transformer | RewardModel,
+    model: Transformer | RewardModel | PolicyValueModel,
     path: str,
     *,
     tokenizer=None,
@@ -326,15 +330,20 @@ def save_pretrained(
 ) -> None:
   """Write `model` as a Hugging Face checkpoint directory `transformers` can open.
 
-  A `RewardModel` is written as `*ForSequenceClassification` with one label.
+  A `RewardModel` is written as `*ForSequenceClassification` with one label. A
+  `PolicyValueModel` is written as its policy alone (`*ForCausalLM`, which
+  `from_pretrained` loads as a `Transformer`); its value head is not saved.
 
   Args:
-    model: a `Transformer` or `RewardModel` (e.g. from `from_pretrained`).
+    model: a `Transformer`, `RewardModel` (e.g. from `from_pretrained`) or
+      `PolicyValueModel`.
     path: output directory (created).
     tokenizer: optional `transformers` tokenizer saved alongside.
     max_shard_size: above this many bytes the weights are split into shards
       with an index file, as `transformers` does.
   """
+  if isinstance(model, PolicyValueModel):
+    model = model.policy
   os.makedirs(path, exist_ok=True)
   reward = isinstance(model, RewardModel)
   backbone = model.backbone if reward else model

@@ -59,6 +59,8 @@ from irl_jax.train.objectives import iq_learn_objective as iq_learn_objective
 from irl_jax.train.objectives import iq_learn_online_objective as iq_learn_online_objective
 from irl_jax.train.objectives import max_margin_objective as max_margin_objective
 from irl_jax.train.objectives import mle_objective as mle_objective
+from irl_jax.train.objectives import policy_value_stats as policy_value_stats
+from irl_jax.train.objectives import ppo_objective as ppo_objective
 from irl_jax.train.objectives import reward_model_objective as reward_model_objective
 from irl_jax.train.optim import learning_rate_schedule as learning_rate_schedule
 from irl_jax.train.optim import make_optimizer as make_optimizer
@@ -82,7 +84,9 @@ from irl_jax.train.rewards import reward_model_scorer as reward_model_scorer
 from irl_jax.train.rewards import tokenizer_differences as tokenizer_differences
 from irl_jax.train.rollouts import PolicySampler as PolicySampler
 from irl_jax.train.rollouts import ReferenceLogProbs as ReferenceLogProbs
+from irl_jax.train.rollouts import ValueTargets as ValueTargets
 from irl_jax.train.rollouts import in_step_sampler as in_step_sampler
+from irl_jax.train.rollouts import policy_of as policy_of
 from irl_jax.train.sharding import MESH_AXES as MESH_AXES
 from irl_jax.train.sharding import global_batch as global_batch
 from irl_jax.train.sharding import make_mesh as make_mesh

@@ -12,7 +12,7 @@ later checkpoint is written), and exports the final model in Hugging Face
 format.
 
 Policy stages (objectives whose registry entry has `sampler=True` and
-`reward_fn=True`, e.g. GRPO) run the reward-hacking monitors of
+`reward_fn=True`: GRPO, PPO) run the reward-hacking monitors of
 `irl_jax.train.monitors` on every update, configured by `config.monitors`
 (`monitors_config()`; on by default with the module's thresholds): they read
 the samples' KL to the reference per sequence (`kl`), entropy (`entropy`),
@@ -343,13 +343,19 @@ def _dtype(name: str):
   return _DTYPES[name]
 
 
+def _backbone(model) -> models.Transformer:
+  """The `Transformer` inside a model (a reward model's backbone, a policy-value model's
+  policy)."""
+  return getattr(model, "backbone", rollouts.policy_of(model))
+
+
 def _vocab_size(model) -> int:
-  return int(getattr(model, "backbone", model).config.vocab_size)
+  return int(_backbone(model).config.vocab_size)
 
 
 def run_fingerprint(config, model) -> dict[str, Any]:
   """What a checkpoint is for: the resolved model architecture, its dtypes, the objective."""
-  arch = dataclasses.asdict(getattr(model, "backbone", model).config)
+  arch = dataclasses.asdict(_backbone(model).config)
   mc = config.model
   return {
       "model": {"architecture": arch, "head": type(model).__name__,
@@ -360,7 +366,11 @@ def run_fingerprint(config, model) -> dict[str, Any]:
 
 
 def build_model(config, vocab_size: int):
-  """The policy (or reward model) from a Hugging Face checkpoint or an architecture dict."""
+  """The policy (or reward model) from a Hugging Face checkpoint or an architecture dict.
+
+  An objective with `spec.reward_head` gets the model wrapped in a `RewardModel`, one with
+  `spec.value_head` (PPO) in a `PolicyValueModel` (a fresh value head on the policy).
+  """
   mc = config.model
   param_dtype, compute_dtype = _dtype(mc.get("dtype", "float32")), _dtype(
       mc.get("compute_dtype", mc.get("dtype", "float32")))
@@ -373,9 +383,15 @@ def build_model(config, vocab_size: int):
     model = models.Transformer(models.ModelConfig(**arch), rngs=nnx.Rngs(config.seed),
                                param_dtype=param_dtype, dtype=compute_dtype,
                                remat=mc.get("remat", False))
-  if registry.get(config.objective.name).reward_head and not isinstance(
-      model, models.RewardModel):
+  spec = registry.get(config.objective.name)
+  if spec.reward_head and not isinstance(model, models.RewardModel):
     model = models.RewardModel(model, rngs=nnx.Rngs(config.seed + 1))
+  if spec.value_head:
+    if isinstance(model, models.RewardModel):
+      raise ConfigError(f"config.model.pretrained={mc.pretrained!r} is a reward model "
+                        f"(*ForSequenceClassification); objective {spec.name!r} trains a "
+                        "policy: load a causal LM.")
+    model = models.PolicyValueModel(model, rngs=nnx.Rngs(config.seed + 1))
   return model
 
 
@@ -405,11 +421,16 @@ def build_preparer(config, model_def, params, tokenizer, *, reward_fn=None):
         raise ValueError(f"objective {spec.name!r} scores its samples: pass train(..., "
                          "reward_fn=...) (the entry point's task provides one).")
       score = reward_fn(tokenizer)
+    value_targets = None
+    if spec.value_head:
+      value_targets = rollouts.ValueTargets(kl_coef=hp.kl_coef, gamma=hp.gamma, lam=hp.lam,
+                                            whiten_advantages=hp.whiten_advantages)
     return rollouts.PolicySampler(
         model_def, max_new_tokens=hp.max_new_tokens, temperature=hp.temperature,
         num_samples=hp.num_samples, eos_id=tokenizer.eos_token_id,
         pad_id=tokenizer.pad_token_id or 0, reward_fn=score,
-        ref_params=params if spec.reference else None, chunk_size=chunk, seed=config.seed)
+        ref_params=params if spec.reference else None, chunk_size=chunk, seed=config.seed,
+        value_targets=value_targets)
   if spec.reference:
     return rollouts.ReferenceLogProbs(model_def, params, chunk_size=chunk)
   return None
@@ -475,7 +496,7 @@ def train(config, workdir: str, *, data=None, task=None, reward_fn=None,
     task: optional data generator for runs without `config.data.path`: an
       object with `write_demonstrations(path, *, num_examples, seed)` and, for
       preference objectives, `write_preferences(...)` (see `build_data`).
-    reward_fn: for objectives that score samples (GRPO), a factory
+    reward_fn: for objectives that score samples (GRPO, PPO), a factory
       `reward_fn(tokenizer) -> score(prompt_ids, response_ids, response_mask)`
       (`irl_jax.train.rewards.reward_fn_from_config` builds one from
       `config.reward`).
@@ -539,7 +560,7 @@ def generation_eval(model_def, params, prompts: dict, tokenizer, gen, checker, *
   (`irl_jax.train.generation.generation_metrics`); the samples are written to
   `workdir/samples/<step>.jsonl`."""
   metrics = generation.generation_metrics(
-      model_def.merge(params), prompts, tokenizer, checker=checker,
+      rollouts.policy_of(model_def.merge(params)), prompts, tokenizer, checker=checker,
       key=jax.random.fold_in(jax.random.key(seed + 11), step),
       temperature=float(gen.get("temperature", 1.0)), num_samples=int(gen.num_samples),
       max_new_tokens=int(gen.max_new_tokens), gamma=float(gen.get("gamma", 1.0)),
@@ -761,7 +782,11 @@ def evaluate(eval_fn, params, eval_batches, mesh, preparer, config) -> dict[str,
 
 
 def export(model_def, params, path: str, tokenizer=None) -> None:
-  """Write the trained model in Hugging Face format (process 0)."""
+  """Write the trained model in Hugging Face format (process 0).
+
+  A policy with a value head (`PolicyValueModel`, PPO) is written as its policy alone, a
+  causal LM that `irl_jax.models.from_pretrained` loads as a `Transformer`.
+  """
   from jax.experimental import multihost_utils
 
   if jax.process_count() > 1:

@@ -17,8 +17,8 @@ Batches follow `irl_jax.data`'s contract:
   `positions`, `loss_mask` — `[B, T]`; logits at `t` predict `input_ids[t+1]`,
   and `loss_mask[:, 1:]` marks the targets;
 - preference batches: the same keys `[B, K, T]` plus `rank_mask [B, K]`;
-- on-policy batches (online IQLearn, GRPO) add `sample_*` keys produced by the
-  host-side samplers in `irl_jax.train.rollouts`.
+- on-policy batches (online IQLearn, GRPO, PPO) add `sample_*` keys produced by
+  the host-side samplers in `irl_jax.train.rollouts`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from irl_jax.train.lm import (
 )
 from irl_jax.train.registry import ObjectiveSpec, register
 
-__all__ = ["bootstrap_values", "lm_stats", "lm_targets", "sequence_log_probs"]
+__all__ = ["bootstrap_values", "lm_stats", "lm_targets", "policy_value_stats",
+           "sequence_log_probs"]
 
 
 def _chunk(chunk_size: int) -> int | None:
@@ -402,3 +403,121 @@ register(ObjectiveSpec(
     name="grpo", make=grpo_objective, hyperparameters=GRPOConfig, data="demonstrations",
     reference=True, sampler=True, reward_fn=True,
     summary="group-relative policy optimisation on the prompts of the data"))
+
+
+# -- PPO with a value head ------------------------------------------------------------------
+
+
+def policy_value_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None):
+  """`(TokenStats [B, T], values [B, T])` of an `irl_jax.models.PolicyValueModel` in one
+  forward pass, aligned as `irl_jax.train.lm.lm_stats` (position `t` scores
+  `input_ids[t+1]`; `values[:, t]` is `V` of the state the logits at `t` act in).
+
+  The PPO objective and its sampler (`irl_jax.train.rollouts.PolicySampler`) both call
+  it, so the old and the new log-probs and values are computed the same way.
+  """
+  hidden, values = model(input_ids, segment_ids=segment_ids, positions=positions,
+                         return_hidden=True)
+  targets = next_tokens(input_ids)
+  real = jnp.asarray(segment_ids) > 0  # padding slots hold no state (as lm_stats)
+  if chunk_size:
+    stats = losses.chunked_soft_q_stats(hidden, model.policy.unembedding(), targets,
+                                        chunk_size=chunk_size, where=real)
+  else:
+    stats = losses.soft_q_stats(model.policy.logits(hidden), targets, where=real)
+  return stats, values
+
+
+def _check_ppo_field(name: str, value, low: float, *, strict: bool = False,
+                     high: float | None = None) -> None:
+  """`low <= value` (`<` if strict, and `<= high` if given), else a `ValueError` naming
+  `config.objective.ppo.<name>`."""
+  ok = value > low if strict else value >= low
+  if high is not None:
+    ok = ok and value <= high
+  if not ok:
+    bound = (f"in [{low}, {high}]" if high is not None
+             else f"{'>' if strict else '>='} {low}")
+    raise ValueError(f"config.objective.ppo.{name}={value!r}: must be {bound}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+  """PPO with a value head on the policy (RLHF): the ratio clip `clip_epsilon`, the value
+  clip `value_clip` around the sampling-time values, the value-loss weight `vf_coef`, the
+  per-token KL penalty `kl_coef` in the shaped rewards, GAE's `gamma` and `lam`, whether
+  the sampler whitens the advantages over the batch, the loss `normaliser`; the sampler
+  draws `num_samples` responses per prompt, scored by the reward function.
+
+  The defaults are TRL's `PPOConfig` ones (`cliprange`, `cliprange_value`, `vf_coef`,
+  `kl_coef`, `gamma`, `lam`; whitened advantages, token-mean loss); `num_samples=1`
+  because the value head, not a group, is the baseline; sampling at temperature 1 makes the
+  sampler's log-probs those of the distribution the tokens were drawn from. Out-of-range
+  values raise `ValueError` naming `config.objective.ppo.<field>`.
+  """
+
+  clip_epsilon: float = 0.2
+  value_clip: float = 0.2
+  vf_coef: float = 0.1
+  kl_coef: float = 0.05
+  gamma: float = 1.0
+  lam: float = 0.95
+  whiten_advantages: bool = True
+  normaliser: Literal["token", "sequence", "sequence_all_rows"] = "token"
+  chunk_size: int = 0
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  num_samples: int = 1
+
+  def __post_init__(self):
+    _check_ppo_field("clip_epsilon", self.clip_epsilon, 0.0, strict=True)
+    for name in ("value_clip", "vf_coef", "kl_coef"):
+      _check_ppo_field(name, getattr(self, name), 0.0)
+    for name in ("gamma", "lam"):
+      _check_ppo_field(name, getattr(self, name), 0.0, high=1.0)
+    _check_ppo_field("temperature", self.temperature, 0.0, strict=True)
+    _check_ppo_field("chunk_size", self.chunk_size, 0)
+    for name in ("max_new_tokens", "num_samples"):
+      _check_ppo_field(name, getattr(self, name), 1)
+
+
+def ppo_objective(*, clip_epsilon: float, value_clip: float, vf_coef: float,
+                  normaliser="token", chunk_size: int | None = 0, **sampling):
+  """PPO on the sampler's rows: `sample_*` tokens with `sample_old_logps`,
+  `sample_old_values`, `sample_advantages` and `sample_returns` (`[N, T]`, aligned with
+  the targets), on a `PolicyValueModel` (one forward pass for log-probs and values).
+
+  `sampling` (kl_coef, gamma, lam, whiten_advantages, max_new_tokens, temperature,
+  num_samples) configures the sampler's advantages and samples, not the loss.
+  """
+  del sampling
+  chunk = _chunk(chunk_size or 0)
+
+  def objective(model, batch, rng):
+    del rng
+    stats, values = policy_value_stats(model, batch["sample_input_ids"],
+                                       batch["sample_segment_ids"], batch["sample_positions"],
+                                       chunk_size=chunk)
+    where = lm_targets(batch["sample_loss_mask"])
+    loss, extras = losses.ppo_losses(
+        stats.log_probs, batch["sample_old_logps"], batch["sample_advantages"], values,
+        batch["sample_old_values"], batch["sample_returns"], where=where,
+        clip_epsilon=clip_epsilon, value_clip=value_clip, vf_coef=vf_coef,
+        normaliser=normaliser)
+    return extras.loss_terms, {
+        "policy_loss": extras.policy_loss.mean(),
+        "value_loss": extras.value_loss.mean(),
+        "clip_fraction": extras.clip_fraction.mean(),
+        "value_clip_fraction": extras.value_clip_fraction.mean(),
+        "approx_kl": extras.approx_kl.mean(),
+        "value": losses.token_mean(values, where),
+        "loss_mean": loss,
+    }
+
+  return objective
+
+
+register(ObjectiveSpec(
+    name="ppo", make=ppo_objective, hyperparameters=PPOConfig, data="demonstrations",
+    reference=True, sampler=True, reward_fn=True, value_head=True,
+    summary="PPO with a value head and token GAE on KL-shaped rewards (RLHF policy stage)"))

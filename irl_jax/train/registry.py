@@ -2,7 +2,7 @@
 
 An entry (`ObjectiveSpec`) says how to build the objective, which data it
 trains on, what the trainer must provide beyond the batch (frozen reference
-log-probs, policy samples, a reward function, a reward head), and its typed
+log-probs, policy samples, a reward function, a reward or value head), and its typed
 hyperparameters: a frozen dataclass whose field defaults are the only
 defaults there are. Everything that dispatches on an objective's name (the
 trainer, the studies, the benchmarks, the config files) goes through
@@ -54,6 +54,13 @@ class ObjectiveSpec:
     reward_fn: the sampler scores samples with a reward function that the
       entry point passes to `train(..., reward_fn=...)`.
     reward_head: the model is wrapped in a scalar reward head.
+    value_head: the policy is wrapped in `irl_jax.models.PolicyValueModel`
+      (a value head on its final hidden states, one forward pass for logits
+      and values); a sampling objective's sampler then also adds the samples'
+      old values, KL-shaped token rewards, token GAE advantages and returns
+      (`sample_old_values`, `sample_advantages [N, T]`, `sample_returns`), and
+      its hyperparameters hold `kl_coef`, `gamma`, `lam` and
+      `whiten_advantages`. The export writes the policy alone (a causal LM).
     summary: one line for listings and docs.
   """
 
@@ -65,6 +72,7 @@ class ObjectiveSpec:
   sampler: bool = False
   reward_fn: bool = False
   reward_head: bool = False
+  value_head: bool = False
   summary: str = ""
 
   def __post_init__(self):
@@ -83,6 +91,14 @@ class ObjectiveSpec:
       need = {"max_new_tokens", "temperature", "num_samples"} - fields
       if need:
         raise TypeError(f"{self.name}: a sampling objective's hyperparameters need {sorted(need)}.")
+    if self.value_head and self.reward_head:
+      raise ValueError(f"{self.name}: a model takes a reward head or a value head, not both.")
+    if self.value_head and self.sampler:
+      fields = {f.name for f in dataclasses.fields(self.hyperparameters)}
+      need = {"kl_coef", "gamma", "lam", "whiten_advantages"} - fields
+      if need:
+        raise TypeError(f"{self.name}: a sampling objective with a value head needs the "
+                        f"hyperparameters {sorted(need)} (its sampler's advantages).")
 
   def defaults(self) -> dict[str, Any]:
     return dataclasses.asdict(self.hyperparameters())

@@ -4,9 +4,10 @@
   preference batches, computed once per batch (DPO, IPO).
 - `PolicySampler`: samples from the current policy for the prompts of a
   language-model batch and adds `sample_*` keys (online IQLearn), optionally
-  with rewards, group advantages, old and reference log-probs (GRPO), and
-  reports the samples' statistics (`PolicySampler.sample`) that the trainer's
-  reward-hacking monitors read.
+  with rewards, group advantages, old and reference log-probs (GRPO), or, for
+  a policy with a value head, old values, token GAE advantages and returns on
+  KL-shaped rewards (PPO, `ValueTargets`), and reports the samples' statistics
+  (`PolicySampler.sample`) that the trainer's reward-hacking monitors read.
 - `in_step_sampler`: the same `sample_*` keys drawn inside a compiled train
   step (`irl_jax.train.make_train_step(..., sampler=...)`), for objectives
   whose samples need no host-side scoring (online IQLearn).
@@ -17,6 +18,7 @@ and the reference is frozen.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 
@@ -25,10 +27,34 @@ import jax.numpy as jnp
 import numpy as np
 
 from irl_jax import losses
+from irl_jax.models.heads import PolicyValueModel
 from irl_jax.models.sampling import generate
 from irl_jax.models.transformer import padded_positions
 from irl_jax.train import lm
+from irl_jax.train.objectives import policy_value_stats
 from irl_jax.train.state import ModelDef
+
+
+def policy_of(model):
+  """The policy (`Transformer`) of a model: a `PolicyValueModel`'s `policy`, else the model."""
+  return model.policy if isinstance(model, PolicyValueModel) else model
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueTargets:
+  """How `PolicySampler` turns a value-head policy's scored samples into PPO's targets.
+
+  Per token, `r_t = −kl_coef·(log π_old − log π_ref) + [t = last]·R`
+  (`irl_jax.losses.kl_shaped_rewards`); then `token_gae(r, V_old, gamma, lam)`
+  gives the advantages and the returns, and with `whiten_advantages` the
+  advantages are whitened over the whole batch (`irl_jax.losses.whiten`; the
+  returns stay unwhitened).
+  """
+
+  kl_coef: float = 0.05
+  gamma: float = 1.0
+  lam: float = 0.95
+  whiten_advantages: bool = True
 
 
 class ReferenceLogProbs:
@@ -138,9 +164,17 @@ class PolicySampler:
 
   Adds `sample_input_ids`, `sample_segment_ids`, `sample_positions`,
   `sample_loss_mask` (`[N, P + M]`), `sample_terminal [N]`; with a
-  `reward_fn`, also `sample_rewards`, `sample_advantages [N]`,
-  `sample_old_logps` and `sample_ref_logps` (`[N, P + M]`, aligned with the
-  targets as `irl_jax.train.lm.lm_targets` are).
+  `reward_fn`, also `sample_rewards`, `sample_advantages [N]` (group
+  advantages), `sample_old_logps` and `sample_ref_logps` (`[N, P + M]`,
+  aligned with the targets as `irl_jax.train.lm.lm_targets` are).
+
+  With `value_targets` (the model is a `PolicyValueModel`; PPO), the
+  advantages are per token instead: `sample_advantages [N, P + M]` from GAE on
+  KL-shaped rewards (see `ValueTargets`), with `sample_old_values` and
+  `sample_returns` (`[N, P + M]`, aligned likewise; 0 outside the targets).
+  The log-probs and old values come from one forward pass of the current
+  model; the reference log-probs from the policy of `ref_params` (its value
+  head plays no part). Samples are drawn from the policy alone.
 
   The reward function is called as `reward_fn(prompt_ids [N, P], response_ids
   [N, M], response_mask [N, M]) -> [N]`, plus `prompt_mask=[N, P]` (bool,
@@ -154,12 +188,17 @@ class PolicySampler:
       `fold_in(key(seed), s)`, so a resumed run draws the same samples at each
       step as an uninterrupted one; calls without a step (`__call__`, e.g. in
       evaluation) split a running key instead.
+    value_targets: PPO's targets (needs a `reward_fn` and a `PolicyValueModel`).
   """
 
   def __init__(self, model_def: ModelDef, *, max_new_tokens: int, temperature: float = 1.0,
                num_samples: int = 1, eos_id=None, pad_id: int = 0,
                reward_fn: Callable[..., np.ndarray] | None = None, ref_params=None,
-               scale_by_std: bool = True, chunk_size: int | None = None, seed: int = 0):
+               scale_by_std: bool = True, chunk_size: int | None = None, seed: int = 0,
+               value_targets: ValueTargets | None = None):
+    if value_targets is not None and reward_fn is None:
+      raise ValueError("PolicySampler: value_targets (PPO) need a reward_fn to score the "
+                       "samples.")
     self.model_def = model_def
     self.max_new_tokens, self.temperature = max_new_tokens, temperature
     self.num_samples, self.eos_id, self.pad_id = num_samples, eos_id, pad_id
@@ -167,12 +206,37 @@ class PolicySampler:
     self._reward_takes_mask = reward_fn is not None and accepts_prompt_mask(reward_fn)
     self.seed = seed
     self.key = jax.random.key(seed)
+    self.value_targets = value_targets
 
     def logps(params, ids, seg, pos):
-      stats = lm.lm_stats(model_def.merge(params), ids, seg, pos, chunk_size=chunk_size)
+      stats = lm.lm_stats(policy_of(model_def.merge(params)), ids, seg, pos,
+                          chunk_size=chunk_size)
       return stats.log_probs
 
     self._logps = jax.jit(logps)
+    if value_targets is not None:
+      vt = value_targets
+
+      def logps_values(params, ids, seg, pos):
+        model = model_def.merge(params)
+        if not isinstance(model, PolicyValueModel):
+          raise TypeError("PolicySampler: value_targets need a PolicyValueModel, got "
+                          f"{type(model).__name__}.")
+        stats, values = policy_value_stats(model, ids, seg, pos, chunk_size=chunk_size)
+        return stats.log_probs, values
+
+      def targets(scores, old_logps, ref_logps, old_values, loss_mask):
+        where = lm.lm_targets(loss_mask)
+        rewards = losses.kl_shaped_rewards(scores, old_logps, ref_logps, where=where,
+                                           kl_coef=vt.kl_coef)
+        adv, returns = losses.token_gae(rewards, old_values, where=where, gamma=vt.gamma,
+                                        lam=vt.lam)
+        if vt.whiten_advantages:
+          adv = losses.whiten(adv, where)
+        return adv, returns, jnp.where(where, old_values, 0)
+
+      self._logps_values = jax.jit(logps_values)
+      self._targets = jax.jit(targets)
 
   def __call__(self, batch: dict, params) -> dict:
     return self.sample(batch, params)[0]
@@ -187,7 +251,7 @@ class PolicySampler:
     tokens); with a `reward_fn`, also `proxy_reward` (the mean reward) and
     `kl` (KL to the reference per sequence, in nats: the k3 estimator
     `exp(r) − r − 1`, `r = log π_ref − log π`, summed over each response at
-    temperature 1 and averaged over the samples).
+    temperature 1 and averaged over the samples), for GRPO and PPO alike.
 
     Args:
       batch: an unpacked language-model batch (host arrays).
@@ -200,7 +264,7 @@ class PolicySampler:
       self.key, key = jax.random.split(self.key)
     else:
       key = jax.random.fold_in(jax.random.key(self.seed), step)
-    model = self.model_def.merge(params)
+    model = policy_of(self.model_def.merge(params))
     out = generate(model, prompt_ids, prompt_mask, key, max_new_tokens=self.max_new_tokens,
                    temperature=self.temperature, num_samples=self.num_samples,
                    eos_id=self.eos_id, pad_id=self.pad_id)
@@ -216,12 +280,22 @@ class PolicySampler:
     if self.reward_fn is not None:
       rewards = self._score(out, response_mask)
       sample["sample_rewards"] = rewards
-      sample["sample_advantages"] = np.asarray(losses.grpo_advantages(
-          jnp.asarray(rewards), group_size=self.num_samples, scale_by_std=self.scale_by_std))
       args = (ids, sample["sample_segment_ids"], sample["sample_positions"])
-      sample["sample_old_logps"] = np.asarray(self._logps(params, *args))
       ref = self.ref_params if self.ref_params is not None else params
-      sample["sample_ref_logps"] = np.asarray(self._logps(ref, *args))
+      if self.value_targets is None:  # GRPO: one advantage per sample, from its group
+        sample["sample_advantages"] = np.asarray(losses.grpo_advantages(
+            jnp.asarray(rewards), group_size=self.num_samples, scale_by_std=self.scale_by_std))
+        sample["sample_old_logps"] = np.asarray(self._logps(params, *args))
+        sample["sample_ref_logps"] = np.asarray(self._logps(ref, *args))
+      else:  # PPO: per-token advantages and returns from the value head
+        old_logps, old_values = self._logps_values(params, *args)
+        ref_logps = self._logps(ref, *args)
+        adv, returns, old_values = self._targets(rewards, old_logps, ref_logps, old_values,
+                                                 sample["sample_loss_mask"])
+        sample.update(sample_advantages=np.asarray(adv), sample_old_logps=np.asarray(old_logps),
+                      sample_ref_logps=np.asarray(ref_logps),
+                      sample_old_values=np.asarray(old_values),
+                      sample_returns=np.asarray(returns))
       stats["proxy_reward"] = float(np.mean(rewards, dtype=np.float64))
       stats["kl"] = sequence_kl(sample["sample_old_logps"], sample["sample_ref_logps"],
                                 sample["sample_loss_mask"])

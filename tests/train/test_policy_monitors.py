@@ -182,7 +182,7 @@ def test_monitor_config_defaults_switch_and_missing_metrics():
   assert loop.monitor_config(_monitors_config(enabled=False)) is None
   stop = loop.monitor_config(_monitors_config(**{"kl.action": "stop", "kl.threshold": 5}))
   assert stop.kl == dataclasses.replace(monitors.KLCeiling(), action="stop", threshold=5)
-  assert [n for n in registry.names() if loop.is_policy_stage(registry.get(n))] == ["grpo"]
+  assert [n for n in registry.names() if loop.is_policy_stage(registry.get(n))] == ["grpo", "ppo"]
 
   # What the trainer feeds the monitors; a metric no source gives is named with its field.
   inputs = loop.monitor_inputs({"train/kl": 0.1, "train/clip_fraction": 0.2,

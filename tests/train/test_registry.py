@@ -17,14 +17,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_builtin_objectives_and_their_needs():
   names = registry.names()
   assert set(names) == {"mle", "iq_learn", "iq_learn_online", "bradley_terry", "plackett_luce",
-                        "pairwise_split", "max_margin", "dpo", "ipo", "grpo"}
+                        "pairwise_split", "max_margin", "dpo", "ipo", "grpo", "ppo"}
   assert [n for n in names if registry.get(n).data == "preferences"] == [
       "bradley_terry", "plackett_luce", "pairwise_split", "max_margin", "dpo", "ipo"]
-  assert [n for n in names if registry.get(n).sampler] == ["iq_learn_online", "grpo"]
-  assert [n for n in names if registry.get(n).reward_fn] == ["grpo"]
+  assert [n for n in names if registry.get(n).sampler] == ["iq_learn_online", "grpo", "ppo"]
+  assert [n for n in names if registry.get(n).reward_fn] == ["grpo", "ppo"]
   assert [n for n in names if registry.get(n).reward_head] == [
       "bradley_terry", "plackett_luce", "pairwise_split", "max_margin"]
-  assert [n for n in names if registry.get(n).reference] == ["dpo", "ipo", "grpo"]
+  assert [n for n in names if registry.get(n).reference] == ["dpo", "ipo", "grpo", "ppo"]
+  assert [n for n in names if registry.get(n).value_head] == ["ppo"]
   with pytest.raises(KeyError, match="unknown objective 'iqlearn'; registered: mle, iq_learn"):
     registry.get("iqlearn")
 
@@ -85,6 +86,20 @@ def test_duplicate_registration_and_incomplete_specs_are_refused():
   with pytest.raises(TypeError, match="max_new_tokens"):
     registry.ObjectiveSpec(name="x", make=lambda **kw: None, hyperparameters=NoSampling,
                            data="demonstrations", sampler=True)
+
+  @dataclasses.dataclass(frozen=True)
+  class NoAdvantages:
+    max_new_tokens: int = 8
+    temperature: float = 1.0
+    num_samples: int = 1
+
+  with pytest.raises(TypeError, match=r"value head needs the hyperparameters \['gamma', "
+                                      r"'kl_coef', 'lam', 'whiten_advantages'\]"):
+    registry.ObjectiveSpec(name="x", make=lambda **kw: None, hyperparameters=NoAdvantages,
+                           data="demonstrations", sampler=True, reward_fn=True, value_head=True)
+  with pytest.raises(ValueError, match="a reward head or a value head, not both"):
+    registry.ObjectiveSpec(name="x", make=lambda **kw: None, hyperparameters=NoSampling,
+                           data="demonstrations", reward_head=True, value_head=True)
 
 
 def test_a_new_objective_trains_end_to_end_from_one_registration(tmp_path):
