@@ -41,8 +41,8 @@ budget.
 Measured: the true reward per category on `eval_prompts` held-out prompts per category
 (`eval_samples` samples each), at the end. Verdict: the tail (rarest) category's true
 reward, GRPO-S − GRPO, paired over seeds (95% t-interval), claimed positive; the head and
-middle categories are reported the same way. `quick`: 2 seeds, short budgets; it checks
-the pipeline, not the finding.
+middle categories are reported the same way. `quick`: 2 seeds, a 1-layer model, short
+budgets; it checks the pipeline, not the finding.
 """
 
 import ml_collections
@@ -88,5 +88,6 @@ def get_config():
   c.eval_samples = 4
   c.quick_settings = ml_collections.ConfigDict(dict(
       num_seeds=2, corpus_size=1024, pretrain_steps=300, num_pairs=280, rm_steps=40,
-      train_prompts=140, rl_updates=20, eval_prompts=16, eval_samples=2))
+      train_prompts=140, rl_updates=20, eval_prompts=16, eval_samples=2, num_layers=1,
+      hidden_size=32, intermediate_size=64))
   return c

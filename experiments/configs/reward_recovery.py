@@ -43,8 +43,8 @@ its last epoch minus chance (0.5), claimed positive (the classifier's accuracy a
 majority-class rate, and F1, are reported with it); (2) "wide spread": the within-world standard
 deviation of that accuracy over seeds × stopping points, claimed above `wide_spread`
 (fixed before the run); (3) true reward of GRPO on the recovered (asymmetric) reward
-minus the base policy's, claimed positive. `quick`: 2 worlds, 2 seeds, short budgets;
-it checks the pipeline, not the findings.
+minus the base policy's, claimed positive. `quick`: 2 worlds, 2 seeds, a 1-layer model,
+short budgets; it checks the pipeline, not the findings.
 """
 
 import ml_collections
@@ -90,5 +90,6 @@ def get_config():
   c.wide_spread = 0.02
   c.quick_settings = ml_collections.ConfigDict(dict(
       num_worlds=2, rm_seeds=2, corpus_size=1024, pretrain_steps=300, rl_updates=20,
-      train_prompts=64, eval_prompts=64, rm_epochs=3, eval_samples=2))
+      train_prompts=64, eval_prompts=64, rm_epochs=3, eval_samples=2, num_layers=1,
+      hidden_size=32, intermediate_size=64))
   return c

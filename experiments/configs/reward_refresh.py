@@ -35,8 +35,8 @@ accuracy against the true reward within each batch's groups (how well it grades 
 policy now writes), and the true reward on held-out prompts at the end (`eval_samples`
 per prompt). Verdict, paired over seeds (95% t-intervals): "faster" is the mean batch true
 reward over all updates, "better" the final held-out true reward, refreshed − static;
-reproduced when both are above 0, contradicted when either is below. `quick`: 2 seeds,
-short budgets; it checks the pipeline, not the finding.
+reproduced when both are above 0, contradicted when either is below. `quick`: 2 seeds, a
+1-layer model, short budgets; it checks the pipeline, not the finding.
 """
 
 import ml_collections
@@ -87,5 +87,5 @@ def get_config():
   c.quick_settings = ml_collections.ConfigDict(dict(
       num_seeds=2, corpus_size=1024, pretrain_steps=300, train_prompts=128, eval_prompts=32,
       eval_samples=2, num_records=256, rm_steps=40, rl_updates=20, top_n=64, num_anchors=16,
-      refresh_every=5, refresh_steps=5))
+      refresh_every=5, refresh_steps=5, num_layers=1, hidden_size=32, intermediate_size=64))
   return c
