@@ -22,6 +22,11 @@ appended to `workdir/alerts.jsonl`; a monitor with `action="stop"` ends the
 run with `RewardHackingStop` once the step's metrics and checkpoint (if due)
 are written. The monitors' state is saved with every checkpoint, so a resumed
 run alerts exactly as an uninterrupted one (docs/policy_stages.md).
+
+A reward-model run (an objective with a reward head) that has an eval set ends
+with a held-out report (`reward_model_report`): accuracy, calibration and the
+reward distribution on the eval rankings, written to
+`workdir/reward_model_eval.json` and returned as `eval/rm_*`.
 """
 
 from __future__ import annotations
@@ -749,9 +754,57 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
       writer.close()
     if pbar is not None:
       pbar.close()
+  out = {k: float(v) for k, v in last.items()}
+  if registry.get(config.objective.name).reward_head:
+    report = reward_model_report(model_def, state.params, eval_batches, mesh)
+    if report is not None:
+      if jax.process_index() == 0:
+        with open(os.path.join(workdir, "reward_model_eval.json"), "w") as f:
+          json.dump(report, f, indent=1)
+      out.update({f"eval/rm_{k}": float(report[k])
+                  for k in ("accuracy", "ece", "brier", "log_loss")})
   if config.get("export_hf", True):
     export(model_def, state.params, os.path.join(workdir, "export"), tokenizer)
-  return {k: float(v) for k, v in last.items()}
+  return out
+
+
+def reward_model_report(model_def, params, eval_batches, mesh) -> dict | None:
+  """Held-out report of a reward model on the eval set's preference rankings (`None`
+  without an eval set or a ranked pair): `irl_jax.eval.preference_metrics` of the first
+  two responses of every ranking with at least two (accuracy, calibration of σ(r_1 − r_2)
+  on both orders, margin distribution) and `reward_distribution` of every ranked
+  response's reward (`"rewards"`)."""
+  from jax.experimental import multihost_utils
+
+  from irl_jax.eval import reward_models as rm_eval
+
+  @jax.jit
+  def score(p, batch):
+    b, k, t = batch["input_ids"].shape
+    flat = lambda x: x.reshape(b * k, t)
+    return model_def.merge(p)(flat(batch["input_ids"]),
+                              attention_mask=flat(batch["segment_ids"]) > 0,
+                              positions=flat(batch["positions"])).reshape(b, k)
+
+  chosen, rejected, ranked = [], [], []
+  for local in eval_batches():
+    rewards = score(params, sharding.global_batch(local, mesh))
+    if jax.process_count() > 1:
+      rewards = multihost_utils.process_allgather(rewards, tiled=True)
+      mask = multihost_utils.process_allgather(np.asarray(local["rank_mask"]), tiled=False)
+      mask = np.asarray(mask).reshape(-1, mask.shape[-1])
+    else:
+      mask = np.asarray(local["rank_mask"])
+    rewards, mask = np.asarray(jax.device_get(rewards)), mask.astype(bool)
+    pair = mask[:, :2].all(axis=1)
+    chosen.append(rewards[pair, 0])
+    rejected.append(rewards[pair, 1])
+    ranked.append(rewards[mask])
+  if not chosen or not sum(len(c) for c in chosen):
+    return None
+  report = rm_eval.preference_metrics(np.concatenate(chosen), np.concatenate(rejected))
+  report["rewards"] = rm_eval.reward_distribution(np.concatenate(ranked))
+  return report
 
 
 def evaluate(eval_fn, params, eval_batches, mesh, preparer, config) -> dict[str, float]:
