@@ -1,8 +1,12 @@
-"""TRL's own `DPOTrainer` and `RewardTrainer` steps on CPU, timed for `benchmarks.peers`.
+"""TRL's own `DPOTrainer`, `RewardTrainer` and `GRPOTrainer` steps on CPU, timed for
+`benchmarks.peers`.
 
     from experiments.benchmarks import _trl_peer
     out = _trl_peer.dpo_step_times(model_dir, prompt_ids, chosen_ids, rejected_ids, beta=0.1,
                                    learning_rate=1e-4, steps=10)
+    out = _trl_peer.grpo_step_times(model_dir, prompt_ids, completion_ids, completion_mask,
+                                    advantages, num_generations=2, beta=0.04, epsilon=0.2,
+                                    learning_rate=1e-4, steps=10)
 
     python -m experiments.benchmarks._trl_peer      # tiny self-check (random Llama)
 
@@ -40,14 +44,36 @@ model: Bradley–Terry loss on `AutoModelForSequenceClassification` (`num_labels
 reward centring; the reward is the score at the last token, since the pad id (which the
 model uses to find a row's end) is set to an id that no row ends with.
 
+GRPO (`GRPOTrainer`, same common settings, `dropout` disabled explicitly since its config
+does not by default): a step is the policy update on a fixed batch of already-generated
+completions with given advantages, not generation (generation speed is a different
+comparison). TRL 1.16 samples, scores, and computes the reference log-probs and the
+advantages inside the step (`_prepare_inputs` calls `_generate_and_score_completions` after
+`on_step_begin`); a subclass returns the fixed batch there instead: the prompts, the
+completions right-padded with the pad id as TRL pads them and their mask, the advantages,
+`num_items_in_batch`, and the old and reference log-probs, computed before training by
+TRL's own `_get_per_token_logps_and_entropies` with the initial policy and with TRL's
+reference model (as its generation step would). Everything else is TRL's: its row shuffle,
+`compute_loss` (fused LM head for the log-probs and entropies, the clipped surrogate with ε,
+the k3 KL to the reference weighted by β, `loss_type="dapo"`, TRL 1.16's default: the sum
+over the batch's completion tokens over their count), backward, clipping and AdamW. One
+setting departs from TRL 1.16's GRPO defaults beyond the common ones:
+`use_bias_correction_kl=False` (by default TRL multiplies the KL term by the importance
+ratio; the loss compared is GRPO's plain k3 term, as in irl_jax). The dataset holds only the
+prompts' text (the `prompt` column TRL requires); the override checks that TRL's own sampler
+and dataloader (`shuffle_dataset=False`) feed exactly the batch's prompts, each repeated
+`num_generations` times, in order. One step is the whole batch of N completions
+(`per_device_train_batch_size = N`, `num_iterations = 1`).
+
 Each function returns `times` (seconds per timed step), `first_loss` (the loss logged for the
 first optimizer step, before any update), `first_metrics` (everything else TRL logged for
-that step: for DPO `logps/chosen`/`logps/rejected` are the batch means of the policy's summed
-response-token log-probs; the reward trainer logs `mean_reward`/`margin`/`accuracy`/...,
-from which `rewards/chosen` and `rewards/rejected` (batch means) are derived), and the TRL
-and torch versions and torch's thread count (and `first_grad_norm`, the first step's
-unclipped gradient norm as logged). torch, transformers, datasets and TRL are
-optional benchmark extras, imported inside the functions.
+that step: for GRPO `kl`, `entropy` and `clip_ratio/*`; for DPO `logps/chosen`/`logps/
+rejected` are the batch means of the policy's summed response-token log-probs; the reward
+trainer logs `mean_reward`/`margin`/`accuracy`/..., from which `rewards/chosen` and
+`rewards/rejected` (batch means) are derived), and the TRL and torch versions and torch's
+thread count (and `first_grad_norm`, the first step's unclipped gradient norm as logged;
+GRPO also returns `completion_logps`, the initial policy's per-token log-probs). torch,
+transformers, datasets and TRL are optional benchmark extras, imported inside the functions.
 """
 
 from __future__ import annotations
@@ -272,6 +298,124 @@ def reward_step_times(model_dir: str, chosen_ids: np.ndarray, rejected_ids: np.n
   return out
 
 
+def grpo_step_times(model_dir: str, prompt_ids: np.ndarray, completion_ids: np.ndarray,
+                    completion_mask: np.ndarray, advantages: np.ndarray, *, num_generations: int,
+                    beta: float, epsilon: float, learning_rate: float, steps: int,
+                    warmup: int = 2, threads: int | None = None) -> dict:
+  """Times `steps` optimizer steps of TRL's `GRPOTrainer` (DAPO token-mean loss) after `warmup`.
+
+  A step is the policy update on a fixed batch of already-generated completions, not
+  generation: `_generate_and_score_completions` (which TRL 1.16 calls inside the step, from
+  `_prepare_inputs`, to sample, score, compute the reference log-probs and the group
+  advantages) is overridden to return the caller's batch, so a timed step runs TRL's own
+  `_prepare_inputs` (its row shuffle), `compute_loss` (the clipped surrogate, the k3 KL to the
+  reference, the entropy and clip-ratio metrics), backward, clipping and AdamW.
+
+  `prompt_ids [N, P]` are the prompts (no padding), `num_generations` consecutive rows
+  sharing one; `completion_ids [N, R]` the completions, right-padded as TRL pads them
+  (`completion_mask [N, R]` is 1 on a prefix of each row; masked slots get the pad id 0);
+  `advantages [N]` are used as given. The reference and the "old" (sampling) log-probs
+  are the initial policy's, computed once before training by TRL's own
+  `_get_per_token_logps_and_entropies` with its reference model and with the policy (as
+  `_generate_and_score_completions` computes them), so the first step has ratio 1 and KL 0.
+  (On-policy, TRL would skip the old log-probs and use the step's own, detached: the same
+  values on the first step and the same work; given, every later step computes the same
+  function as irl_jax's "grpo" objective with its sampler's fixed `sample_old_logps`.)
+  Settings beyond the common ones: `loss_type="dapo"` (TRL 1.16's default: the sum over the
+  batch's completion tokens over their count), `beta`, `epsilon` (= `epsilon_high`),
+  token-level importance sampling, `use_bias_correction_kl=False` (TRL 1.16 defaults it to
+  True: the KL term weighted by the ratio; the plain k3 term is the GRPO loss proper),
+  no entropy bonus, `num_iterations=1`, `shuffle_dataset=False`.
+
+  Returns the common keys (`first_metrics` holds TRL's `kl`, `entropy` and `clip_ratio/*`)
+  plus `completion_logps [N, R]`, the initial policy's completion-token log-probs as TRL
+  computes them (0 where masked).
+  """
+  import torch
+  from transformers import AutoModelForCausalLM, PrinterCallback, set_seed
+  from trl import GRPOConfig, GRPOTrainer
+
+  threads = threads or os.cpu_count()
+  torch.set_num_threads(threads)
+  prompt = np.asarray(_as_rows(prompt_ids, "prompt_ids"))
+  completion = np.asarray(_as_rows(completion_ids, "completion_ids"))
+  mask = np.asarray(completion_mask).astype(bool)
+  adv = np.asarray(advantages, np.float32)
+  n, g = len(prompt), num_generations
+  if not (completion.shape[0] == n and mask.shape == completion.shape and adv.shape == (n,)):
+    raise ValueError("prompt_ids, completion_ids, completion_mask and advantages need N rows "
+                     f"(got {prompt.shape}, {completion.shape}, {mask.shape}, {adv.shape})")
+  if g < 2 or n % g:
+    raise ValueError(f"{n} rows are not whole groups of num_generations={g} (>= 2)")
+  groups = prompt.reshape(n // g, g, -1)
+  if not (groups == groups[:, :1]).all():
+    raise ValueError(f"every {g} consecutive rows must share their prompt")
+  if not (np.sort(mask, axis=1)[:, ::-1] == mask).all() or not mask.any(axis=1).all():
+    raise ValueError("completion_mask must be a non-empty prefix of each row (right padding)")
+  pad_id = 0
+  completion = np.where(mask, completion, pad_id)
+  texts = [" ".join(f"t{i}" for i in row) for row in groups[:, 0]]
+  total = warmup + steps
+  dataset = _repeat({"prompt": texts}, total)
+  expected = [t for t in texts for _ in range(g)]
+
+  class FixedBatchGRPOTrainer(GRPOTrainer):
+    # TRL 1.16 generates completions for the step's prompts here, scores them and computes
+    # the old/reference log-probs and the advantages; a benchmarked step starts from the
+    # given ones. The prompts the trainer's own sampler and dataloader feed are checked.
+    fixed_batch: dict
+
+    def _generate_and_score_completions(self, inputs):
+      if [x["prompt"] for x in inputs] != expected:
+        raise RuntimeError("GRPOTrainer's generation batch is not the benchmark's prompts")
+      return dict(self.fixed_batch)
+
+  def reward(completions, **kwargs):  # required by the constructor; never called
+    raise RuntimeError("the benchmark's GRPO step scores no completions")
+
+  set_seed(SEED)
+  model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+  tokenizer = local_tokenizer(model.config.vocab_size)
+  assert tokenizer.pad_token_id == pad_id
+  timer = _step_timer()
+  with tempfile.TemporaryDirectory() as out_dir:
+    common = _common_args(n, total, learning_rate, out_dir)
+    del common["max_length"], common["dataset_num_proc"]  # not GRPOConfig fields
+    args = GRPOConfig(
+        **common, loss_type="dapo", beta=beta, epsilon=epsilon, epsilon_high=epsilon,
+        num_generations=g, num_iterations=1, importance_sampling_level="token",
+        use_bias_correction_kl=False, entropy_coef=0.0, top_entropy_quantile=1.0,
+        temperature=1.0, max_completion_length=completion.shape[1], shuffle_dataset=False,
+        disable_dropout=True)
+    trainer = FixedBatchGRPOTrainer(model=model, reward_funcs=reward, args=args,
+                                    train_dataset=dataset, processing_class=tokenizer,
+                                    callbacks=[timer])
+    trainer.remove_callback(PrinterCallback)
+    if trainer.ref_model is None or trainer.args.activation_checkpointing:
+      raise RuntimeError("GRPOTrainer set up without a reference model or with checkpointing")
+    ids = torch.tensor(prompt, dtype=torch.long)
+    comp = torch.tensor(completion, dtype=torch.long)
+    comp_mask = torch.tensor(mask, dtype=torch.long)
+    input_ids = torch.cat([ids, comp], dim=1)
+    attention = torch.cat([torch.ones_like(ids), comp_mask], dim=1)
+    # Before training, outside the timed steps: TRL computes these in its generation step,
+    # irl_jax's sampler before the train step; neither is part of the policy update.
+    with torch.no_grad():
+      old, _, _ = trainer._get_per_token_logps_and_entropies(
+          trainer.model, input_ids, attention, comp.shape[1])
+      ref, _, _ = trainer._get_per_token_logps_and_entropies(
+          trainer.ref_model, input_ids, attention, comp.shape[1])
+    trainer.fixed_batch = {
+        "prompt_ids": ids, "prompt_mask": torch.ones_like(ids), "completion_ids": comp,
+        "completion_mask": comp_mask, "advantages": torch.tensor(adv),
+        "num_items_in_batch": comp_mask.sum(),  # as `_generate_and_score_completions` sets it
+        "old_per_token_logps": old, "ref_per_token_logps": ref}
+    trainer.train()
+  out = _result(timer, warmup, steps, torch.get_num_threads())
+  out["completion_logps"] = np.where(mask, old.numpy(), 0.0).astype(np.float32)
+  return out
+
+
 def _self_check() -> None:
   import torch
   from transformers import LlamaConfig, LlamaForCausalLM
@@ -291,9 +435,20 @@ def _self_check() -> None:
     rm = reward_step_times(tmp, np.concatenate([prompt, chosen], axis=1),
                            np.concatenate([prompt, rejected], axis=1), learning_rate=1e-4,
                            steps=3)
-  for name, res in (("dpo", dpo), ("reward", rm)):
+    # GRPO: groups of 2 (each pair's prompt), ragged completions, advantages ±1.
+    lengths = r - 3 * np.arange(n)
+    mask = np.arange(r)[None] < lengths[:, None]
+    adv = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    grpo = grpo_step_times(tmp, np.repeat(prompt[::2], 2, axis=0), chosen, mask, adv,
+                           num_generations=2, beta=0.04, epsilon=0.2, learning_rate=1e-4,
+                           steps=3)
+  for name, res in (("dpo", dpo), ("reward", rm), ("grpo", grpo)):
     print(name, {k: res[k] for k in ("first_loss", "first_metrics", "times", "threads")})
   assert abs(dpo["first_loss"] - np.log(2)) < 1e-5, dpo["first_loss"]
+  # Ratio 1 and KL 0 on the first step: the loss is −Σ_i A_i·n_i / Σ_i n_i.
+  expected = -np.sum(adv * lengths) / np.sum(lengths)
+  assert abs(grpo["first_loss"] - expected) < 1e-6, (grpo["first_loss"], expected)
+  assert abs(grpo["first_metrics"]["kl"]) < 1e-6, grpo["first_metrics"]
 
 
 if __name__ == "__main__":

@@ -20,21 +20,32 @@ timed: forward, backward, global-norm clipping at 1.0 and AdamW (β = 0.9,
   `iq_learn_over_mle_step_time` (the cost of the TD term).
 - `mfu_vs_measured_matmul`: the MLE step's model FLOPs over this machine's
   measured float32 matmul throughput (see `experiments.benchmarks.train`).
-- `dpo_step_speedup_vs_trl` and `reward_model_step_speedup_vs_trl`: against
-  TRL's `DPOTrainer` (reference log-probs precomputed on both sides) and
-  `RewardTrainer` (Bradley–Terry on a `LlamaForSequenceClassification`),
-  timed per optimizer step by a trainer callback
-  (`experiments/benchmarks/_trl_peer.py`); the irl_jax steps are timed before
-  and after TRL's run.
+- `dpo_step_speedup_vs_trl`, `reward_model_step_speedup_vs_trl` and
+  `grpo_step_speedup_vs_trl`: against TRL's `DPOTrainer` (reference log-probs
+  precomputed on both sides), `RewardTrainer` (Bradley–Terry on a
+  `LlamaForSequenceClassification`) and `GRPOTrainer`, timed per optimizer
+  step by a trainer callback (`experiments/benchmarks/_trl_peer.py`); the
+  irl_jax steps are timed before and after TRL's runs. A GRPO step is the
+  policy update on a fixed batch of already-generated completions
+  (`grpo_batch`: groups of 2 ragged completions with given advantages, old and
+  reference log-probs precomputed from the initial model): the clipped
+  surrogate with the k3 KL to the reference (β = 0.04, ε = 0.2), token-mean
+  normalised (irl_jax's "grpo" objective with `normaliser="token"`, TRL
+  1.16's default `loss_type="dapo"`), forward, backward, clipping and AdamW.
+  Generation, reward scoring and the reference forward pass are not part of
+  it: generation speed is a different comparison (`decode_speedup_*` of
+  `experiments.benchmarks.models`).
 - the forward and decode ratios of `experiments.benchmarks.models`.
 
 Before timing, each pair of sides is checked to compute the same thing on the
 first step (loss and gradient norm for MLE; the policy's summed response
 log-probs, chosen and rejected, and the gradient norm for DPO; the
-Bradley–Terry loss and the gradient norm for the reward model) within float32
-round-off; a mismatch stops the benchmark. Every row names the CPU
-model and both libraries' thread counts. torch, transformers and TRL are
-benchmark/test extras, not irl_jax dependencies.
+Bradley–Terry loss and the gradient norm for the reward model; for GRPO the
+loss, which with ratio 1 and KL 0 must also equal `−Σ_i A_i·n_i / Σ_i n_i`
+(`n_i` row i's completion length), the mean completion-token log-prob and the
+gradient norm) within float32 round-off; a mismatch stops the benchmark. Every
+row names the CPU model and both libraries' thread counts. torch, transformers
+and TRL are benchmark/test extras, not irl_jax dependencies.
 """
 
 from __future__ import annotations
@@ -56,8 +67,9 @@ from experiments.benchmarks.common import JSON, QUICK, REPEATS
 from experiments.benchmarks.train import FULL, SMALL, measured_matmul_flops, model_flops_per_token
 from experiments.study import cpu_model
 from irl_jax import models
+from irl_jax.losses import grpo_advantages
 from irl_jax.train import objectives, optim, registry
-from irl_jax.train.lm import sequence_log_probs
+from irl_jax.train.lm import lm_stats, lm_targets, sequence_log_probs
 from irl_jax.train.state import init_train_state, split_model
 from irl_jax.train.step import make_train_step
 
@@ -70,9 +82,13 @@ BREAKDOWN = flags.DEFINE_bool(
 LEARNING_RATE = 1e-4
 CLIP_NORM = 1.0
 DPO_BETA = 0.1
+# GRPO: KL weight (TRL's `beta`, irl_jax's `kl_coef`), clip ε, completions per prompt.
+GRPO_BETA = 0.04
+GRPO_EPSILON = 0.2
+GRPO_GROUP = 2
 TARGETS = {"train_step_speedup_vs_torch": 1.0, "iq_learn_over_mle_step_time": 1.05,
            "mfu_vs_measured_matmul": 0.6, "dpo_step_speedup_vs_trl": 1.5,
-           "reward_model_step_speedup_vs_trl": 1.5}
+           "reward_model_step_speedup_vs_trl": 1.5, "grpo_step_speedup_vs_trl": 1.5}
 # First-step agreement (relative) between the two sides: float32 round-off over
 # different summation orders, not a tolerance for different work. Gradient norms sum
 # the squares of every parameter's gradient (about 2e7 of them), hence their looser bound.
@@ -119,6 +135,36 @@ def pair_batch(data: dict) -> dict:
   pairs = {k: x.reshape(b // 2, 2, t) for k, x in lm_batch(data).items()}
   pairs["rank_mask"] = np.ones((b // 2, 2), bool)
   return pairs
+
+
+def grpo_batch(data: dict) -> dict:
+  """A fixed GRPO batch of already-generated completions on the benchmark's rows.
+
+  Each pair of rows (one shared prompt, see `make_data`) is a group of `GRPO_GROUP = 2`
+  completions. Row `i` keeps the first `n_i = R − ⌊i·R/(2B)⌋` of its `R = T − T/4` response
+  tokens and is right-padded with the pad id 0 (`segment_ids` 0): ragged, as sampled
+  completions ending at different EOS positions are. Its reward is `n_i` and its advantage
+  TRL's group advantage `(r − mean_G r)/(std_G r + 1e-4)` with the sample std
+  (`grpo_advantages(..., std_ddof=1, eps=1e-4)`), ±0.707 here. The advantages are
+  group-centred, so the lengths must differ within groups for the first-step loss,
+  `−Σ_i A_i·n_i / Σ_i n_i` (ratio 1, KL 0, token mean), to be non-zero.
+
+  Returns the `sample_*` keys of the "grpo" objective except `sample_old_logps` and
+  `sample_ref_logps` (they need the model), plus `lengths [B]` (host only).
+  """
+  ids, p = data["ids"], data["prompt_len"]
+  b, t = ids.shape
+  r = t - p
+  lengths = r - (np.arange(b) * r) // (2 * b)
+  real = np.arange(t)[None] < p + lengths[:, None]
+  rewards = jnp.asarray(lengths, jnp.float32)
+  return {"sample_input_ids": np.where(real, ids, 0).astype(np.int32),
+          "sample_segment_ids": real.astype(np.int32),
+          "sample_positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+          "sample_loss_mask": real & (np.arange(t)[None] >= p),
+          "sample_advantages": np.asarray(grpo_advantages(rewards, group_size=GRPO_GROUP,
+                                                          std_ddof=1, eps=1e-4), np.float32),
+          "lengths": lengths}
 
 
 def timed(fn) -> float:
@@ -309,21 +355,32 @@ def bench_torch(cfg, model_dir, data, jax_side, repeats, threads) -> list[dict]:
 def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
   from experiments.benchmarks import _trl_peer
 
-  # irl_jax: DPO with reference log-probs from the initial model (as TRL precomputes them),
-  # and a Bradley–Terry reward model loaded from the same sequence-classification checkpoint.
+  # irl_jax: DPO with reference log-probs from the initial model (as TRL precomputes them);
+  # GRPO on a fixed batch of completions whose old (sampling) and reference log-probs are the
+  # initial model's, as the sampler would return them right after sampling; and a
+  # Bradley–Terry reward model loaded from the same sequence-classification checkpoint.
   policy = models.from_pretrained(model_dir)
   pairs = pair_batch(data)
   ref = jax.jit(lambda m, b: sequence_log_probs(m, b))(policy, jax.tree.map(jnp.asarray, pairs))
   pairs["ref_logps"] = np.asarray(ref, np.float32)
   dpo_objective = registry.get("dpo").build(objectives.DPOConfig(beta=DPO_BETA))
-  dpo = JaxSide(policy, {"dpo": (dpo_objective, pairs)})
+  grpo = grpo_batch(data)
+  lengths = grpo.pop("lengths")
+  grpo_logps = np.asarray(jax.jit(lambda m, b: lm_stats(
+      m, b["sample_input_ids"], b["sample_segment_ids"], b["sample_positions"],
+      chunk_size=None).log_probs)(policy, jax.tree.map(jnp.asarray, grpo)), np.float32)
+  grpo["sample_old_logps"] = grpo["sample_ref_logps"] = grpo_logps
+  grpo_objective = registry.get("grpo").build(objectives.GRPOConfig(
+      clip_epsilon=GRPO_EPSILON, kl_coef=GRPO_BETA, normaliser="token"))
+  policy_side = JaxSide(policy, {"dpo": (dpo_objective, pairs), "grpo": (grpo_objective, grpo)})
   rm = JaxSide(models.from_pretrained(rm_dir),
                {"rm": (registry.get("bradley_terry").build(), pair_batch(data))})
-  ours = {"dpo": [], "rm": []}
+  ours = {"dpo": [], "grpo": [], "rm": []}
 
   def run_ours(n):
     for _ in range(n):
-      ours["dpo"].append(dpo.run("dpo"))
+      ours["dpo"].append(policy_side.run("dpo"))
+      ours["grpo"].append(policy_side.run("grpo"))
       ours["rm"].append(rm.run("rm"))
 
   run_ours((repeats + 1) // 2)
@@ -335,25 +392,49 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
   trl_rm = _trl_peer.reward_step_times(rm_dir, ids[0::2], ids[1::2],
                                        learning_rate=LEARNING_RATE, steps=repeats,
                                        threads=threads)
+  completion_mask = grpo["sample_loss_mask"][:, p:]
+  trl_grpo = _trl_peer.grpo_step_times(
+      model_dir, ids[:, :p], ids[:, p:], completion_mask, grpo["sample_advantages"],
+      num_generations=GRPO_GROUP, beta=GRPO_BETA, epsilon=GRPO_EPSILON,
+      learning_rate=LEARNING_RATE, steps=repeats, threads=threads)
   run_ours(repeats // 2)
   # DPO's first loss is log 2 on both sides (policy == reference). The policy's summed
   # response log-probs (chosen and rejected) check that both score the same tokens, and
   # the first step's gradient norm that both train the same loss.
-  first, metrics = dpo.first["dpo"], trl_dpo["first_metrics"]
+  first, metrics = policy_side.first["dpo"], trl_dpo["first_metrics"]
   rel_dpo = check_parity("DPO first-step loss", first["train/loss"], trl_dpo["first_loss"])
   logps_jax = {"chosen": float(np.mean(ref[:, 0])), "rejected": float(np.mean(ref[:, 1]))}
   rel_logps = {side: check_parity(f"DPO first-step {side} log-prob", logps_jax[side],
                                   metrics[f"logps/{side}"]) for side in logps_jax}
   rel_dpo_norm = check_parity("DPO first-step gradient norm", first["train/grad_norm"],
                               trl_dpo["first_grad_norm"], GRAD_NORM_RTOL)
+  # GRPO's first step has ratio 1 and KL 0 on both sides (old = reference = policy), so
+  # both report −Σ_i A_i·n_i / Σ_i n_i; the mean completion-token log-prob of the initial
+  # policy checks that both score the same tokens, the gradient norm that both train the
+  # same loss.
+  first_grpo = policy_side.first["grpo"]
+  expected_grpo = float(-np.sum(grpo["sample_advantages"].astype(np.float64) * lengths)
+                        / np.sum(lengths))
+  check_parity("GRPO first-step loss against −Σ A·n / Σ n", first_grpo["train/loss"],
+               expected_grpo)
+  rel_grpo = check_parity("GRPO first-step loss", first_grpo["train/loss"],
+                          trl_grpo["first_loss"])
+  where = np.asarray(lm_targets(grpo["sample_loss_mask"]))
+  logp_jax = float(grpo_logps[where].mean())
+  logp_trl = float(trl_grpo["completion_logps"][completion_mask].mean())
+  rel_grpo_logp = check_parity("GRPO completion-token log-prob", logp_jax, logp_trl)
+  rel_grpo_norm = check_parity("GRPO first-step gradient norm", first_grpo["train/grad_norm"],
+                               trl_grpo["first_grad_norm"], GRAD_NORM_RTOL)
   first_rm = rm.first["rm"]
   rel_rm = check_parity("reward-model first-step loss", first_rm["train/loss"],
                         trl_rm["first_loss"])
   rel_rm_norm = check_parity("reward-model first-step gradient norm", first_rm["train/grad_norm"],
                              trl_rm["first_grad_norm"], GRAD_NORM_RTOL)
   ctx = {**context(cfg, threads), "trl": trl_dpo["trl_version"], "torch": trl_dpo["torch_version"]}
-  med = {"dpo": statistics.median(ours["dpo"]), "rm": statistics.median(ours["rm"]),
+  med = {"dpo": statistics.median(ours["dpo"]), "grpo": statistics.median(ours["grpo"]),
+         "rm": statistics.median(ours["rm"]),
          "trl_dpo": statistics.median(trl_dpo["times"]),
+         "trl_grpo": statistics.median(trl_grpo["times"]),
          "trl_rm": statistics.median(trl_rm["times"])}
   rows = [{"metric": f"step_time_{k}", "value": v, "unit": "s", **ctx} for k, v in med.items()]
   rows += [
@@ -365,6 +446,14 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
       {"metric": "first_step_grad_norm_relative_difference_dpo", "value": rel_dpo_norm,
        "unit": "ratio", "irl_jax": first["train/grad_norm"], "peer": trl_dpo["first_grad_norm"],
        **ctx},
+      {"metric": "first_step_loss_relative_difference_grpo", "value": rel_grpo,
+       "unit": "ratio", "irl_jax": first_grpo["train/loss"], "peer": trl_grpo["first_loss"],
+       "expected": expected_grpo, **ctx},
+      {"metric": "first_step_logp_relative_difference_grpo", "value": rel_grpo_logp,
+       "unit": "ratio", "irl_jax": logp_jax, "peer": logp_trl, **ctx},
+      {"metric": "first_step_grad_norm_relative_difference_grpo", "value": rel_grpo_norm,
+       "unit": "ratio", "irl_jax": first_grpo["train/grad_norm"],
+       "peer": trl_grpo["first_grad_norm"], **ctx},
       {"metric": "first_step_grad_norm_relative_difference_reward_model", "value": rel_rm_norm,
        "unit": "ratio", "irl_jax": first_rm["train/grad_norm"],
        "peer": trl_rm["first_grad_norm"], **ctx},
@@ -374,6 +463,8 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
       {"metric": "dpo_step_speedup_vs_trl", "value": med["trl_dpo"] / med["dpo"],
        "unit": "ratio", **ctx},
       {"metric": "reward_model_step_speedup_vs_trl", "value": med["trl_rm"] / med["rm"],
+       "unit": "ratio", **ctx},
+      {"metric": "grpo_step_speedup_vs_trl", "value": med["trl_grpo"] / med["grpo"],
        "unit": "ratio", **ctx},
   ]
   return rows

@@ -61,24 +61,55 @@ def test_peers_benchmark_quick_checks_parity_and_reports_every_ratio():
   by_name = {r["metric"]: r for r in rows}
   for name in ("train_step_speedup_vs_torch", "iq_learn_step_speedup_vs_torch_mle",
                "iq_learn_over_mle_step_time", "mfu_vs_measured_matmul", "dpo_step_speedup_vs_trl",
-               "reward_model_step_speedup_vs_trl"):
+               "reward_model_step_speedup_vs_trl", "grpo_step_speedup_vs_trl"):
     row = by_name[name]
     assert math.isfinite(row["value"]) and row["value"] > 0, name
     assert row["cpu"] and row["torch_threads"] >= 1, name
     assert row.get("target") == peers.TARGETS.get(name), name
-  assert by_name["dpo_step_speedup_vs_trl"]["trl"]
+  assert by_name["dpo_step_speedup_vs_trl"]["trl"] and by_name["grpo_step_speedup_vs_trl"]["trl"]
+  for name in ("step_time_grpo", "step_time_trl_grpo"):
+    assert math.isfinite(by_name[name]["value"]) and by_name[name]["value"] > 0, name
   # Same work on both sides: the first step's values agree to float32 round-off.
   for name in ("first_step_loss_relative_difference_mle",
                "first_step_chosen_logp_relative_difference_dpo",
                "first_step_rejected_logp_relative_difference_dpo",
-               "first_step_loss_relative_difference_reward_model"):
+               "first_step_loss_relative_difference_reward_model",
+               "first_step_loss_relative_difference_grpo",
+               "first_step_logp_relative_difference_grpo"):
     assert by_name[name]["value"] <= peers.PARITY_RTOL, name
   for name in ("first_step_grad_norm_relative_difference_mle",
                "first_step_grad_norm_relative_difference_dpo",
-               "first_step_grad_norm_relative_difference_reward_model"):
+               "first_step_grad_norm_relative_difference_reward_model",
+               "first_step_grad_norm_relative_difference_grpo"):
     assert by_name[name]["value"] <= peers.GRAD_NORM_RTOL and by_name[name]["peer"] > 0, name
   # The summed response log-probs of a random model over 24 targets are far from 0.
   assert by_name["first_step_chosen_logp_relative_difference_dpo"]["irl_jax"] < -10
+  # GRPO's first loss is −Σ A·n / Σ n (ratio 1, KL 0): non-zero only because the ragged
+  # completions of each group differ in length, so the check is not 0 against 0.
+  grpo_loss = by_name["first_step_loss_relative_difference_grpo"]
+  assert grpo_loss["expected"] < -0.01
+  assert abs(grpo_loss["irl_jax"] - grpo_loss["expected"]) <= peers.PARITY_RTOL * 0.01
+
+
+def test_peers_grpo_batch_has_ragged_groups_and_trl_advantages():
+  """The fixed GRPO batch: pairs share prompts, lengths differ within each group, padding is
+  the pad id 0 outside `segment_ids`, and the advantages are TRL's (±1/√2 for two rows)."""
+  import numpy as np
+
+  from experiments.benchmarks import peers
+
+  data = peers.make_data(peers.SMALL)
+  batch = peers.grpo_batch(data)
+  p, (b, t) = data["prompt_len"], data["ids"].shape
+  lengths = batch["lengths"]
+  assert lengths[0] == t - p and np.all(np.diff(lengths) < 0) and lengths[-1] >= (t - p) // 2
+  ids, seg, mask = batch["sample_input_ids"], batch["sample_segment_ids"], batch["sample_loss_mask"]
+  np.testing.assert_array_equal(seg.sum(1), p + lengths)
+  np.testing.assert_array_equal(mask.sum(1), lengths)
+  assert np.all(ids[seg == 0] == 0) and np.all(ids[seg == 1] == data["ids"][seg == 1])
+  np.testing.assert_array_equal(ids[0::2, :p], ids[1::2, :p])
+  np.testing.assert_allclose(batch["sample_advantages"], np.tile([1, -1], b // 2) / np.sqrt(2),
+                             rtol=1e-3)
 
 
 def test_peers_parity_check_refuses_different_work():
