@@ -16,9 +16,8 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import optax
-from flax import nnx
 
-from experiments import study
+from experiments import lm_study, study
 from experiments.inverse_q_star import make_chains, sample_chain
 from experiments.reward_recovery import (
   completion_log_probs,
@@ -28,8 +27,6 @@ from experiments.reward_recovery import (
 )
 from irl_jax import losses, models
 from irl_jax.train import registry
-from irl_jax.train.compiled import make_train
-from irl_jax.train.state import split_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -277,24 +274,10 @@ def run(config, workdir: str, *, log=print) -> dict:
   lm_data = {k: jnp.stack([jnp.asarray(w["lm"][k]) for w in worlds]) for k in worlds[0]["lm"]}
 
   cfg = model_config(config)
-  model_def, _ = split_model(nnx.eval_shape(lambda: models.Transformer(cfg, rngs=nnx.Rngs(0))))
-  rm_def, _ = split_model(nnx.eval_shape(lambda: models.RewardModel(
-      models.Transformer(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))))
-  mle = registry.get("mle")
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(
-      0.0, config.pretrain_learning_rate, min(100, config.pretrain_steps // 10 + 1),
-      config.pretrain_steps), weight_decay=0.0)
-
-  def pretrain(key, arrays):
-    train = make_train(lambda k: split_model(models.Transformer(cfg, rngs=nnx.Rngs(k)))[1],
-                       model_def, mle.build(mle.hyperparameters()), tx, arrays,
-                       steps=config.pretrain_steps, batch_size=config.pretrain_batch)
-    state, log_ = train(key)
-    return state.params, log_["train"]["train/loss"]
-
+  model_def, rm_def, _ = lm_study.model_defs(cfg)
   t0 = time.perf_counter()
-  base, pre_loss = jax.jit(jax.vmap(pretrain))(jax.random.split(k_pre, s_), lm_data)
-  pre_loss = np.asarray(pre_loss)
+  base, pre_loss = lm_study.pretrain(config, cfg, model_def, jax.random.split(k_pre, s_),
+                                     lm_data)
   timings = {"pretrain": time.perf_counter() - t0}
   log(f"  pretrained {s_} base policies in {timings['pretrain']:.0f} s: final loss "
       f"{pre_loss[:, -50:].mean():.3f}")
@@ -309,15 +292,10 @@ def run(config, workdir: str, *, log=print) -> dict:
   bt = registry.get("bradley_terry")
 
   def fit(key, backbone, arrays):
-    def init(k):
-      rm = models.RewardModel(models.Transformer(cfg, rngs=nnx.Rngs(k)), rngs=nnx.Rngs(k))
-      return {**split_model(rm)[1], "backbone": backbone}
-
-    train = make_train(init, rm_def, bt.build(bt.hyperparameters()),
-                       optax.adam(config.rm_learning_rate), arrays, steps=config.rm_steps,
-                       batch_size=config.rm_batch)
-    state, log_ = train(key)
-    return state.params, log_["train"]["train/accuracy"]
+    params, log_ = lm_study.fit_reward_model(
+        cfg, rm_def, bt.build(bt.hyperparameters()), optax.adam(config.rm_learning_rate), key,
+        backbone, arrays, steps=config.rm_steps, batch_size=config.rm_batch)
+    return params, log_["train"]["train/accuracy"]
 
   t0 = time.perf_counter()
   rep = lambda x: jnp.repeat(x[:, None], c_, axis=1)

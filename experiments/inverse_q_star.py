@@ -18,11 +18,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import study
+from experiments import lm_study, study
 from irl_jax import losses, models
 from irl_jax.models import sampling
-from irl_jax.train import registry
-from irl_jax.train.compiled import make_train
 from irl_jax.train.state import split_model
 
 matplotlib.use("Agg")
@@ -221,21 +219,9 @@ def run(config, workdir: str, *, log=print) -> dict:
 
   cfg = model_config(config)
   model_def, _ = split_model(nnx.eval_shape(lambda: models.Transformer(cfg, rngs=nnx.Rngs(0))))
-  spec = registry.get("mle")
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(
-      0.0, config.pretrain_learning_rate, min(100, config.pretrain_steps // 10 + 1),
-      config.pretrain_steps), weight_decay=0.0)
-
-  def pretrain(key, arrays):
-    train = make_train(lambda k: split_model(models.Transformer(cfg, rngs=nnx.Rngs(k)))[1],
-                       model_def, spec.build(spec.hyperparameters()), tx, arrays,
-                       steps=config.pretrain_steps, batch_size=config.pretrain_batch)
-    state, log_ = train(key)
-    return state.params, log_["train"]["train/loss"]
-
   t0 = time.perf_counter()
-  params0, pre_loss = jax.jit(jax.vmap(pretrain))(jax.random.split(k_pre, seeds), data)
-  pre_loss = np.asarray(pre_loss)
+  params0, pre_loss = lm_study.pretrain(config, cfg, model_def, jax.random.split(k_pre, seeds),
+                                        data)
   pretrain_seconds = time.perf_counter() - t0
   eval_keys = jax.random.split(k_eval, (2, seeds))
   rate = jax.jit(jax.vmap(lambda p, k, tag: sampled_bad_rate(config, model_def, p, tag, k),

@@ -15,16 +15,13 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import optax
-from flax import nnx
 
-from experiments import study
+from experiments import lm_study, study
 from experiments.inverse_q_star import make_chains, sample_chain
 from irl_jax import eval as ev
 from irl_jax import losses, models
 from irl_jax.models import sampling
 from irl_jax.train import registry
-from irl_jax.train.compiled import make_train
-from irl_jax.train.state import split_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -204,10 +201,6 @@ def make_fit(config, cfg, rm_def, loss: str):
   objective = spec.build(spec.hyperparameters(loss=loss, hinge_margin=config.hinge_margin))
   per_epoch = config.train_prompts // config.rm_batch
 
-  def init(key, backbone):
-    rm = models.RewardModel(models.Transformer(cfg, rngs=nnx.Rngs(key)), rngs=nnx.Rngs(key))
-    return {**split_model(rm)[1], "backbone": backbone}
-
   def fit(key, backbone, pairs, eval_ids):
     def scores(params):
       rm = rm_def.merge(params)
@@ -216,12 +209,10 @@ def make_fit(config, cfg, rm_def, loss: str):
       return {"eval": rm(eval_ids, attention_mask=ones(eval_ids)),
               "train": rm(flat, attention_mask=ones(flat)).reshape(-1, 2)}
 
-    train = make_train(lambda k: init(k, backbone), rm_def, objective,
-                       optax.adam(config.rm_learning_rate), pairs,
-                       steps=config.rm_epochs * per_epoch, batch_size=config.rm_batch,
-                       eval_every=per_epoch, eval_fn=scores)
-    state, log = train(key)
-    return state.params, log
+    return lm_study.fit_reward_model(
+        cfg, rm_def, objective, optax.adam(config.rm_learning_rate), key, backbone, pairs,
+        steps=config.rm_epochs * per_epoch, batch_size=config.rm_batch, eval_every=per_epoch,
+        eval_fn=scores)
 
   return fit
 
@@ -263,24 +254,10 @@ def run(config, workdir: str, *, log=print) -> dict:
   n_train = config.train_prompts
 
   cfg = model_config(config)
-  model_def, _ = split_model(nnx.eval_shape(lambda: models.Transformer(cfg, rngs=nnx.Rngs(0))))
-  rm_def, rm_abstract = split_model(nnx.eval_shape(lambda: models.RewardModel(
-      models.Transformer(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))))
-  spec = registry.get("mle")
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(
-      0.0, config.pretrain_learning_rate, min(100, config.pretrain_steps // 10 + 1),
-      config.pretrain_steps), weight_decay=0.0)
-
-  def pretrain(key, arrays):
-    train = make_train(lambda k: split_model(models.Transformer(cfg, rngs=nnx.Rngs(k)))[1],
-                       model_def, spec.build(spec.hyperparameters()), tx, arrays,
-                       steps=config.pretrain_steps, batch_size=config.pretrain_batch)
-    state, log_ = train(key)
-    return state.params, log_["train"]["train/loss"]
-
+  model_def, rm_def, rm_abstract = lm_study.model_defs(cfg)
   t0 = time.perf_counter()
-  base, pre_loss = jax.jit(jax.vmap(pretrain))(jax.random.split(k_pre, w_), lm_data)
-  pre_loss = np.asarray(pre_loss)
+  base, pre_loss = lm_study.pretrain(config, cfg, model_def, jax.random.split(k_pre, w_),
+                                     lm_data)
   timings = {"pretrain": time.perf_counter() - t0}
   log(f"  pretrained {w_} base policies ({config.pretrain_steps} steps) in "
       f"{timings['pretrain']:.0f} s: final loss {pre_loss[:, -50:].mean():.3f}")

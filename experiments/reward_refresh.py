@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import optax
-from flax import nnx
 
-from experiments import study
+from experiments import lm_study, study
 from experiments.grpo_s import continue_chain, embed
 from experiments.reward_recovery import (
   FIRST_TOKEN,
@@ -29,10 +28,8 @@ from experiments.reward_recovery import (
   sample_completions,
   true_reward,
 )
-from irl_jax import losses, models
+from irl_jax import losses
 from irl_jax.train import refresh, registry
-from irl_jax.train.compiled import make_train
-from irl_jax.train.state import split_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -207,24 +204,11 @@ def run(config, workdir: str, *, log=print) -> dict:
       f"{np.mean(agreement):.3f} of the pairs it ranks")
 
   cfg = model_config(config)
-  model_def, _ = split_model(nnx.eval_shape(lambda: models.Transformer(cfg, rngs=nnx.Rngs(0))))
-  rm_def, _ = split_model(nnx.eval_shape(lambda: models.RewardModel(
-      models.Transformer(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))))
-  mle, bt = registry.get("mle"), registry.get("bradley_terry")
-  tx = optax.adamw(optax.warmup_cosine_decay_schedule(
-      0.0, config.pretrain_learning_rate, min(100, config.pretrain_steps // 10 + 1),
-      config.pretrain_steps), weight_decay=0.0)
-
-  def pretrain(key, arrays):
-    train = make_train(lambda k: split_model(models.Transformer(cfg, rngs=nnx.Rngs(k)))[1],
-                       model_def, mle.build(mle.hyperparameters()), tx, arrays,
-                       steps=config.pretrain_steps, batch_size=config.pretrain_batch)
-    state, log_ = train(key)
-    return state.params, log_["train"]["train/loss"]
-
+  model_def, rm_def, _ = lm_study.model_defs(cfg)
+  bt = registry.get("bradley_terry")
   t0 = time.perf_counter()
-  base, pre_loss = jax.jit(jax.vmap(pretrain))(jax.random.split(k_pre, s_), lm_data)
-  pre_loss = np.asarray(pre_loss)
+  base, pre_loss = lm_study.pretrain(config, cfg, model_def, jax.random.split(k_pre, s_),
+                                     lm_data)
   timings = {"pretrain": time.perf_counter() - t0}
   log(f"  pretrained {s_} base policies in {timings['pretrain']:.0f} s: final loss "
       f"{pre_loss[:, -50:].mean():.3f}")
@@ -232,14 +216,10 @@ def run(config, workdir: str, *, log=print) -> dict:
   objective = bt.build(bt.hyperparameters())
 
   def fit(key, backbone, arrays):
-    def init(k):
-      rm = models.RewardModel(models.Transformer(cfg, rngs=nnx.Rngs(k)), rngs=nnx.Rngs(k))
-      return {**split_model(rm)[1], "backbone": backbone}
-
-    train = make_train(init, rm_def, objective, optax.adam(config.rm_learning_rate), arrays,
-                       steps=config.rm_steps, batch_size=config.rm_batch)
-    state, log_ = train(key)
-    return state.params, log_["train"]["train/accuracy"]
+    params, log_ = lm_study.fit_reward_model(
+        cfg, rm_def, objective, optax.adam(config.rm_learning_rate), key, backbone, arrays,
+        steps=config.rm_steps, batch_size=config.rm_batch)
+    return params, log_["train"]["train/accuracy"]
 
   start = 1 + config.prompt_len
 

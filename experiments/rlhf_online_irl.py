@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import study
+from experiments import lm_study, study
 from experiments.per_step_negatives import LM_KEYS, Sampler
 from experiments.tasks import arithmetic
 from irl_jax import losses, models
@@ -159,9 +159,7 @@ def run(config, workdir: str, *, log=print) -> dict:
   arrays = {k: v for k, v in lm_arrays(demos, tokenizer, seq_len=config.seq_len).items()
             if k in LM_KEYS}
   cfg = model_config(config, len(tokenizer))
-  model_def, _ = split_model(nnx.eval_shape(lambda: models.Transformer(cfg, rngs=nnx.Rngs(0))))
-  rm_def, _ = split_model(nnx.eval_shape(lambda: models.RewardModel(
-      models.Transformer(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))))
+  model_def, rm_def, _ = lm_study.model_defs(cfg)
   sampler = Sampler(config, tokenizer, width=config.seq_len)
   s_ = config.num_seeds
   k_init, k_pairs, k_rm, k_rl, k_eval = jax.random.split(jax.random.key(config.seed), 5)
@@ -197,15 +195,10 @@ def run(config, workdir: str, *, log=print) -> dict:
   bt = registry.get("bradley_terry")
 
   def fit(key, backbone, data):
-    def init_rm(k):
-      rm = models.RewardModel(models.Transformer(cfg, rngs=nnx.Rngs(k)), rngs=nnx.Rngs(k))
-      return {**split_model(rm)[1], "backbone": backbone}
-
-    train = make_train(init_rm, rm_def, bt.build(bt.hyperparameters()),
-                       optax.adam(config.rm_learning_rate), data, steps=config.rm_steps,
-                       batch_size=config.rm_batch)
-    state, log_ = train(key)
-    return state.params, log_["train"]["train/accuracy"]
+    params_, log_ = lm_study.fit_reward_model(
+        cfg, rm_def, bt.build(bt.hyperparameters()), optax.adam(config.rm_learning_rate), key,
+        backbone, data, steps=config.rm_steps, batch_size=config.rm_batch)
+    return params_, log_["train"]["train/accuracy"]
 
   rm_params, rm_acc = jax.block_until_ready(jax.jit(jax.vmap(fit))(
       jax.random.split(k_rm, s_), params["sft"], pairs))

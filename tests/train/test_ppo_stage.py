@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from reverse_task import ALPHABET, BOS, EOS, PAD, ReverseBatches
 
 from experiments.configs import smoke
 from irl_jax import models
@@ -21,43 +22,10 @@ from irl_jax.data import char_tokenizer
 from irl_jax.train import lm, loop, registry, rollouts
 from irl_jax.train.state import split_model
 
-ALPHABET = "abcdefgh="
-PAD, BOS, EOS = 0, 1, 2
-
 
 @pytest.fixture(scope="module")
 def tok():
   return char_tokenizer(ALPHABET)
-
-
-class _Batches:
-  """Reverse-task rows `<bos>abc=cba<eos>` in fixed batches, with a resumable position."""
-
-  def __init__(self, tok, batch_size=4, seq_len=16, seed=0):
-    rng = np.random.default_rng(seed)
-    self.rows = []
-    for _ in range(64):
-      s = "".join(rng.choice(list("abcdefgh"), int(rng.integers(2, 5))))
-      self.rows.append(([BOS, *tok.encode(s + "=", add_special_tokens=False)],
-                        [*tok.encode(s[::-1], add_special_tokens=False), EOS]))
-    self.batch_size, self.seq_len, self.index = batch_size, seq_len, 0
-
-  def __next__(self):
-    b, t = self.batch_size, self.seq_len
-    ids, loss = np.zeros((b, t), np.int32), np.zeros((b, t), bool)
-    for i in range(b):
-      prompt, response = self.rows[(self.index + i) % len(self.rows)]
-      ids[i, :len(prompt) + len(response)] = prompt + response
-      loss[i, len(prompt):len(prompt) + len(response)] = True
-    self.index += b
-    return {"input_ids": ids, "segment_ids": (ids != PAD).astype(np.int32),
-            "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)), "loss_mask": loss}
-
-  def get_state(self):
-    return {"index": self.index}
-
-  def set_state(self, state):
-    self.index = state["index"]
 
 
 TINY = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
@@ -77,7 +45,7 @@ def _ppo_config(**fields):
 
 
 def _train(c, workdir, tok, reward):
-  return loop.train(c, str(workdir), data=(_Batches(tok), lambda: iter(()), tok),
+  return loop.train(c, str(workdir), data=(ReverseBatches(tok), lambda: iter(()), tok),
                     reward_fn=lambda t: reward)
 
 
@@ -176,7 +144,7 @@ def test_sampler_adds_old_values_gae_advantages_and_returns(tok):
   targets = rollouts.ValueTargets(kl_coef=0.1, gamma=0.9, lam=0.8)  # whitened advantages
   kwargs = dict(max_new_tokens=6, num_samples=2, eos_id=EOS, pad_id=PAD, reward_fn=reward,
                 ref_params=ref_params, seed=3)
-  batch = next(_Batches(tok))
+  batch = next(ReverseBatches(tok))
   out, stats = rollouts.PolicySampler(model_def, value_targets=targets, **kwargs).sample(
       batch, params, step=1)
   ids = out["sample_input_ids"]

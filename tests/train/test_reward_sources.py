@@ -8,13 +8,11 @@ import shutil
 import numpy as np
 import pytest
 from flax import nnx
+from reverse_task import ALPHABET, BOS, EOS, PAD, ReverseBatches
 
 from irl_jax import models
 from irl_jax.data import char_tokenizer
 from irl_jax.train import loop, rewards
-
-ALPHABET = "abcdefgh="
-PAD, BOS, EOS = 0, 1, 2
 
 
 def _tiny_reward_model(vocab_size=13, seed=0):
@@ -251,38 +249,6 @@ def test_config_sums_the_reward_model_and_the_program(exported, tok, tmp_path):
       _direct(models.from_pretrained(exported), tok, ROWS), atol=1e-5)
 
 
-class _Batches:
-  """Reverse-task rows `<bos>abc=cba<eos>` in fixed batches, with a resumable position."""
-
-  def __init__(self, tok, batch_size=4, seq_len=16, seed=0):
-    rng = np.random.default_rng(seed)
-    self.rows = []
-    for _ in range(64):
-      s = "".join(rng.choice(list("abcdefgh"), int(rng.integers(2, 5))))
-      prompt = [BOS, *tok.encode(s + "=", add_special_tokens=False)]
-      response = [*tok.encode(s[::-1], add_special_tokens=False), EOS]
-      self.rows.append((prompt, response))
-    self.batch_size, self.seq_len, self.index = batch_size, seq_len, 0
-
-  def __next__(self):
-    b, t = self.batch_size, self.seq_len
-    ids, loss = np.zeros((b, t), np.int32), np.zeros((b, t), bool)
-    for i in range(b):
-      prompt, response = self.rows[(self.index + i) % len(self.rows)]
-      ids[i, :len(prompt) + len(response)] = prompt + response
-      loss[i, len(prompt):len(prompt) + len(response)] = True
-    self.index += b
-    seg = (ids != PAD).astype(np.int32)
-    return {"input_ids": ids, "segment_ids": seg,
-            "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)), "loss_mask": loss}
-
-  def get_state(self):
-    return {"index": self.index}
-
-  def set_state(self, state):
-    self.index = state["index"]
-
-
 def test_grpo_trains_on_a_reward_model_from_the_config(exported, tok, tmp_path):
   c = _config(model_path=exported, batch_size=8)
   c.objective.name = "grpo"
@@ -293,7 +259,7 @@ def test_grpo_trains_on_a_reward_model_from_the_config(exported, tok, tmp_path):
                       intermediate_size=64)
   factory = rewards.reward_fn_from_config(c, program=None)
   made = []
-  data = (_Batches(tok), lambda: iter(()), tok)
+  data = (ReverseBatches(tok), lambda: iter(()), tok)
   summary = loop.train(c, str(tmp_path), data=data,
                        reward_fn=lambda t: made.append(factory(t)) or made[-1])
   score = made[0]

@@ -1,0 +1,36 @@
+"""Reverse-task batches for the policy-stage tests (imported by them; not a test module)."""
+
+import numpy as np
+
+ALPHABET = "abcdefgh="
+PAD, BOS, EOS = 0, 1, 2
+
+
+class ReverseBatches:
+  """Reverse-task rows `<bos>abc=cba<eos>` in fixed batches, with a resumable position."""
+
+  def __init__(self, tok, batch_size=4, seq_len=16, seed=0):
+    rng = np.random.default_rng(seed)
+    self.rows = []
+    for _ in range(64):
+      s = "".join(rng.choice(list("abcdefgh"), int(rng.integers(2, 5))))
+      self.rows.append(([BOS, *tok.encode(s + "=", add_special_tokens=False)],
+                        [*tok.encode(s[::-1], add_special_tokens=False), EOS]))
+    self.batch_size, self.seq_len, self.index = batch_size, seq_len, 0
+
+  def __next__(self):
+    b, t = self.batch_size, self.seq_len
+    ids, loss = np.zeros((b, t), np.int32), np.zeros((b, t), bool)
+    for i in range(b):
+      prompt, response = self.rows[(self.index + i) % len(self.rows)]
+      ids[i, :len(prompt) + len(response)] = prompt + response
+      loss[i, len(prompt):len(prompt) + len(response)] = True
+    self.index += b
+    return {"input_ids": ids, "segment_ids": (ids != PAD).astype(np.int32),
+            "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)), "loss_mask": loss}
+
+  def get_state(self):
+    return {"index": self.index}
+
+  def set_state(self, state):
+    self.index = state["index"]
