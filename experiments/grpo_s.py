@@ -356,13 +356,15 @@ def verdicts(results) -> list[dict]:
   reached = {k: np.asarray(v) for k, v in results["reached"].items()}
   diff = reached["grpo_s"] - reached["grpo"]                                   # [S, C]
   cis = [study.interval(diff[:, c]) for c in range(diff.shape[1])]
-  others = "; ".join(f"category {c} (share {results['config']['category_weights'][c]}): "
-                     f"{study.fmt_ci(cis[c])}" for c in range(len(cis) - 1))
+  weights = results["config"]["category_weights"]
+  tail = int(np.argmin(weights))                                     # the rarest category
+  others = "; ".join(f"category {c} (share {weights[c]}): {study.fmt_ci(cis[c])}"
+                     for c in range(len(cis)) if c != tail)
   return [{"finding": "GRPO-S (category reward models, advantages scaled by data hardness and "
                       "model responsiveness) raises the tail category's true reward over GRPO",
-           "verdict": study.decide(cis[-1]),
+           "verdict": study.decide(cis[tail]),
            "deciding": f"held-out true reward of the rarest category, GRPO-S − GRPO, paired: "
-                       f"{study.fmt_ci(cis[-1])}; {others}"}]
+                       f"{study.fmt_ci(cis[tail])}; {others}"}]
 
 
 def results_table(results, config=None) -> str:

@@ -158,7 +158,9 @@ def make_rlhf(config, model_def, rm_def, refresh_fn):
           "rm_agree": agree, "rm_pairs": pairs,
           "kl": jnp.mean(jnp.sum(lp - ref, axis=1)), "finite": jnp.isfinite(loss)}
 
-    def one_round(carry, _):
+    rounds = config.rl_updates // config.refresh_every
+
+    def one_round(carry, i):
       carry, log = jax.lax.scan(step, carry, None, length=config.refresh_every)
       params, opt_state, rm_params, key, ids = carry
       key, k_select, k_refresh = jax.random.split(key, 3)
@@ -169,13 +171,13 @@ def make_rlhf(config, model_def, rm_def, refresh_fn):
                                             num_anchors=config.num_anchors)
         return refresh_fn(rm_params, records, chosen, k_refresh)[0]
 
-      rm_params = jax.lax.cond(do_refresh, do, lambda p: p, rm_params)
+      # No refresh after the last round: nothing would use it.
+      rm_params = jax.lax.cond(do_refresh & (i < rounds - 1), do, lambda p: p, rm_params)
       return (params, opt_state, rm_params, key, ids), log
 
     ids0 = jnp.zeros((b * g, start + config.completion_len), jnp.int32)
     init = (params0, tx.init(params0), rm0, key, ids0)
-    (params, *_), log = jax.lax.scan(one_round, init, None,
-                                     length=config.rl_updates // config.refresh_every)
+    (params, *_), log = jax.lax.scan(one_round, init, jnp.arange(rounds))
     return params, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), log)
 
   return rlhf
@@ -258,7 +260,9 @@ def run(config, workdir: str, *, log=print) -> dict:
     if not lg["finite"].all():
       raise FloatingPointError(f"RLHF with the {LABELS[arm]}: a non-finite loss.")
     reached[arm] = np.asarray(evaluate(params, *eval_args))
-    rank = lg["rm_agree"] / np.maximum(lg["rm_pairs"], 1)
+    # An update without a pair the true reward orders has no ranking accuracy (NaN).
+    pairs = lg["rm_pairs"]
+    rank = np.where(pairs > 0, lg["rm_agree"] / np.maximum(pairs, 1), np.nan)
     arms[arm] = {"label": LABELS[arm], "seconds": time.perf_counter() - t0,
                  "true_reward": lg["true_reward"].tolist(), "reward": lg["reward"].tolist(),
                  "kl": lg["kl"].tolist(), "rm_ranking_accuracy": rank.tolist(),
@@ -266,8 +270,8 @@ def run(config, workdir: str, *, log=print) -> dict:
     log(f"  {LABELS[arm]:24s} ({arms[arm]['seconds']:.0f} s): batch true reward "
         f"{lg['true_reward'][:, :5].mean():.3f} -> {lg['true_reward'][:, -5:].mean():.3f}, "
         f"reward-model ranking accuracy on the policy's samples "
-        f"{rank[:, :config.refresh_every].mean():.3f} -> "
-        f"{rank[:, -config.refresh_every:].mean():.3f}; held-out true reward "
+        f"{np.nanmean(rank[:, :config.refresh_every]):.3f} -> "
+        f"{np.nanmean(rank[:, -config.refresh_every:]):.3f}; held-out true reward "
         f"{reached[arm].mean():.3f}")
 
   results = {"config": config.to_dict(), "cpu": study.cpu_model(),
@@ -324,7 +328,8 @@ def results_table(results, config=None) -> str:
     lines.append(f"| {r['label']} | "
                  f"{study.fmt_pm(study.interval(np.mean(r['true_reward'], axis=1)))} | "
                  f"{study.fmt_pm(study.interval(results['reached'][arm]))} | "
-                 f"{rank[:, :k].mean():.3f} / {rank[:, -k:].mean():.3f} | {r['seconds']:.0f} |")
+                 f"{np.nanmean(rank[:, :k]):.3f} / {np.nanmean(rank[:, -k:]):.3f} | "
+                 f"{r['seconds']:.0f} |")
   lines.append(f"| base policy | | {study.fmt_pm(study.interval(results['reached']['base']))} "
                "| | |")
   t = results["timings"]
@@ -342,8 +347,9 @@ def plot_results(results, workdir) -> str:
     for ax, key in ((ax0, "true_reward"), (ax1, "rm_ranking_accuracy")):
       v = np.asarray(r[key])
       steps = np.arange(1, v.shape[1] + 1)
-      line, = ax.plot(steps, v.mean(0), label=r["label"])
-      ax.fill_between(steps, v.min(0), v.max(0), color=line.get_color(), alpha=0.15)
+      line, = ax.plot(steps, np.nanmean(v, 0), label=r["label"])
+      ax.fill_between(steps, np.nanmin(v, 0), np.nanmax(v, 0), color=line.get_color(),
+                      alpha=0.15)
   ax0.set_ylabel("true reward of the batch")
   ax1.set_ylabel("reward model's ranking accuracy\non the policy's samples")
   for ax in (ax0, ax1):

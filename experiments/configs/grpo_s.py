@@ -22,8 +22,9 @@ Category reward models: for each category, a Bradley–Terry reward model (the r
 "bradley_terry" objective; `irl_jax.models.RewardModel` on the base policy's backbone) is
 fitted on preference pairs of two base completions of the category's prompts, labelled by
 a Bradley–Terry draw on the category's true reward; the `num_pairs` pairs are split over
-the categories in the same 10:3:1 proportion (rows beyond a category's share are padding
-the objective leaves out), so the tail category's reward model sees the fewest.
+the categories in the same 10:3:1 proportion (a category with fewer pairs than the largest
+has its own repeated to fill the rows: fewer distinct pairs, the same number of steps), so
+the tail category's reward model sees the fewest.
 Demonstrations: one per training prompt, a completion of the category's clean chain (its
 toxic tokens removed, rows renormalised).
 

@@ -77,7 +77,8 @@ def preference_metrics(chosen_rewards, rejected_rewards, *, num_bins: int = 10) 
   Returns:
     `{"accuracy", "ties", "ece", "brier", "log_loss", "margin": reward_distribution of
     r_c − r_r, "bins": {"confidence", "frequency", "count"}, "n"}`: `accuracy` counts a
-    tie as one half; `ece = Σ_b (n_b / 2N) |mean p_b − frequency_b|`.
+    tie as one half (the trainer's `train/accuracy` of the reward objectives counts it as
+    a miss); `ece = Σ_b (n_b / 2N) |mean p_b − frequency_b|`.
   """
   fn = "preference_metrics"
   c, r = _pair(fn, chosen_rewards, rejected_rewards, ("chosen_rewards", "rejected_rewards"))

@@ -788,14 +788,13 @@ def reward_model_report(model_def, params, eval_batches, mesh) -> dict | None:
 
   chosen, rejected, ranked = [], [], []
   for local in eval_batches():
-    rewards = score(params, sharding.global_batch(local, mesh))
+    batch = sharding.global_batch(local, mesh)
+    # The mask travels as a global array too, so its rows line up with the rewards'.
+    rewards, mask = score(params, batch), batch["rank_mask"]
     if jax.process_count() > 1:
-      rewards = multihost_utils.process_allgather(rewards, tiled=True)
-      mask = multihost_utils.process_allgather(np.asarray(local["rank_mask"]), tiled=False)
-      mask = np.asarray(mask).reshape(-1, mask.shape[-1])
-    else:
-      mask = np.asarray(local["rank_mask"])
-    rewards, mask = np.asarray(jax.device_get(rewards)), mask.astype(bool)
+      rewards, mask = multihost_utils.process_allgather((rewards, mask), tiled=True)
+    rewards = np.asarray(jax.device_get(rewards))
+    mask = np.asarray(jax.device_get(mask)).astype(bool)
     pair = mask[:, :2].all(axis=1)
     chosen.append(rewards[pair, 0])
     rejected.append(rewards[pair, 1])
