@@ -53,23 +53,17 @@ def check_config(config) -> None:
       isinstance(w, bool) or not isinstance(w, int | float) or not w > 0 for w in weights):
     raise ValueError(f"config.category_weights must hold {config.num_categories} positive "
                      f"numbers (one per category), got {weights!r}.")
-  for field in ("bad_per_category", "prompt_len", "completion_len", "hidden_size",
-                "num_layers", "num_heads", "intermediate_size", "pretrain_steps", "rm_steps",
-                "rm_batch", "rl_updates", "rl_prompts", "eval_prompts", "eval_samples"):
+  lm_study.check_pretraining(config)
+  for field in ("bad_per_category", "prompt_len", "completion_len", "rm_steps", "rm_batch",
+                "rl_updates", "rl_prompts", "eval_prompts", "eval_samples"):
     study.int_at_least(config, field, 1)
-  for field in ("corpus_size", "pretrain_batch", "group_size", "num_pairs", "train_prompts"):
+  for field in ("group_size", "num_pairs", "train_prompts"):
     study.int_at_least(config, field, 2)
   if config.num_categories * config.bad_per_category > config.num_tokens - 2:
     raise ValueError(f"config.bad_per_category ({config.bad_per_category}) × "
                      f"config.num_categories ({config.num_categories}) must leave at least two "
                      f"tokens of config.num_tokens ({config.num_tokens}) that no checker "
                      "penalises.")
-  if config.hidden_size % config.num_heads:
-    raise ValueError(f"config.hidden_size ({config.hidden_size}) must be a multiple of "
-                     f"config.num_heads ({config.num_heads}).")
-  if config.pretrain_batch > config.corpus_size:
-    raise ValueError(f"config.pretrain_batch ({config.pretrain_batch}) exceeds "
-                     f"config.corpus_size ({config.corpus_size}).")
   counts = pair_counts(config)
   if min(counts) < 1:
     raise ValueError(f"config.num_pairs ({config.num_pairs}) leaves a category without a "
@@ -78,8 +72,7 @@ def check_config(config) -> None:
     raise ValueError(f"config.rm_batch ({config.rm_batch}) exceeds the largest category's "
                      f"{max(counts)} pairs.")
   study.in_open_unit(config, "bad_mass")
-  for field in ("concentration", "pretrain_learning_rate", "rm_learning_rate",
-                "rl_learning_rate"):
+  for field in ("concentration", "rm_learning_rate", "rl_learning_rate"):
     study.finite_positive(config, field)
   if isinstance(config.kl_coef, bool) or not config.kl_coef >= 0:
     raise ValueError(f"config.kl_coef must be >= 0, got {config.kl_coef!r}.")

@@ -68,3 +68,37 @@ def fit_reward_model(cfg: models.ModelConfig, rm_def: ModelDef, objective, tx, k
                      eval_every=eval_every, eval_fn=eval_fn)
   state, log = train(key)
   return state.params, log
+
+
+def check_pretraining(config) -> None:
+  """Raises `ValueError` naming the config field when the model or its pretraining fields
+  (`hidden_size`, `num_layers`, `num_heads`, `intermediate_size`, `pretrain_steps`,
+  `corpus_size`, `pretrain_batch`, `pretrain_learning_rate`) are out of range."""
+  from experiments import study
+
+  for field in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
+                "pretrain_steps"):
+    study.int_at_least(config, field, 1)
+  for field in ("corpus_size", "pretrain_batch"):
+    study.int_at_least(config, field, 2)
+  if config.hidden_size % config.num_heads:
+    raise ValueError(f"config.hidden_size ({config.hidden_size}) must be a multiple of "
+                     f"config.num_heads ({config.num_heads}).")
+  if config.pretrain_batch > config.corpus_size:
+    raise ValueError(f"config.pretrain_batch ({config.pretrain_batch}) exceeds "
+                     f"config.corpus_size ({config.corpus_size}).")
+  study.finite_positive(config, "pretrain_learning_rate")
+
+
+def check_chain(config) -> None:
+  """Raises `ValueError` naming the config field when the toxic-token chain's fields
+  (`num_tokens`, `num_bad`, `bad_mass`, `concentration`) are out of range."""
+  from experiments import study
+
+  study.int_at_least(config, "num_tokens", 3)
+  study.int_at_least(config, "num_bad", 1)
+  if config.num_bad >= config.num_tokens - 1:
+    raise ValueError(f"config.num_bad must leave at least two non-toxic tokens, got "
+                     f"{config.num_bad!r} of config.num_tokens={config.num_tokens!r}.")
+  study.in_open_unit(config, "bad_mass")
+  study.finite_positive(config, "concentration")

@@ -39,30 +39,17 @@ def check_config(config) -> None:
   """Raises `ValueError` naming the config field that is out of range."""
   study.int_at_least(config, "num_worlds", 2)
   study.int_at_least(config, "rm_seeds", 1)
-  study.int_at_least(config, "num_tokens", 3)
-  study.int_at_least(config, "num_bad", 1)
-  if config.num_bad >= config.num_tokens - 1:
-    raise ValueError(f"config.num_bad must leave at least two non-toxic tokens, got "
-                     f"{config.num_bad!r} of config.num_tokens={config.num_tokens!r}.")
-  for field in ("prompt_len", "completion_len", "hidden_size", "num_layers", "num_heads",
-                "intermediate_size", "pretrain_steps", "rl_updates", "rl_prompts",
-                "eval_samples", "rm_epochs", "rm_batch"):
+  lm_study.check_chain(config)
+  lm_study.check_pretraining(config)
+  for field in ("prompt_len", "completion_len", "rl_updates", "rl_prompts", "eval_samples",
+                "rm_epochs", "rm_batch"):
     study.int_at_least(config, field, 1)
-  for field in ("corpus_size", "pretrain_batch", "group_size", "train_prompts",
-                "eval_prompts"):
+  for field in ("group_size", "train_prompts", "eval_prompts"):
     study.int_at_least(config, field, 2)
-  if config.hidden_size % config.num_heads:
-    raise ValueError(f"config.hidden_size ({config.hidden_size}) must be a multiple of "
-                     f"config.num_heads ({config.num_heads}).")
-  if config.pretrain_batch > config.corpus_size:
-    raise ValueError(f"config.pretrain_batch ({config.pretrain_batch}) exceeds "
-                     f"config.corpus_size ({config.corpus_size}).")
   if config.train_prompts % config.rm_batch:
     raise ValueError(f"config.rm_batch ({config.rm_batch}) must divide config.train_prompts "
                      f"({config.train_prompts}): every epoch visits every pair once.")
-  study.in_open_unit(config, "bad_mass")
-  for field in ("concentration", "pretrain_learning_rate", "rl_learning_rate",
-                "rm_learning_rate", "hinge_margin", "wide_spread"):
+  for field in ("rl_learning_rate", "rm_learning_rate", "hinge_margin", "wide_spread"):
     study.finite_positive(config, field)
   if isinstance(config.kl_coef, bool) or not config.kl_coef >= 0:
     raise ValueError(f"config.kl_coef must be >= 0, got {config.kl_coef!r}.")

@@ -45,25 +45,15 @@ LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def check_config(config) -> None:
   """Raises `ValueError` naming the config field that is out of range."""
   study.int_at_least(config, "num_seeds", 2)
-  study.int_at_least(config, "num_tokens", 3)
-  study.int_at_least(config, "num_bad", 1)
-  if config.num_bad >= config.num_tokens - 1:
-    raise ValueError(f"config.num_bad must leave at least two non-toxic tokens, got "
-                     f"{config.num_bad!r} of config.num_tokens={config.num_tokens!r}.")
-  for field in ("prompt_len", "completion_len", "hidden_size", "num_layers", "num_heads",
-                "intermediate_size", "pretrain_steps", "eval_prompts", "eval_samples",
+  lm_study.check_chain(config)
+  lm_study.check_pretraining(config)
+  for field in ("prompt_len", "completion_len", "eval_prompts", "eval_samples",
                 "num_annotators", "rm_steps", "rm_batch", "refresh_every", "top_n",
                 "refresh_steps", "rl_updates", "rl_prompts"):
     study.int_at_least(config, field, 1)
   study.int_at_least(config, "num_anchors", 0)
-  for field in ("corpus_size", "pretrain_batch", "train_prompts", "num_records", "group_size"):
+  for field in ("train_prompts", "num_records", "group_size"):
     study.int_at_least(config, field, 2)
-  if config.hidden_size % config.num_heads:
-    raise ValueError(f"config.hidden_size ({config.hidden_size}) must be a multiple of "
-                     f"config.num_heads ({config.num_heads}).")
-  if config.pretrain_batch > config.corpus_size:
-    raise ValueError(f"config.pretrain_batch ({config.pretrain_batch}) exceeds "
-                     f"config.corpus_size ({config.corpus_size}).")
   if config.rm_batch > config.num_records:
     raise ValueError(f"config.rm_batch ({config.rm_batch}) exceeds config.num_records "
                      f"({config.num_records}).")
@@ -74,8 +64,7 @@ def check_config(config) -> None:
   if config.rl_updates % config.refresh_every:
     raise ValueError(f"config.refresh_every ({config.refresh_every}) must divide "
                      f"config.rl_updates ({config.rl_updates}).")
-  study.in_open_unit(config, "bad_mass")
-  for field in ("concentration", "pretrain_learning_rate", "annotator_noise",
+  for field in ("annotator_noise",
                 "rm_learning_rate", "refresh_learning_rate", "rl_learning_rate"):
     study.finite_positive(config, field)
   if isinstance(config.kl_coef, bool) or not config.kl_coef >= 0:
