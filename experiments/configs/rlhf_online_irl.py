@@ -23,7 +23,8 @@ its data and start):
 3. RLHF: a Bradley–Terry reward model (the registry's "bradley_terry"; the SFT backbone
    plus a fresh head) fitted for `rm_steps` steps on pairs (the expert's derivation ≻ the
    SFT policy's own sample at temperature 1) over the demonstrations' prompts — the
-   inverse step, no new expert data; then, from SFT, `rl_updates` GRPO updates (the
+   inverse step, no new expert data; a sample identical to the expert's text makes no
+   pair (its row is masked out and counted); then, from SFT, `rl_updates` GRPO updates (the
    registry's "grpo" through `make_train` with an in-step sampler: `rl_prompts` prompts ×
    `group_size` samples each, EOS-terminated, scored by the reward model; k3 KL to SFT at
    `kl_coef`, learning rate `rl_learning_rate`).
@@ -32,7 +33,9 @@ each operand count.
 
 Verdicts (95% t-intervals over seeds, paired): (1) RLHF − SFT in mean accuracy over
 lengths, claimed positive; (2) the slope of RLHF − SFT against the number of steps
-(least squares per seed), claimed positive; (3) IQLearn − SFT, claimed positive.
+(least squares per seed) and RLHF − SFT at the longest length, both claimed positive
+(contradicted when either is negative: a gap that only narrows as both accuracies fall
+towards 0 is no advantage); (3) IQLearn − SFT, claimed positive.
 `quick`: 2 seeds, short budgets; it checks the pipeline, not the claims.
 """
 
