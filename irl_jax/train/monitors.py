@@ -577,7 +577,8 @@ def _as_value(name: str, metrics: Mapping[str, Any]) -> float:
 
 
 def rank_correlation(proxy, gold) -> float:
-  """Spearman rank correlation of two `[B]` reward vectors (ties take average ranks).
+  """Spearman rank correlation of two `[B]` reward vectors (ties take average ranks;
+  `irl_jax.eval.metrics.spearman`).
 
   Returns 0.0 when either vector is constant (no evidence either way).
   """
@@ -587,19 +588,10 @@ def rank_correlation(proxy, gold) -> float:
                      f"with B >= 2.")
   if not (np.all(np.isfinite(proxy)) and np.all(np.isfinite(gold))):
     raise ValueError("rank_correlation: proxy and gold must be finite.")
-  rp, rg = _average_ranks(proxy), _average_ranks(gold)
-  rp, rg = rp - rp.mean(), rg - rg.mean()
-  denom = math.sqrt(float(np.sum(rp * rp) * np.sum(rg * rg)))
-  return 0.0 if denom == 0 else float(np.sum(rp * rg) / denom)
+  from irl_jax.eval.metrics import spearman  # scipy, imported only when a monitor needs it
 
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-  order = np.argsort(x, kind="stable")
-  ranks = np.empty(len(x), np.float64)
-  ranks[order] = np.arange(len(x), dtype=np.float64)
-  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-  sums = np.bincount(inverse, weights=ranks)
-  return sums[inverse] / counts[inverse]
+  rho = spearman(proxy, gold)  # NaN exactly when either vector is constant
+  return 0.0 if math.isnan(rho) else rho
 
 
 def cosine_distance(a, b) -> float:
