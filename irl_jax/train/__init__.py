@@ -92,8 +92,11 @@ from irl_jax.train.sharding import global_batch as global_batch
 from irl_jax.train.sharding import make_mesh as make_mesh
 from irl_jax.train.sharding import param_shardings as param_shardings
 from irl_jax.train.state import ModelDef as ModelDef
+from irl_jax.train.state import PartialModelDef as PartialModelDef
 from irl_jax.train.state import TrainState as TrainState
 from irl_jax.train.state import init_train_state as init_train_state
+from irl_jax.train.state import merge_params as merge_params
+from irl_jax.train.state import partition_params as partition_params
 from irl_jax.train.state import split_model as split_model
 from irl_jax.train.step import loss_and_grads as loss_and_grads
 from irl_jax.train.step import make_eval_step as make_eval_step
