@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -235,20 +236,34 @@ class Demonstrations(_JsonlBuilder):
     return formats.read_demonstrations
 
 
-class Preferences(_JsonlBuilder):
-  """Preference pairs or rankings (`formats.read_preferences`)."""
+def _with_margin(path, **kwargs) -> Iterator[dict[str, Any]]:
+  """`formats.read_preferences`, each example with a `margin` (NaN where the row gave none:
+  TFDS stores a value for every example)."""
+  for example in formats.read_preferences(path, **kwargs):
+    yield {**example, "margin": example.get("margin", math.nan)}
 
+
+class Preferences(_JsonlBuilder):
+  """Preference pairs or rankings (`formats.read_preferences`), with their optional
+  Bradley–Terry margins (stored as NaN where a row gives none; `DecodedSource` leaves
+  those out, so examples read back as the reader yielded them)."""
+
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {  # noqa: RUF012 (TFDS class attribute)
+      "1.0.0": "Initial release.",
+      "1.1.0": "Stores each row's optional 'margin' (NaN when absent).",
+  }
   DESCRIPTION = (
       "Preference pairs {prompt, chosen, rejected} or rankings {prompt, responses} "
       "(best first) read from local JSONL files; pairs are stored as responses = "
-      "[chosen, rejected]."
+      "[chosen, rejected]; margin: the row's optional Bradley–Terry margin (NaN if none)."
   )
 
   def _features(self):
-    return _preference_features()
+    return _preference_features(margin=tfds.features.Tensor(shape=(), dtype=np.float32))
 
   def _reader(self):
-    return formats.read_preferences
+    return _with_margin
 
 
 class HhRlhf(_JsonlBuilder):
@@ -375,6 +390,16 @@ def builder_class(builder: str | type[_JsonlBuilder]) -> type[_JsonlBuilder]:
 # Reading back.
 
 
+def _decode_example(row: Any) -> dict[str, Any]:
+  """A stored example as the `formats` reader yielded it (a NaN margin, stored for a row
+  that gave none, is left out again)."""
+  example = _decode(row)
+  margin = example.get("margin") if isinstance(example, dict) else None
+  if isinstance(margin, float) and math.isnan(margin):
+    del example["margin"]
+  return example
+
+
 def _decode(value: Any) -> Any:
   if isinstance(value, bytes):
     return value.decode("utf-8")
@@ -413,7 +438,7 @@ class DecodedSource(Sequence[dict[str, Any]]):
     n = len(self)
     if not -n <= index < n:
       raise IndexError(f"index {index} out of range for a source of {n} examples")
-    return _decode(self.data_source[index % n])
+    return _decode_example(self.data_source[index % n])
 
   def __iter__(self) -> Iterator[dict[str, Any]]:
     for i in range(len(self)):
@@ -422,7 +447,7 @@ class DecodedSource(Sequence[dict[str, Any]]):
   def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
     getitems = getattr(self.data_source, "__getitems__", None)
     rows = getitems(indices) if getitems else [self.data_source[i] for i in indices]
-    return [_decode(r) for r in rows]
+    return [_decode_example(r) for r in rows]
 
   def __repr__(self) -> str:
     return f"DecodedSource({self.data_source!r})"

@@ -7,7 +7,11 @@ Two example kinds come out:
 
 * demonstration: `{"prompt": str, "response": str, "source": str, ...}`;
 * preference:    `{"prompt": str, "responses": [str, ...], "source": str, ...}`
-  with `responses` ranked best first (a pair is `[chosen, rejected]`).
+  with `responses` ranked best first (a pair is `[chosen, rejected]`), and
+  `"margin": float` when the row gives one (`read_preferences`: an optional
+  Bradley–Terry margin `m >= 0` by which the first response's reward should
+  exceed the second's; a negative, non-finite or non-numeric one is a bad row,
+  "bad_margin").
 
 | reader | input row | example |
 | --- | --- | --- |
@@ -425,7 +429,23 @@ def parse_preference(row: dict[str, Any], source: str) -> Example:
     responses = [_nonempty(chosen, "'chosen'", source), _nonempty(rejected, "'rejected'", source)]
     names = ["'chosen'", "'rejected'"]
   responses = check_distinct(list(responses), names, source)
-  return {"prompt": prompt, "responses": responses, "source": source}
+  example = {"prompt": prompt, "responses": responses, "source": source}
+  if "margin" in row:
+    example["margin"] = preference_margin(row["margin"], source)
+  return example
+
+
+def preference_margin(value: Any, source: str) -> float:
+  """A row's Bradley–Terry margin `m` (the preferred response's reward should exceed the
+  other's by it): a finite number `>= 0`, else `BadRowError` ("bad_margin")."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise BadRowError(source, "bad_margin",
+                      f"field 'margin' must be a number, got {type(value).__name__}")
+  value = float(value)
+  if not math.isfinite(value) or value < 0:
+    raise BadRowError(source, "bad_margin", f"field 'margin' must be finite and >= 0, got "
+                      f"{value}")
+  return value
 
 
 def split_hh_dialogue(dialogue: str, name: str, source: str) -> tuple[str, str]:

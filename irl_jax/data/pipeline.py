@@ -85,6 +85,7 @@ from irl_jax.data.formats import (
   check_distinct,
   check_on_bad_row,
   first_tie,
+  preference_margin,
   quote,
 )
 from irl_jax.data.tokenizers import chars_per_token_bound
@@ -241,9 +242,10 @@ class _Encode:
   def __init__(
       self, source, tokenizer, ids: SpecialIds, *, limit: int, limit_name: str,
       kind: Literal["lm", "preference"], max_responses: int, on_bad_row: OnBadRow,
-      counts: RowCounts, shard: tuple[int, int, int],
+      counts: RowCounts, shard: tuple[int, int, int], margins: bool = False,
   ):
     self._source = source
+    self._margins = margins
     # A private copy used under a lock: Hugging Face fast tokenizers reset
     # truncation/padding state on the shared Rust object inside `encode`, which
     # fails ("Already borrowed") when Grain's reader threads call it at once,
@@ -354,7 +356,16 @@ class _Encode:
     items = [
         self._item(prompt_ids, r, source, f"response {k}: ") for k, r in enumerate(response_ids)
     ]
-    return {"ids": [i for i, _ in items], "mask": [m for _, m in items]}
+    out = {"ids": [i for i, _ in items], "mask": [m for _, m in items]}
+    if self._margins:
+      margin = example.get("margin")
+      # A prepared TFDS split stores NaN for a row that gave no margin.
+      if margin is None or (isinstance(margin, (float, np.floating)) and np.isnan(margin)):
+        raise BadRowError(source, "missing_margin",
+                          "no 'margin' field, and margins were asked for (each pair needs one)")
+      out["margin"] = preference_margin(
+          margin.item() if isinstance(margin, np.generic) else margin, source)
+    return out
 
   def __call__(self, index: int) -> dict[str, Any] | None:
     index = int(index)  # an element of range(N): epochs are handled upstream
@@ -488,10 +499,12 @@ class _PadLm:
 class _PadPreferences:
   """Batch function: up to `B` encoded rankings -> one padded `[B, K, T]` batch."""
 
-  def __init__(self, batch_size: int, max_responses: int, buckets: tuple[int, ...], pad_id: int):
+  def __init__(self, batch_size: int, max_responses: int, buckets: tuple[int, ...], pad_id: int,
+               margins: bool = False):
     self._batch_size, self._k, self._buckets, self._pad_id = (
         batch_size, max_responses, buckets, pad_id
     )
+    self._margins = margins
 
   def __call__(self, elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     t = _bucket(max(len(ids) for e in elements for ids in e["ids"]), self._buckets)
@@ -501,6 +514,10 @@ class _PadPreferences:
       for k, (ids, mask) in enumerate(zip(e["ids"], e["mask"], strict=True)):
         _put(batch, (row, k), 0, ids, mask, 1)
         batch["rank_mask"][row, k] = True
+    if self._margins:
+      batch["margin"] = np.zeros((self._batch_size,), np.float32)
+      for row, e in enumerate(elements):
+        batch["margin"][row] = e["margin"]
     return batch
 
 
@@ -753,6 +770,7 @@ def preference_batches(
     eos_id: int | None = None,
     pad_id: int | None = None,
     read_options: grain.ReadOptions | None = None,
+    margins: bool = False,
 ) -> grain.IterDataset:
   """Preference pair / ranking batches (see the module docstring); no packing.
 
@@ -763,11 +781,16 @@ def preference_batches(
       (`rank_mask` false), longer ones are bad rows (`"too_many_responses"`).
     seq_len, buckets: exactly one; pad every batch to `T = seq_len`, or to the
       smallest bucket that fits the batch's longest prompt + response.
+    margins: add `"margin": [B]` float32, each example's Bradley–Terry margin
+      (its `"margin"` field, `>= 0`; 0 in padding rows). An example without one
+      (or with NaN, as a prepared TFDS split stores a missing margin) is a bad
+      row, "missing_margin"; a negative or non-finite one, "bad_margin".
     Other arguments: as in `lm_batches`.
 
   Returns:
     A `grain.IterDataset` of `{"input_ids", "segment_ids", "positions",
-    "loss_mask": [B, K, T], "rank_mask": [B, K]}` batches.
+    "loss_mask": [B, K, T], "rank_mask": [B, K]}` batches (and `"margin": [B]`
+    with `margins`).
   """
   _check_batch_size(batch_size)
   check_on_bad_row(on_bad_row)
@@ -781,9 +804,11 @@ def preference_batches(
       shard_index=shard_index, shard_count=shard_count, read_options=read_options,
       limit=lengths[-1], limit_name="seq_len" if buckets is None else "the largest bucket",
       kind="preference", max_responses=max_responses, on_bad_row=on_bad_row, counts=counts,
+      margins=bool(margins),
   )
   ds = ds.batch(batch_size, drop_remainder=drop_remainder,
-                batch_fn=_PadPreferences(batch_size, max_responses, lengths, ids.pad))
+                batch_fn=_PadPreferences(batch_size, max_responses, lengths, ids.pad,
+                                         margins=bool(margins)))
   ds.counts = counts
   return ds
 

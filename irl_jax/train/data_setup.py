@@ -78,6 +78,12 @@ def build_data(config, workdir: str, *, task=None):
   fmt = d.get("format", "") or ("preferences" if preference else "demonstrations")
   if preference != (fmt in PREFERENCE_FORMATS):
     raise ValueError(f"objective {config.objective.name!r} cannot train on data.format={fmt!r}.")
+  # Bradley–Terry with the data's margins: the batches carry `margin [B]`.
+  margins = bool(config.objective.name == "bradley_terry" and config.objective.get(
+      "bradley_terry", {}).get("use_margin", False))
+  if margins and fmt != "preferences":
+    raise ValueError("config.objective.bradley_terry.use_margin reads each pair's 'margin' "
+                     f"field, which only data.format='preferences' stores, not {fmt!r}.")
   train_path, eval_path = d.get("path", ""), d.get("eval_path", "")
   if not train_path:
     if task is None:
@@ -108,7 +114,7 @@ def build_data(config, workdir: str, *, task=None):
                 on_bad_row=d.get("on_bad_row", "raise"))
   if preference:
     make = lambda src, **kw: data_lib.preference_batches(
-        src, tokenizer, max_responses=d.get("max_ranking", 2), **common, **kw)
+        src, tokenizer, max_responses=d.get("max_ranking", 2), margins=margins, **common, **kw)
   else:
     packing = d.get("packing") or None
     packing = "first_fit" if packing is True else packing

@@ -218,10 +218,26 @@ class RewardModelConfig:
   """Reward-model training has no hyperparameters beyond the optimizer's."""
 
 
-def reward_model_objective(*, ranking: str = "plackett_luce"):
-  """Reward-model training on rankings: Bradley–Terry (pairs) or Plackett–Luce (K-wise)."""
+@dataclasses.dataclass(frozen=True)
+class BradleyTerryConfig:
+  """Bradley–Terry reward model.
+
+  Attributes:
+    use_margin: subtract each pair's margin `m` read from the data,
+      `ℓ = −log σ(r_c − r_r − m)` (a row's `"margin"` field, `>= 0`; the trainer's
+      preference batches then carry `margin [B]` and a pair without one is a bad row).
+  """
+
+  use_margin: bool = False
+
+
+def reward_model_objective(*, ranking: str = "plackett_luce", use_margin: bool = False):
+  """Reward-model training on rankings: Bradley–Terry (pairs, optionally with the data's
+  margins) or Plackett–Luce (K-wise)."""
   if ranking not in ("bradley_terry", "plackett_luce", "pairwise_split"):
     raise ValueError(f"unknown ranking loss {ranking!r}.")
+  if use_margin and ranking != "bradley_terry":
+    raise ValueError(f"use_margin is for the Bradley–Terry loss, not {ranking!r}.")
 
   def objective(reward_model, batch, rng):
     del rng
@@ -231,7 +247,15 @@ def reward_model_objective(*, ranking: str = "plackett_luce"):
                            positions=flatten_responses(batch["positions"])).reshape(b, k)
     rank_mask = batch["rank_mask"].astype(bool)
     if ranking == "bradley_terry":
-      per_example = losses.bradley_terry(rewards[:, 0], rewards[:, 1])
+      margin = None
+      if use_margin:
+        if "margin" not in batch:
+          raise ValueError(
+              "config.objective.bradley_terry.use_margin is True but the batch has no "
+              "'margin': give every pair a 'margin' field (the trainer then reads it; "
+              "irl_jax.data.preference_batches(..., margins=True) elsewhere).")
+        margin = batch["margin"]
+      per_example = losses.bradley_terry(rewards[:, 0], rewards[:, 1], margin=margin)
     elif ranking == "plackett_luce":
       per_example = losses.plackett_luce(rewards, where=rank_mask)
     else:
@@ -246,8 +270,14 @@ def reward_model_objective(*, ranking: str = "plackett_luce"):
   return objective
 
 
+register(ObjectiveSpec(
+    name="bradley_terry",
+    make=lambda use_margin=False: reward_model_objective(ranking="bradley_terry",
+                                                         use_margin=use_margin),
+    hyperparameters=BradleyTerryConfig, data="preferences", reward_head=True,
+    summary="reward model, Bradley–Terry on the first pair of each ranking (optionally "
+            "with the data's margins)"))
 for _ranking, _summary in (
-    ("bradley_terry", "reward model, Bradley–Terry on the first pair of each ranking"),
     ("plackett_luce", "reward model, Plackett–Luce on K-wise rankings"),
     ("pairwise_split", "reward model, Bradley–Terry on every pair a ranking implies")):
   register(ObjectiveSpec(
