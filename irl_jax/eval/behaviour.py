@@ -45,6 +45,9 @@ bucket (the next power of two, at least 16), so one compiled scoring function
 serves every batch of a bucket: at most `log2(longest row)` compilations per
 call whatever the number of records. Padding slots are segment 0: they are
 neither attended to nor scored, so padding does not change the values.
+Answers that are one token after the same context (the usual `" Yes"` /
+`" No"`) share one forward pass over the context: the log-softmax at its last
+position gives every one of them (the same values as scoring each row alone).
 
 Dimensions: `N` questions, `R` answers (all sides of all questions).
 
@@ -63,6 +66,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
@@ -272,6 +276,37 @@ def _answer_log_probs(model, input_ids, segment_ids, positions, targets, *, chun
   return jnp.sum(jnp.where(targets, stats.log_probs, 0.0), axis=-1)
 
 
+@nnx.jit(static_argnames="chunk_size")
+def _next_token_log_probs(model, input_ids, segment_ids, positions, at, candidates, *,
+                          chunk_size):
+  """`[B, C]` float32 log-probs of `candidates [B, C]` as the token after position `at [B]`."""
+  hidden = model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
+  last = jnp.take_along_axis(hidden, at[:, None, None], axis=1)            # [B, 1, D]
+  c = candidates.shape[1]
+  if chunk_size:
+    stats = losses.chunked_soft_q_stats(jnp.repeat(last, c, axis=1), model.unembedding(),
+                                        candidates, chunk_size=chunk_size)
+    return stats.log_probs
+  logits = model.logits(last)[:, 0].astype(jnp.float32)                    # [B, V]
+  return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), candidates, axis=1)
+
+
+def _shared_prefix_units(rows, starts) -> tuple[list[int], list[list[int]]]:
+  """Rows whose answer is one token after the same context, grouped: `(rest, groups)`,
+  `groups` lists of row indices (two or more) sharing `rows[k][:-1]`, `rest` the others."""
+  by_prefix: dict[tuple[int, ...], list[int]] = {}
+  rest = []
+  for k, (row, start) in enumerate(zip(rows, starts, strict=True)):
+    if len(row) - start == 1:
+      by_prefix.setdefault(tuple(row[:-1]), []).append(k)
+    else:
+      rest.append(k)
+  groups = []
+  for members in by_prefix.values():
+    (groups.append(members) if len(members) > 1 else rest.extend(members))
+  return sorted(rest), groups
+
+
 def _rows(model, tokenizer, records: list[BehaviourRecord], bos: int | None):
   """Every (question, answer) row: `(ids, answer_start, split, question, matching, slot)`."""
   questions = _encode_many(tokenizer, [r.question for r in records])
@@ -365,16 +400,21 @@ def score_records(
   rows, starts, split, owners, matching, slots = _rows(model, tokenizer, records, bos)
 
   lengths = np.array([len(r) for r in rows])
-  order = np.argsort(lengths, kind="stable")
-  rows_per_batch = min(batch_size, 1 << (len(rows) - 1).bit_length())
   log_probs = np.zeros(len(rows), np.float64)
-  for lo in range(0, len(rows), rows_per_batch):
-    part = order[lo:lo + rows_per_batch]
-    t = _bucket(int(lengths[part].max()))
-    ids = np.zeros((rows_per_batch, t), np.int32)
-    segment_ids = np.zeros((rows_per_batch, t), np.int32)
-    positions = np.zeros((rows_per_batch, t), np.int32)
-    targets = np.zeros((rows_per_batch, t), np.bool_)
+  # Answers of one token after the same context (" Yes" / " No") share one forward pass.
+  rest, groups = _shared_prefix_units(rows, starts)
+
+  def batches(units, length_of):
+    order = sorted(units, key=length_of)
+    per = min(batch_size, 1 << (len(order) - 1).bit_length())
+    for lo in range(0, len(order), per):
+      part = order[lo:lo + per]
+      t = _bucket(int(max(length_of(u) for u in part)))
+      yield part, [np.zeros((per, t), np.int32) for _ in range(3)]
+
+  for part, (ids, segment_ids, positions) in (batches(rest, lambda k: lengths[k])
+                                               if rest else ()):
+    targets = np.zeros(ids.shape, np.bool_)
     for j, k in enumerate(part):
       n = lengths[k]
       ids[j, :n] = rows[k]
@@ -385,6 +425,26 @@ def score_records(
                             jnp.asarray(positions),
                             jnp.asarray(targets), chunk_size=chunk_size or None)
     log_probs[part] = np.asarray(out, np.float64)[:len(part)]
+  if groups:
+    width = max(len(g) for g in groups)
+    for part, (ids, segment_ids, positions) in batches(
+        range(len(groups)), lambda g: lengths[groups[g][0]] - 1):
+      at = np.zeros(ids.shape[0], np.int32)
+      candidates = np.zeros((ids.shape[0], width), np.int32)
+      for j, g in enumerate(part):
+        members = groups[g]
+        context = rows[members[0]][:-1]
+        n = len(context)
+        ids[j, :n] = context
+        segment_ids[j, :n] = 1
+        positions[j, :n] = np.arange(n)
+        at[j] = n - 1
+        candidates[j, :len(members)] = [rows[k][-1] for k in members]
+      out = np.asarray(_next_token_log_probs(
+          model, jnp.asarray(ids), jnp.asarray(segment_ids), jnp.asarray(positions),
+          jnp.asarray(at), jnp.asarray(candidates), chunk_size=chunk_size or None), np.float64)
+      for j, g in enumerate(part):
+        log_probs[groups[g]] = out[j, :len(groups[g])]
 
   owners_a = np.asarray(owners)
   matching_a = np.asarray(matching, np.bool_)

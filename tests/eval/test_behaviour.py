@@ -98,6 +98,30 @@ def test_scores_match_unpadded_float64_reference(model, tok, batch_size, chunk_s
   assert out["source"] == [r.source for r in records]
 
 
+@pytest.mark.parametrize("batch_size,chunk_size", [(2, None), (3, 16)])
+def test_one_token_answers_sharing_a_context_match_the_reference(model, tok, batch_size,
+                                                                 chunk_size):
+  """Single-character answers after the same question are scored from one forward pass;
+  each must equal its own un-padded reference, beside multi-token answers."""
+  rng = np.random.default_rng(1)
+  records = []
+  for i, n in enumerate([2, 9, 20, 33, 50]):
+    q = "".join(rng.choice(list("abcdefgh xyz"), n)) + "?"
+    matching = ["Y", "y"] if i % 2 else "Y"
+    not_matching = ["N", " No"] if i in (1, 4) else "N"
+    records.append(BehaviourRecord(q, matching, not_matching, source=f"s{i}"))
+  out = score_records(model, tok, records, batch_size=batch_size, chunk_size=chunk_size)
+  k = 0
+  for r in records:
+    q = [tok.bos_token_id, *_encode(tok, r.question)]
+    for answers in (r.answer_matching_behavior, r.answer_not_matching_behavior):
+      for a in answers:
+        want = _reference(model, q + _encode(tok, a), len(q))
+        np.testing.assert_allclose(out["answer_log_prob"][k], want, rtol=1e-6, atol=1e-5)
+        k += 1
+  assert k == len(out["answer_log_prob"]) == 14
+
+
 def test_without_bos_matches_reference(model, tok):
   r = BehaviourRecord("abc?", " Yes", [" Nop", " Nah"])
   out = score_records(model, tok, [r], add_bos=False)
