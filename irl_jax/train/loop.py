@@ -406,6 +406,13 @@ def build_objective(config):
   return spec.build(registry.hyperparameters(config.objective))
 
 
+def updates_per_batch(config) -> tuple[int, int]:
+  """`(epochs, minibatches)`: the optimizer updates each batch makes (PPO's
+  `ppo_epochs` passes of `num_minibatches`; `(1, 1)` for every other objective)."""
+  hp = registry.hyperparameters(config.objective)
+  return int(getattr(hp, "ppo_epochs", 1)), int(getattr(hp, "num_minibatches", 1))
+
+
 def build_preparer(config, model_def, params, tokenizer, *, reward_fn=None):
   """Host-side batch preparation (reference log-probs, policy samples) or None.
 
@@ -594,10 +601,12 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
   check_vocabulary(tokenizer, vocab_size, config)
   fingerprint = run_fingerprint(config, model)
   model_def, params = split_model(model)
+  epochs, minibatches = updates_per_batch(config)
+  per_batch = epochs * minibatches
   tx, schedule = optim.make_optimizer(
       learning_rate=config.optimizer.learning_rate,
-      warmup_steps=config.optimizer.get("warmup_steps", 0),
-      total_steps=config.steps, decay=config.optimizer.get("decay", "cosine"),
+      warmup_steps=config.optimizer.get("warmup_steps", 0) * per_batch,
+      total_steps=config.steps * per_batch, decay=config.optimizer.get("decay", "cosine"),
       weight_decay=config.optimizer.get("weight_decay", 0.0),
       clip_norm=config.optimizer.get("clip_norm", 1.0) or None)  # 0 or None: no clipping
   objective = build_objective(config)
@@ -615,7 +624,8 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
   ref_params = params  # frozen copy of the initial parameters (reference policy)
 
   micro = int(config.optimizer.get("micro_batches", 1))
-  step_fn = jax.jit(make_train_step(model_def, objective, tx, schedule, micro_batches=micro),
+  step_fn = jax.jit(make_train_step(model_def, objective, tx, schedule, micro_batches=micro,
+                                    epochs=epochs, minibatches=minibatches),
                     donate_argnums=0, out_shardings=(state_sh, replicated))
   eval_fn = jax.jit(make_eval_step(model_def, objective))
   preparer = build_preparer(config, model_def, ref_params, tokenizer, reward_fn=reward_fn)
@@ -704,7 +714,8 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
                       for k, v in samples.items()})
       # Batches without targets leave the weights alone; their running count is the
       # gap between data steps and applied updates.
-      metrics["train/skipped_updates"] = float(done - int(jax.device_get(state.step)))
+      metrics["train/skipped_updates"] = float(done * per_batch
+                                               - int(jax.device_get(state.step)))
       tokens_seen += float(np.sum(np.asarray(local.get("segment_ids", 0)) > 0))
       elapsed = time.perf_counter() - t0
       metrics["train/tokens_per_s"] = tokens_seen / max(elapsed, 1e-9)

@@ -477,10 +477,15 @@ class PPOConfig:
   clip `value_clip` around the sampling-time values, the value-loss weight `vf_coef`, the
   per-token KL penalty `kl_coef` in the shaped rewards, GAE's `gamma` and `lam`, whether
   the sampler whitens the advantages over the batch, the loss `normaliser`; the sampler
-  draws `num_samples` responses per prompt, scored by the reward function.
+  draws `num_samples` responses per prompt, scored by the reward function. Each sample
+  batch is used for `ppo_epochs` passes, each cut into `num_minibatches` minibatches (in a
+  fresh order), one optimizer update per minibatch: with more than one update the ratio
+  and value clips act on the later ones (the first starts at ratio 1). The trainer sizes
+  its learning-rate schedule for `steps * ppo_epochs * num_minibatches` updates.
 
   The defaults are TRL's `PPOConfig` ones (`cliprange`, `cliprange_value`, `vf_coef`,
-  `kl_coef`, `gamma`, `lam`; whitened advantages, token-mean loss); `num_samples=1`
+  `kl_coef`, `gamma`, `lam`; whitened advantages, token-mean loss), except `ppo_epochs=1`
+  (TRL's `num_ppo_epochs` is 4) and `num_minibatches=1` (as TRL's); `num_samples=1`
   because the value head, not a group, is the baseline; sampling at temperature 1 makes the
   sampler's log-probs those of the distribution the tokens were drawn from. Out-of-range
   values raise `ValueError` naming `config.objective.ppo.<field>`.
@@ -498,9 +503,13 @@ class PPOConfig:
   max_new_tokens: int = 32
   temperature: float = 1.0
   num_samples: int = 1
+  ppo_epochs: int = 1
+  num_minibatches: int = 1
 
   def __post_init__(self):
     _check_ppo_field("clip_epsilon", self.clip_epsilon, 0.0, strict=True)
+    for name in ("ppo_epochs", "num_minibatches"):
+      _check_ppo_field(name, getattr(self, name), 1)
     for name in ("value_clip", "vf_coef", "kl_coef"):
       _check_ppo_field(name, getattr(self, name), 0.0)
     for name in ("gamma", "lam"):
@@ -518,7 +527,8 @@ def ppo_objective(*, clip_epsilon: float, value_clip: float, vf_coef: float,
   the targets), on a `PolicyValueModel` (one forward pass for log-probs and values).
 
   `sampling` (kl_coef, gamma, lam, whiten_advantages, max_new_tokens, temperature,
-  num_samples) configures the sampler's advantages and samples, not the loss.
+  num_samples, ppo_epochs, num_minibatches) configures the sampler's advantages and
+  samples and the trainer's updates per batch, not the loss.
   """
   del sampling
   chunk = _chunk(chunk_size or 0)

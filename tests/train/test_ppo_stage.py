@@ -217,7 +217,7 @@ def test_policy_value_model_forward_and_policy_only_export(tok, tmp_path):
     ("gamma", 1.5), ("lam", -0.1), ("clip_epsilon", 0.0), ("vf_coef", -1.0),
     ("kl_coef", -0.01), ("value_clip", -0.2), ("num_samples", 0), ("max_new_tokens", 0),
     ("temperature", 0.0), ("chunk_size", -1), ("normaliser", "tokens"),
-    ("whiten_advantages", 1),
+    ("whiten_advantages", 1), ("ppo_epochs", 0), ("num_minibatches", 0),
 ])
 def test_bad_ppo_hyperparameters_are_named(field, value):
   c = smoke.get_config()
