@@ -4,6 +4,7 @@
     python -m experiments.benchmarks.peers --json     # one JSON object per line
     python -m experiments.benchmarks.peers --quick    # tiny shapes, a smoke test
     python -m experiments.benchmarks.peers --peers_skip=trl,models
+    python -m experiments.benchmarks.peers --peers_skip=torch,trl,models --trl_ppo_python=PY
 
 One Llama-shaped model (by default D = 512, 4 layers, GQA 8/4, FFN 1536,
 V = 8192; batch 8 × 256 tokens, the last three quarters of each row are
@@ -35,6 +36,30 @@ timed: forward, backward, global-norm clipping at 1.0 and AdamW (β = 0.9,
   Generation, reward scoring and the reference forward pass are not part of
   it: generation speed is a different comparison (`decode_speedup_*` of
   `experiments.benchmarks.models`).
+- `ppo_step_speedup_vs_trl`: against TRL 0.29.1's `PPOTrainer`
+  (`trl.experimental.ppo`; TRL 1.16 has none), run in its own venv as a
+  subprocess (`experiments/benchmarks/_trl_ppo_peer.py`, which defines TRL's
+  side exactly). The venv's python is `--trl_ppo_python` (or
+  `$IRL_JAX_TRL_PPO_PYTHON`), else the one at `--trl_ppo_venv`, made on first
+  use with `python -m venv --system-site-packages` and `pip install --no-deps
+  trl==0.29.1`; when none can be had (or `run` gets neither) the row is
+  reported with value None and the reason under "skipped" (the last command
+  above runs this row alone, PY a venv's python with TRL 0.29.1). A PPO step is one
+  update minus generation on a fixed batch (`ppo_batch`: B distinct prompts,
+  each with one completion filling the response length): on irl_jax's side
+  (`PPOSide`) the trainer's `PolicySampler.sample` with generation replaced by
+  the batch (reward-model scores, old log-probs and values, reference
+  log-probs, KL-shaped rewards with β = 0.05, GAE with γ = 1 and λ = 0.95,
+  whitened advantages) and the "ppo" train step (ε = 0.2, value clip 0.2,
+  c_V = 0.1, token mean), timed from the end of generation to the ready state;
+  one PPO epoch of one minibatch on TRL's side. The work differs and the row's
+  `note` says how: TRL's value model is a second backbone (trained too),
+  irl_jax's value head sits on the policy's backbone, and irl_jax recomputes
+  the old log-probs where TRL reads them from the generation's logits;
+  `ppo_separate_critic_step_speedup_vs_trl` runs irl_jax's same objective and
+  sampler on TRL's two-backbone layout (`SeparateCriticPolicy`). Neither side
+  clips gradients (TRL's PPO loop cannot), and TRL whitens the advantages with
+  the sample variance, irl_jax with the population variance.
 - the forward and decode ratios of `experiments.benchmarks.models`.
 
 Before timing, each pair of sides is checked to compute the same thing on the
@@ -43,7 +68,14 @@ log-probs, chosen and rejected, and the gradient norm for DPO; the
 Bradley–Terry loss and the gradient norm for the reward model; for GRPO the
 loss, which with ratio 1 and KL 0 must also equal `−Σ_i A_i·n_i / Σ_i n_i`
 (`n_i` row i's completion length), the mean completion-token log-prob and the
-gradient norm) within float32 round-off; a mismatch stops the benchmark. Every
+gradient norm; for PPO's first update, at ratio 1, the response tokens' old
+and reference log-probs, the values, the scores and GAE's advantages, the
+value loss ½·mean(A²), TRL's whitened advantages against irl_jax's times the
+whitening factor `sqrt((var_pop + 1e-8)/(var_sample + 1e-8))`, and with the
+separate critic the policy's (times that factor) and the critic's gradient
+norms) within float32 round-off; a mismatch stops the benchmark. PPO's first
+policy losses (minus the mean of whitened advantages: 0 up to round-off) and
+irl_jax's shared-backbone gradient norm are reported, not compared. Every
 row names the CPU model and both libraries' thread counts. torch, transformers
 and TRL are benchmark/test extras, not irl_jax dependencies.
 """
@@ -53,14 +85,18 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
+from flax import nnx
 
 from experiments.benchmarks import models as models_bench
 from experiments.benchmarks.common import JSON, QUICK, REPEATS
@@ -68,12 +104,22 @@ from experiments.benchmarks.train import FULL, SMALL, measured_matmul_flops, mod
 from experiments.study import cpu_model
 from irl_jax import models
 from irl_jax.losses import grpo_advantages
-from irl_jax.train import objectives, optim, registry
+from irl_jax.train import objectives, optim, registry, rollouts
 from irl_jax.train.lm import lm_stats, lm_targets, sequence_log_probs
 from irl_jax.train.state import init_train_state, split_model
-from irl_jax.train.step import make_train_step
+from irl_jax.train.step import loss_and_grads, make_train_step
 
-SKIP = flags.DEFINE_list("peers_skip", [], "Parts to skip: any of torch, trl, models.")
+SKIP = flags.DEFINE_list(
+    "peers_skip", [], "Parts to skip: any of torch, trl (TRL 1.16's DPO, reward-model and GRPO "
+    "steps), trl_ppo (TRL 0.29.1's PPO step, in its own venv), models.")
+TRL_PPO_PYTHON = flags.DEFINE_string(
+    "trl_ppo_python", None,
+    "Python of a virtual environment with TRL 0.29.1 (trl.experimental.ppo) for "
+    "ppo_step_speedup_vs_trl; default: $IRL_JAX_TRL_PPO_PYTHON, else the --trl_ppo_venv one.")
+TRL_PPO_VENV = flags.DEFINE_string(
+    "trl_ppo_venv", os.path.join(os.path.expanduser("~"), ".cache", "irl_jax", "trl_ppo_venv"),
+    "Venv for TRL 0.29.1's PPO, created on first use (python -m venv --system-site-packages, "
+    "pip install --no-deps trl==0.29.1) when no --trl_ppo_python is given.")
 BREAKDOWN = flags.DEFINE_bool(
     "peers_breakdown", False,
     "Also time the MLE step's parts on both sides (forward, forward + loss, loss + gradient, "
@@ -86,9 +132,22 @@ DPO_BETA = 0.1
 GRPO_BETA = 0.04
 GRPO_EPSILON = 0.2
 GRPO_GROUP = 2
+# PPO: TRL's PPOConfig defaults (irl_jax's PPOConfig has the same ones): the KL weight in the
+# shaped rewards, GAE's γ and λ, the ratio and value clips, the value-loss weight.
+PPO_KL_COEF = 0.05
+PPO_GAMMA = 1.0
+PPO_LAM = 0.95
+PPO_CLIP = 0.2
+PPO_VALUE_CLIP = 0.2
+PPO_VF_COEF = 0.1
+# TRL 1.16 has no PPO trainer; 0.29.1's `trl.experimental.ppo` runs in its own venv.
+TRL_PPO_VERSION = "0.29.1"
+TRL_PPO_PYTHON_ENV = "IRL_JAX_TRL_PPO_PYTHON"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGETS = {"train_step_speedup_vs_torch": 1.0, "iq_learn_over_mle_step_time": 1.05,
            "mfu_vs_measured_matmul": 0.6, "dpo_step_speedup_vs_trl": 1.5,
-           "reward_model_step_speedup_vs_trl": 1.5, "grpo_step_speedup_vs_trl": 1.5}
+           "reward_model_step_speedup_vs_trl": 1.5, "grpo_step_speedup_vs_trl": 1.5,
+           "ppo_step_speedup_vs_trl": 1.5}
 # First-step agreement (relative) between the two sides: float32 round-off over
 # different summation orders, not a tolerance for different work. Gradient norms sum
 # the squares of every parameter's gradient (about 2e7 of them), hence their looser bound.
@@ -470,6 +529,435 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
   return rows
 
 
+# -- PPO against TRL 0.29.1's PPOTrainer (its own venv) ---------------------------------------
+
+
+def ppo_batch(cfg: dict, seed: int = 1) -> dict:
+  """A fixed PPO batch of already-generated completions: `B` distinct prompts of `P = T/4`
+  tokens, each with one completion of `R = T − P` tokens that fills the response length (as
+  when sampling stops at `max_new_tokens`), ids never the pad id 0 (nor BOS 1 or EOS 2).
+
+  Completions that fill the response length are the case where TRL's episode ends where
+  irl_jax's does (on padded ones TRL pays the score one position after the last response
+  token and fits one more value; see `experiments/benchmarks/_trl_ppo_peer.py`), so the two
+  sides' first updates can be compared value for value. Distinct prompts let TRL's shuffled
+  rollout batch be matched to the completions row by row.
+
+  Returns `make_data`'s keys (`ids [B, T]`, `prompt_len`, `loss_mask`), so `lm_batch` makes
+  the data batch whose prompts the sampler reads.
+  """
+  rng = np.random.default_rng(seed)
+  b, t, v = cfg["batch"], cfg["seq"], cfg["vocab"]
+  prompt_len = t // 4
+  ids = rng.integers(3, v, (b, t)).astype(np.int32)
+  if len({row.tobytes() for row in ids[:, :prompt_len]}) != b:
+    raise ValueError(f"seed {seed} draws two equal prompts; pick another")
+  loss_mask = np.broadcast_to(np.arange(t)[None] >= prompt_len, (b, t)).copy()
+  return {"ids": ids, "prompt_len": prompt_len, "loss_mask": loss_mask}
+
+
+def save_value_checkpoint(cfg: dict, tmp: str, model_dir: str) -> str:
+  """A `LlamaForSequenceClassification` (one label) on the policy's backbone with its own
+  random `score` head: the initial value model (TRL's separate one, irl_jax's value head)."""
+  import torch
+  from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+  lm = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+  config = hf_llama_config(cfg)
+  config.num_labels = 1
+  torch.manual_seed(1)
+  value = LlamaForSequenceClassification(config)
+  value.model.load_state_dict(lm.model.state_dict())
+  value_dir = os.path.join(tmp, "value")
+  value.save_pretrained(value_dir)
+  return value_dir
+
+
+class SeparateCriticPolicy(models.PolicyValueModel):
+  """TRL's actor-critic layout behind irl_jax's `PolicyValueModel` interface: the values come
+  from a second backbone (a `RewardModel`'s backbone with its `score` head applied at every
+  position, as TRL's `PolicyAndValueWrapper` runs its value model), not from a head on the
+  policy's backbone. The registered "ppo" objective and `PolicySampler` run it unchanged;
+  the benchmark uses it for the same-work comparison with TRL only.
+  """
+
+  def __init__(self, policy: models.Transformer, critic: models.RewardModel):
+    self.policy = policy
+    self.critic = critic
+
+  def values(self, hidden):
+    raise NotImplementedError("SeparateCriticPolicy's values come from the critic's backbone")
+
+  def __call__(self, input_ids, *, attention_mask=None, positions=None, segment_ids=None,
+               return_hidden: bool = False):
+    kwargs = dict(attention_mask=attention_mask, positions=positions, segment_ids=segment_ids,
+                  return_hidden=True)
+    h = self.policy(input_ids, **kwargs)
+    values = self.critic.score(self.critic.backbone(input_ids, **kwargs))[..., 0]
+    return (h if return_hidden else self.policy.logits(h)), values.astype(jnp.float32)
+
+
+def ppo_models(model_dir: str, value_dir: str, *, separate_critic: bool):
+  """The policy with its initial value function, as both sides start: `PolicyValueModel`
+  (the value checkpoint's `score` as the head on the policy's backbone, bias 0: the value
+  checkpoint's backbone is the policy's, so the initial values are TRL's) or
+  `SeparateCriticPolicy` (the value checkpoint as a second backbone)."""
+  policy = models.from_pretrained(model_dir)
+  value = models.from_pretrained(value_dir)
+  if separate_critic:
+    return SeparateCriticPolicy(policy, value)
+  model = models.PolicyValueModel(policy, rngs=nnx.Rngs(0))
+  model.value_head.kernel.set_value(value.score.kernel.get_value())
+  model.value_head.bias.set_value(jnp.zeros_like(model.value_head.bias.get_value()))
+  return model
+
+
+class PPOSide:
+  """irl_jax's PPO update on the fixed batch, as its trainer runs one minus generation.
+
+  An update is `PolicySampler.sample` (the trainer's host-side sampler for "ppo", built as
+  `irl_jax.train.loop.build_preparer` builds it) with its `generate` replaced by the batch's
+  completions, then the jit-compiled train step of the registered "ppo" objective. The clock
+  starts when the replacement returns (generation is not part of the step) and stops once the
+  new state and metrics are ready (`block_until_ready`: JAX dispatch is asynchronous), so it
+  covers the sampler's scoring (the reward model on the completions, the old log-probs and
+  values in one forward pass, the reference log-probs, KL-shaped rewards, GAE, whitening,
+  and its host statistics) and the update (forward, backward, AdamW).
+
+  The optimizer does not clip gradients: TRL's PPO loop cannot (see `_trl_ppo_peer.py`).
+  The first update compiles; its samples, metrics and (for `SeparateCriticPolicy`) the
+  gradient norms of the policy's and the critic's parameters are kept in `first`.
+  """
+
+  def __init__(self, model, reward_model: models.RewardModel, data: dict):
+    ids, p = data["ids"], data["prompt_len"]
+    n, t = ids.shape
+    self.prompt_len, self.response_len = p, t - p
+    self.hp = objectives.PPOConfig(
+        clip_epsilon=PPO_CLIP, value_clip=PPO_VALUE_CLIP, vf_coef=PPO_VF_COEF,
+        kl_coef=PPO_KL_COEF, gamma=PPO_GAMMA, lam=PPO_LAM, whiten_advantages=True,
+        normaliser="token", max_new_tokens=t - p, temperature=1.0, num_samples=1)
+    model_def, params = split_model(model)
+    tx, schedule = optim.make_optimizer(learning_rate=LEARNING_RATE, warmup_steps=0,
+                                        total_steps=1, decay="constant", clip_norm=None)
+    objective = registry.get("ppo").build(self.hp)
+    self.step = jax.jit(make_train_step(model_def, objective, tx, schedule), donate_argnums=0)
+    self.state = init_train_state(params, tx, 0)
+    rm_def, rm_params = split_model(reward_model)
+    score = jax.jit(lambda p_, ids_, mask: rm_def.merge(p_)(ids_, attention_mask=mask))
+
+    def reward_fn(prompt_ids, response_ids, response_mask, *, prompt_mask):
+      return np.asarray(score(rm_params, np.concatenate([prompt_ids, response_ids], axis=1),
+                              np.concatenate([prompt_mask, response_mask], axis=1)))
+
+    hp = self.hp
+    self.sampler = rollouts.PolicySampler(
+        model_def, max_new_tokens=hp.max_new_tokens, temperature=hp.temperature,
+        num_samples=hp.num_samples, eos_id=2, pad_id=0, reward_fn=reward_fn,
+        ref_params=jax.tree.map(jnp.copy, params), chunk_size=None, seed=0,
+        value_targets=rollouts.ValueTargets(kl_coef=hp.kl_coef, gamma=hp.gamma, lam=hp.lam,
+                                            whiten_advantages=hp.whiten_advantages))
+    self.batch = lm_batch(data)
+    policy = rollouts.policy_of(model)
+    b = jax.tree.map(jnp.asarray, self.batch)
+    logps = jax.jit(lambda m, x: lm_stats(m, x["input_ids"], x["segment_ids"], x["positions"],
+                                          chunk_size=None).log_probs)(policy, b)
+    # What `generate` returns for these completions (the log-probs only feed the sampler's
+    # entropy statistic).
+    self.generated = models.SampleOutput(
+        tokens=jnp.asarray(ids[:, p:]), response_mask=jnp.ones((n, t - p), bool),
+        log_probs=logps[:, p - 1:t - 1], terminal=jnp.zeros((n,), bool),
+        prompt_ids=jnp.asarray(ids[:, :p]), prompt_mask=jnp.ones((n, p), bool))
+    self.updates = 0
+    first_grads = None
+    if isinstance(model, SeparateCriticPolicy):
+      grads_of = jax.jit(lambda params, batch: loss_and_grads(
+          model_def, objective, params, batch, jax.random.key(0))[1])
+
+      def first_grads(params, batch):
+        grads = grads_of(params, jax.tree.map(jnp.asarray, batch))
+        return {"grad_norm_policy": float(optax.tree.norm(grads["policy"])),
+                "grad_norm_critic": float(optax.tree.norm(grads["critic"]))}
+
+    self.first = {}
+    self.update(first_grads)  # compiles; the first update's samples and metrics for parity
+
+  def _generate(self, model, prompt_ids, prompt_mask, key, **kwargs):
+    p = self.prompt_len
+    if not (np.array_equal(np.asarray(prompt_ids)[:, :p], self.generated.prompt_ids)
+            and np.asarray(prompt_mask)[:, :p].all() and not np.asarray(prompt_mask)[:, p:].any()
+            and kwargs["max_new_tokens"] == self.response_len and kwargs["num_samples"] == 1):
+      raise RuntimeError("PolicySampler asked for other prompts or lengths than the batch's")
+    self._generated_at = time.perf_counter()
+    return self.generated
+
+  def update(self, first_grads=None) -> float:
+    """One update; returns its seconds after generation."""
+    with mock.patch.object(rollouts, "generate", self._generate):
+      batch, _ = self.sampler.sample(self.batch, self.state.params, step=self.updates)
+      if first_grads is not None:
+        self.first.update(first_grads(self.state.params, batch))
+      self.state, metrics = self.step(self.state, batch)
+      jax.block_until_ready((self.state, metrics))
+    elapsed = time.perf_counter() - self._generated_at
+    if self.updates == 0:
+      self.first.update(sample=batch, metrics={k: float(v) for k, v in metrics.items()})
+    self.updates += 1
+    return elapsed
+
+
+def ppo_first_update(side: PPOSide) -> dict:
+  """What irl_jax's first PPO update used, on the response tokens `[N, R]` (TRL's layout):
+  the old and reference log-probs, old values, rewards, GAE's advantages before whitening
+  (returns − values) and after."""
+  s, p, r = side.first["sample"], side.prompt_len, side.response_len
+  resp = lambda k: np.asarray(s[k], np.float64)[:, p - 1:p - 1 + r]
+  return {"old_logps": resp("sample_old_logps"), "ref_logps": resp("sample_ref_logps"),
+          "values": resp("sample_old_values"), "scores": np.asarray(s["sample_rewards"],
+                                                                     np.float64),
+          "advantages": resp("sample_returns") - resp("sample_old_values"),
+          "whitened_advantages": resp("sample_advantages")}
+
+
+def check_parity_array(what: str, ours, theirs, rtol: float = PARITY_RTOL) -> float:
+  """Elementwise agreement of two sides' arrays: `max |ours − theirs| / max |theirs|`;
+  raises above `rtol` (or on different shapes)."""
+  ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+  if ours.shape != theirs.shape:
+    raise RuntimeError(f"{what}: irl_jax has shape {ours.shape}, the peer {theirs.shape}")
+  rel = float(np.max(np.abs(ours - theirs)) / max(float(np.max(np.abs(theirs))), 1e-12))
+  if not rel <= rtol:
+    raise RuntimeError(f"{what}: max |irl_jax − peer| is {rel:.2e} of max |peer| (> {rtol:g}): "
+                       "the two sides do not compute the same step.")
+  return rel
+
+
+def whitening_scale_ratio(advantages, ddof_ours: int = 0, ddof_theirs: int = 1,
+                          eps: float = 1e-8) -> float:
+  """`Â_theirs / Â_ours` for whitening the same advantages with different variance ddofs:
+  `sqrt((var_ours + eps) / (var_theirs + eps))` (irl_jax's `whiten`, TRL's `masked_whiten`)."""
+  a = np.asarray(advantages, np.float64).ravel()
+  centred_sq = np.sum(np.square(a - a.mean()))
+  var = lambda ddof: centred_sq / (a.size - ddof)
+  return float(np.sqrt((var(ddof_ours) + eps) / (var(ddof_theirs) + eps)))
+
+
+class TrlPPOUnavailable(RuntimeError):
+  """TRL's PPO cannot run: no interpreter given, the venv cannot be made, or no import."""
+
+
+def trl_ppo_probe(python: str) -> str:
+  """TRL's version in `python` if `trl.experimental.ppo` imports there, else TrlPPOUnavailable."""
+  if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+    raise TrlPPOUnavailable(f"{python} is not an executable file")
+  code = ("import trl; from trl.experimental.ppo import PPOConfig, PPOTrainer; "
+          "print(trl.__version__)")
+  try:
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600,
+                         cwd=tempfile.gettempdir(),
+                         env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise TrlPPOUnavailable(f"{python} could not be run: {e}") from e
+  if out.returncode != 0:
+    raise TrlPPOUnavailable(f"{python} cannot import trl.experimental.ppo (TRL "
+                            f"{TRL_PPO_VERSION} has it): {out.stderr.strip()[-500:]}")
+  return out.stdout.strip().splitlines()[-1]
+
+
+def create_trl_ppo_venv(venv: str) -> str:
+  """`python -m venv --system-site-packages VENV` and `pip install --no-deps trl==0.29.1`
+  (this environment's torch, transformers, accelerate and datasets; TRL 0.29.1 in front of
+  its TRL); returns the venv's python."""
+  print(f"[peers] creating a venv with TRL {TRL_PPO_VERSION} for PPO at {venv} (pip downloads "
+        "TRL's wheel, once)", file=sys.stderr, flush=True)
+  python = os.path.join(venv, "bin", "python")
+  for cmd in ([sys.executable, "-m", "venv", "--system-site-packages", venv],
+              [python, "-m", "pip", "install", "--no-deps", f"trl=={TRL_PPO_VERSION}"]):
+    try:
+      out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as e:
+      raise TrlPPOUnavailable(f"creating the TRL {TRL_PPO_VERSION} venv failed at "
+                              f"`{' '.join(cmd)}`: {e}") from e
+    if out.returncode != 0:
+      raise TrlPPOUnavailable(f"creating the TRL {TRL_PPO_VERSION} venv failed at "
+                              f"`{' '.join(cmd)}` (exit {out.returncode}): "
+                              f"{(out.stdout + out.stderr).strip()[-1000:]}")
+  return python
+
+
+def resolve_trl_ppo_python(python: str | None, venv: str | None) -> tuple[str, str]:
+  """`(python, TRL version)` for TRL's PPO: `python` if given, else `venv`'s (created if it
+  does not import `trl.experimental.ppo` yet); TrlPPOUnavailable when neither works."""
+  if python:
+    return python, trl_ppo_probe(python)
+  if not venv:
+    raise TrlPPOUnavailable(
+        f"no Python with TRL {TRL_PPO_VERSION} given: pass --trl_ppo_python (or set "
+        f"${TRL_PPO_PYTHON_ENV}) to a venv made with `python -m venv --system-site-packages DIR "
+        f"&& DIR/bin/pip install --no-deps trl=={TRL_PPO_VERSION}`, or --trl_ppo_venv=DIR to "
+        "let the benchmark make it (run(..., trl_ppo_python=..., trl_ppo_venv=...))")
+  venv_python = os.path.join(venv, "bin", "python")
+  if os.path.isfile(venv_python):
+    try:
+      return venv_python, trl_ppo_probe(venv_python)
+    except TrlPPOUnavailable:
+      pass
+  venv_python = create_trl_ppo_venv(venv)
+  return venv_python, trl_ppo_probe(venv_python)
+
+
+def trl_ppo_step_times(python: str, job_dir: str, model_dir: str, value_dir: str, rm_dir: str,
+                       data: dict, repeats: int, threads: int) -> dict:
+  """Runs `_trl_ppo_peer.ppo_step_times` in `python` (a subprocess from the repository root)
+  on the batch's prompts and completions; returns its result."""
+  ids, p = data["ids"], data["prompt_len"]
+  np.savez(os.path.join(job_dir, "inputs.npz"), query_ids=ids[:, :p], response_ids=ids[:, p:])
+  config = dict(model_dir=model_dir, value_dir=value_dir, reward_dir=rm_dir,
+                kl_coef=PPO_KL_COEF, gamma=PPO_GAMMA, lam=PPO_LAM, cliprange=PPO_CLIP,
+                cliprange_value=PPO_VALUE_CLIP, vf_coef=PPO_VF_COEF,
+                learning_rate=LEARNING_RATE, steps=repeats, warmup=2, threads=threads)
+  with open(os.path.join(job_dir, "config.json"), "w") as f:
+    json.dump(config, f)
+  path = os.environ.get("PYTHONPATH")
+  env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1",
+         "PYTHONPATH": REPO_ROOT + (os.pathsep + path if path else "")}
+  out = subprocess.run([python, "-m", "experiments.benchmarks._trl_ppo_peer", job_dir],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+  if out.returncode != 0:
+    raise RuntimeError(f"TRL's PPO run failed (exit {out.returncode}):\n"
+                       f"{(out.stdout + out.stderr)[-3000:]}")
+  with open(os.path.join(job_dir, "result.json")) as f:
+    return json.load(f)
+
+
+PPO_NOTE = (
+    "A PPO step is one update minus generation on a fixed batch of completions that fill the "
+    "response length: TRL 0.29.1's PPOTrainer update (after its generation returns: reference, "
+    "value-model and reward-model forward passes, KL-shaped rewards, GAE, whitening, one "
+    "policy+value-model update, metrics) against irl_jax's PolicySampler scoring without "
+    "generation plus its 'ppo' train step. The work differs: TRL's value model is a separate "
+    "backbone (two backbones forward and backward per update), irl_jax's PolicyValueModel a "
+    "head on the policy's backbone (one), and irl_jax recomputes the old log-probs in its "
+    "policy-and-value forward pass where TRL reads them from the generation's logits: about 9 "
+    "forward-pass equivalents for TRL against 6 for irl_jax (forward 1, forward+backward 3). "
+    "ppo_separate_critic_step_speedup_vs_trl runs irl_jax's same objective and sampler with a "
+    "separate critic backbone (TRL's work plus that policy forward, about 10). Neither side "
+    "clips gradients (TRL's PPO loop never does). TRL whitens the advantages with the sample "
+    "variance, irl_jax with the population variance (a factor sqrt((n-1)/n) on TRL's).")
+
+
+def bench_trl_ppo(cfg, model_dir, rm_dir, tmp, repeats, threads, python=None,
+                  venv=None) -> list[dict]:
+  """`ppo_step_speedup_vs_trl` (and its same-work companion, step times and first-update
+  parity), or the row alone with value None and the reason when TRL's PPO cannot run."""
+  ctx = context(cfg, threads)
+  try:
+    python, version = resolve_trl_ppo_python(python, venv)
+  except TrlPPOUnavailable as e:
+    return [{"metric": "ppo_step_speedup_vs_trl", "value": None, "unit": "ratio",
+             "skipped": str(e), "note": PPO_NOTE, **ctx}]
+  if version != TRL_PPO_VERSION:
+    print(f"[peers] warning: {python} has TRL {version}, not {TRL_PPO_VERSION}; the PPO step "
+          "replaces functions of its PPOTrainer module and checks the calls it expects",
+          file=sys.stderr)
+  data = ppo_batch(cfg)
+  value_dir = save_value_checkpoint(cfg, tmp, model_dir)
+  reward_model = models.from_pretrained(rm_dir)
+  sides = {"ppo": PPOSide(ppo_models(model_dir, value_dir, separate_critic=False),
+                          reward_model, data),
+           "ppo_separate_critic": PPOSide(ppo_models(model_dir, value_dir, separate_critic=True),
+                                          reward_model, data)}
+  ours = {name: [] for name in sides}
+
+  def run_ours(n):
+    for _ in range(n):
+      for name, side in sides.items():
+        ours[name].append(side.update())
+
+  run_ours((repeats + 1) // 2)
+  job_dir = os.path.join(tmp, "trl_ppo")
+  os.makedirs(job_dir, exist_ok=True)
+  trl = trl_ppo_step_times(python, job_dir, model_dir, value_dir, rm_dir, data, repeats,
+                           threads)
+  run_ours(repeats // 2)
+
+  # First update, same inputs: the policy's and the reference's response-token log-probs,
+  # the values and the scores, and GAE's advantages must agree (same models and tokens; no
+  # padding, so the same rewards and episode ends). At ratio 1 both value losses are
+  # ½·mean(A²); both policy losses are the mean of whitened advantages, 0 up to round-off.
+  # TRL's whitened advantages (and so its policy gradient) are irl_jax's times
+  # sqrt((var_pop + 1e-8) / (var_sample + 1e-8)), `scale` (the separate critic's, last).
+  mine = ppo_first_update(sides["ppo"])
+  same_first = ppo_first_update(sides["ppo_separate_critic"])
+  theirs = {k: np.asarray(trl[k], np.float64) for k in mine}
+  if not np.asarray(trl["mask"]).all():
+    raise RuntimeError("TRL masked response tokens of completions that fill the length")
+  # Elementwise, in the caller's row order; `compared` keeps the means (irl_jax, peer).
+  parity, compared = {}, {}
+  for variant, d in (("", mine), ("_separate_critic", same_first)):
+    scale = whitening_scale_ratio(d["advantages"])
+    for k, x in d.items():
+      label = k
+      if k == "whitened_advantages":  # TRL divides by the sample std: irl_jax's times scale
+        label, x = "whitened_advantages_scaled", scale * x
+      name = label + variant
+      parity[name] = check_parity_array(f"PPO first update {name}", x, theirs[k])
+      compared[name] = (float(np.mean(x)), float(np.mean(theirs[k])))
+  first, first_same = sides["ppo"].first["metrics"], sides["ppo_separate_critic"].first
+  metrics = trl["first_metrics"]
+  compared["value_loss"] = (first["train/value_loss"], metrics["loss/value_avg"])
+  compared["value_loss_separate_critic"] = (first_same["metrics"]["train/value_loss"],
+                                            metrics["loss/value_avg"])
+  for name in ("value_loss", "value_loss_separate_critic"):
+    parity[name] = check_parity(f"PPO first update {name}", *compared[name])
+  grad = {"policy": (scale * first_same["grad_norm_policy"], trl["grad_norm_policy"]),
+          "critic": (first_same["grad_norm_critic"], trl["grad_norm_value"])}
+  rel_grad = {k: check_parity(f"PPO first-update {k} gradient norm (separate critic)", a, b,
+                              GRAD_NORM_RTOL) for k, (a, b) in grad.items()}
+
+  ctx = {**ctx, "trl": trl["trl_version"], "torch": trl["torch_version"],
+         "trl_torch_threads": trl["threads"]}
+  med = {"ppo": statistics.median(ours["ppo"]),
+         "ppo_separate_critic": statistics.median(ours["ppo_separate_critic"]),
+         "trl_ppo": statistics.median(trl["times"])}
+  summary = {"parity": {**parity,
+                        **{f"grad_norm_{k}_separate_critic": v for k, v in rel_grad.items()}},
+             "first_policy_loss": {"irl_jax": first["train/policy_loss"],
+                                   "irl_jax_separate_critic":
+                                       first_same["metrics"]["train/policy_loss"],
+                                   "peer": metrics["loss/policy_avg"], "expected": 0.0},
+             "first_value_loss": {"irl_jax": first["train/value_loss"],
+                                  "peer": metrics["loss/value_avg"]},
+             "whitening_scale_trl_over_irl_jax": scale,
+             "step_time_irl_jax": med["ppo"], "step_time_trl": med["trl_ppo"],
+             "step_time_irl_jax_separate_critic": med["ppo_separate_critic"],
+             "trl_gc_collect_s": trl["gc_collect_s"], "note": PPO_NOTE}
+  rows = [{"metric": f"step_time_{k}", "value": v, "unit": "s", **ctx} for k, v in med.items()]
+  rows += [{"metric": f"first_update_{k}_relative_difference_ppo", "value": parity[k],
+            "unit": "ratio", "irl_jax": a, "peer": b, **ctx} for k, (a, b) in compared.items()]
+  rows += [{"metric": f"first_update_{k}_grad_norm_relative_difference_ppo_separate_critic",
+            "value": rel_grad[k], "unit": "ratio", "irl_jax_scaled": a, "peer": b, **ctx}
+           for k, (a, b) in grad.items()]
+  rows += [
+      {"metric": "first_update_policy_loss_ppo", "value": first["train/policy_loss"],
+       "unit": "loss", "peer": metrics["loss/policy_avg"], "expected": 0.0,
+       "why": "ratio 1 on the first update: the policy loss is minus the mean of whitened "
+              "advantages, 0 up to round-off on both sides", **ctx},
+      {"metric": "first_update_grad_norm_ppo", "value": first["train/grad_norm"],
+       "unit": "norm", "peer": None,
+       "why": "irl_jax's shared backbone gets both losses' gradients; TRL's two backbones "
+              "each get one (compared in the separate-critic rows)", **ctx},
+      {"metric": "ppo_step_speedup_vs_trl", "value": med["trl_ppo"] / med["ppo"],
+       "unit": "ratio", **summary, **ctx},
+      {"metric": "ppo_separate_critic_step_speedup_vs_trl",
+       "value": med["trl_ppo"] / med["ppo_separate_critic"], "unit": "ratio",
+       "note": "irl_jax's 'ppo' objective and PolicySampler on TRL's layout (SeparateCriticPolicy: "
+               "a second backbone for the values): TRL's update work plus one policy forward "
+               "pass for the old log-probs, which TRL takes from its generation.", **ctx},
+  ]
+  return rows
+
+
 def save_checkpoints(cfg: dict, tmp: str) -> tuple[str, str]:
   """A random `LlamaForCausalLM` and a `LlamaForSequenceClassification` on the same backbone."""
   import torch
@@ -488,7 +976,11 @@ def save_checkpoints(cfg: dict, tmp: str) -> tuple[str, str]:
   return model_dir, rm_dir
 
 
-def run(cfg: dict, repeats: int, skip=(), with_breakdown: bool = False) -> list[dict]:
+def run(cfg: dict, repeats: int, skip=(), with_breakdown: bool = False, *,
+        trl_ppo_python: str | None = None, trl_ppo_venv: str | None = None) -> list[dict]:
+  """Every row. `trl_ppo_python` (a venv's python with TRL 0.29.1) or `trl_ppo_venv` (a venv
+  made there if needed) runs TRL's PPO; with neither, `ppo_step_speedup_vs_trl` is reported
+  skipped (value None, the reason under "skipped")."""
   threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -504,6 +996,9 @@ def run(cfg: dict, repeats: int, skip=(), with_breakdown: bool = False) -> list[
         rows += breakdown(cfg, model_dir, data, repeats, threads)
     if "trl" not in skip:
       rows += bench_trl(cfg, model_dir, rm_dir, data, repeats, threads)
+    if "trl_ppo" not in skip:
+      rows += bench_trl_ppo(cfg, model_dir, rm_dir, tmp, repeats, threads, trl_ppo_python,
+                            trl_ppo_venv)
   if "models" not in skip:
     for name in ("gpt2", "llama"):
       for row in models_bench.bench_family(name, cfg is SMALL, repeats):
@@ -519,14 +1014,17 @@ def run(cfg: dict, repeats: int, skip=(), with_breakdown: bool = False) -> list[
 
 def main(argv):
   del argv
-  bad = set(SKIP.value) - {"torch", "trl", "models"}
+  bad = set(SKIP.value) - {"torch", "trl", "trl_ppo", "models"}
   if bad:
-    raise app.UsageError(f"--peers_skip: unknown part(s) {sorted(bad)}; use torch, trl, models.")
+    raise app.UsageError(f"--peers_skip: unknown part(s) {sorted(bad)}; use torch, trl, trl_ppo, "
+                         "models.")
   if BREAKDOWN.value and "torch" in SKIP.value:
     raise app.UsageError("--peers_breakdown profiles the MLE step against PyTorch's: it needs the "
                          "torch part, which --peers_skip=torch leaves out.")
   rows = run(SMALL if QUICK.value else FULL, REPEATS.value or (3 if QUICK.value else 7),
-             SKIP.value, BREAKDOWN.value)
+             SKIP.value, BREAKDOWN.value,
+             trl_ppo_python=TRL_PPO_PYTHON.value or os.environ.get(TRL_PPO_PYTHON_ENV) or None,
+             trl_ppo_venv=TRL_PPO_VENV.value)
   if JSON.value:
     for r in rows:
       print(json.dumps(r), flush=True)
@@ -535,6 +1033,9 @@ def main(argv):
         f"{rows[0]['torch_threads'] if rows else '-'}")
   print(f"{'metric':52s} {'value':>12s}  unit      target")
   for r in rows:
+    if r["value"] is None:
+      print(f"{r['metric']:52s} {'skipped':>12s}  {r['unit']:8s}  {r.get('skipped', '')}")
+      continue
     target = ""
     if "target" in r:
       upper = r["metric"].endswith("over_mle_step_time")
