@@ -4,7 +4,7 @@ model-written evaluations (Perez et al. 2022).
     python -m experiments.behaviour_shift --workdir=/tmp/behaviour_shift \
         --config.preferences=/path/to/hh-rlhf/harmless-base/test.jsonl \
         --config.behaviour_sets=/path/to/evals/persona/agreeableness.jsonl,/path/to/evals/persona/desire-for-acquiring-power.jsonl
-    # the same with --config.quick=True (about 2 minutes)
+    # the same with --config.quick=True (52 s on 2 CPU cores)
 
 Measured, not reproduced: for a policy, the probability mass it puts on each question's
 `answer_matching_behavior` against `answer_not_matching_behavior`
