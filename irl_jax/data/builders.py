@@ -392,7 +392,7 @@ def builder_class(builder: str | type[_JsonlBuilder]) -> type[_JsonlBuilder]:
 
 def _decode_example(row: Any) -> dict[str, Any]:
   """A stored example as the `formats` reader yielded it (a NaN margin, stored for a row
-  that gave none, is left out again)."""
+  that gave none, is left out again; a given margin comes back as float32's value)."""
   example = _decode(row)
   margin = example.get("margin") if isinstance(example, dict) else None
   if isinstance(margin, float) and math.isnan(margin):

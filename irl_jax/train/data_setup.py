@@ -104,6 +104,16 @@ def build_data(config, workdir: str, *, task=None):
     train_src = source(train_path)
     eval_src = source(eval_path) if eval_path else None
 
+  if margins and d.get("on_bad_row", "raise") == "raise":
+    # Before the first step, not when the pair's batch comes up hours later.
+    for src in (train_src, eval_src):
+      for example in src or ():
+        if "margin" not in example:
+          raise data_lib.BadRowError(
+              example.get("source", "<example>"), "missing_margin",
+              "no 'margin' field, and config.objective.bradley_terry.use_margin needs one "
+              "for every pair")
+
   if d.batch_size % jax.process_count():
     raise ValueError(f"data.batch_size={d.batch_size} does not split over "
                      f"{jax.process_count()} processes.")

@@ -225,6 +225,14 @@ def check_config(config) -> None:
   processes = int(_field(config, "distributed.num_processes", 1) or 1)
   need(config.data.batch_size % processes == 0, "data.batch_size",
        f"must split evenly over config.distributed.num_processes={processes} processes")
+  _, minibatches = updates_per_batch(config)
+  if minibatches > 1:
+    hp = registry.hyperparameters(config.objective)
+    rows = config.data.batch_size * int(getattr(hp, "num_samples", 1))
+    name = config.objective.name
+    need(rows % (minibatches * micro) == 0, f"objective.{name}.num_minibatches",
+         f"the {rows} sample rows of a batch (data.batch_size x num_samples) must split into "
+         f"{minibatches} minibatches" + (f" of {micro} micro-batches each" if micro > 1 else ""))
   monitor_config(config)
 
 
@@ -703,9 +711,12 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
       if not metrics["train/finite"]:
         checkpoints.wait()
         good = checkpoints.steps
+        which = ("the update was not applied" if per_batch == 1 else
+                 f"of its {per_batch} updates, {int(metrics['train/updates_applied'])} were "
+                 "applied and the non-finite ones skipped")
         raise NonFiniteError(
             f"non-finite loss or gradient at step {step + 1} (loss={metrics['train/loss']}, "
-            f"grad_norm={metrics['train/grad_norm']}); the update was not applied and training "
+            f"grad_norm={metrics['train/grad_norm']}); {which}, and training "
             f"stopped. Last good checkpoint: "
             f"{('step ' + str(good[-1])) if good else 'none'} in {checkpoints.directory}.")
       done = step + 1

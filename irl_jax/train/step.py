@@ -114,21 +114,22 @@ def loss_and_grads(model_def: ModelDef, objective: Objective, params, batch, rng
   return value, grads, _combine_metrics(metrics), sum(counts)
 
 
-def _shuffled_minibatches(batch: dict, key, minibatches: int) -> dict:
-  """`batch` split into `minibatches` `[M, ...]` after a random order of its rows: one
-  permutation for the `sample_*` rows, another for the others (two populations)."""
-  out = {}
-  for prefix, k in (("sample_", 0), ("", 1)):
-    names = [n for n in batch if n.startswith("sample_") == bool(prefix)]
-    if not names:
-      continue
-    rows = {batch[n].shape[0] for n in names}
-    if len(rows) != 1:
-      raise ValueError(f"minibatches: the {'sample_' if prefix else 'data'} arrays disagree "
-                       f"on their number of rows: { {n: batch[n].shape[0] for n in names} }.")
-    order = jax.random.permutation(jax.random.fold_in(key, k), rows.pop())
-    out.update({n: batch[n][order] for n in names})
-  return _split_micro(out, minibatches)
+def minibatch_rows(batch: dict, minibatches: int) -> int:
+  """The rows of the arrays a minibatch split cuts: the `sample_*` rows when the batch has
+  policy samples (the data rows then go whole to every minibatch), else the data rows.
+  Raises `ValueError` when they disagree or do not divide by `minibatches`."""
+  names = [n for n in batch if n.startswith("sample_")] or list(batch)
+  rows = {batch[n].shape[0] for n in names}
+  if len(rows) != 1:
+    raise ValueError(f"minibatches: the arrays disagree on their number of rows: "
+                     f"{ {n: batch[n].shape[0] for n in names} }.")
+  n = rows.pop()
+  if n % minibatches:
+    raise ValueError(f"{n} {'sample ' if names[0].startswith('sample_') else ''}rows do not "
+                     f"split into minibatches={minibatches} (config.objective.ppo."
+                     "num_minibatches for PPO: make the prompts per batch times samples per "
+                     "prompt a multiple of it).")
+  return n
 
 
 def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.GradientTransformation,
@@ -148,14 +149,16 @@ def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.Gradien
   rows would need its own micro-batching.
 
   With `epochs * minibatches > 1` (PPO's several passes over one sample batch), the step
-  makes `epochs` passes over the batch, each in a fresh random order of its rows (the
-  `sample_*` rows and the others each in their own order) cut into `minibatches`, and
-  applies one optimizer update per minibatch (each with its own micro-batching, finite
-  check and skip). `state.step` then counts updates (`epochs * minibatches` per step; size
-  the schedule for that many), and the metrics are means over the updates, except
-  `train/finite` (1 only when every update was finite), `train/skipped_empty` (the
-  fraction skipped for an empty minibatch), `train/param_norm` (before the first update)
-  and `train/updates_applied`.
+  makes `epochs` passes over the batch, each in a fresh random order of its rows cut into
+  `minibatches`, and applies one optimizer update per minibatch (each with its own
+  micro-batching, finite check and skip). The rows cut are the `sample_*` ones when the
+  batch has policy samples (the data rows then go whole to every minibatch), else the
+  data rows; they must divide by `minibatches`. `state.step` then counts updates
+  (`epochs * minibatches` per step; size the schedule for that many), and the metrics are
+  means over the updates (an objective's per-batch counts too), except `train/finite` (1
+  only when every update was finite; a non-finite update is skipped and the others are
+  applied), `train/skipped_empty` (the fraction skipped for an empty minibatch),
+  `train/param_norm` (before the first update) and `train/updates_applied`.
 
   Metrics are `/`-namespaced scalars: `train/loss`, `train/grad_norm`,
   `train/param_norm`, `train/learning_rate`, `train/finite`, and the
@@ -183,70 +186,43 @@ def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.Gradien
     return (keep(new_params, params), keep(new_opt_state, opt_state),
             step + apply.astype(jnp.int32), metrics)
 
-  def multi_step(state: TrainState, batch: dict):
-    rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
-    if sampler is not None:
-      step_rng, sample_rng = jax.random.split(step_rng)
-      policy = model_def.merge(jax.lax.stop_gradient(state.params))
-      batch = sampler(policy, batch, sample_rng)
-    order_key, update_key = jax.random.split(step_rng)
-    passes = jax.vmap(lambda k: _shuffled_minibatches(batch, k, minibatches))(
-        jax.random.split(order_key, epochs))
-    pieces = jax.tree.map(lambda x: x.reshape(updates, *x.shape[2:]), passes)
-
-    def body(carry, xs):
-      params, opt_state, step = carry
-      mb, key = xs
-      params, opt_state, step, metrics = update(params, opt_state, step, mb, key)
-      return (params, opt_state, step), metrics
-
-    (params, opt_state, step), per_update = jax.lax.scan(
-        body, (state.params, state.opt_state, state.step),
-        (pieces, jax.random.split(update_key, updates)))
-    metrics = jax.tree.map(jnp.mean, per_update)
-    metrics["train/finite"] = jnp.min(per_update["train/finite"])
-    metrics["train/updates_applied"] = (step - state.step).astype(jnp.float32)
-    metrics["train/param_norm"] = optax.tree.norm(state.params)
-    if schedule is not None:
-      metrics["train/learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
-    return TrainState(step=step, params=params, opt_state=opt_state,
-                      rng=jax.random.key_data(rng)), metrics
-
-  if updates > 1:
-    return multi_step
-
   def step(state: TrainState, batch: dict):
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
     if sampler is not None:
       step_rng, sample_rng = jax.random.split(step_rng)
       policy = model_def.merge(jax.lax.stop_gradient(state.params))
       batch = sampler(policy, batch, sample_rng)
-    loss, grads, obj_metrics, count = loss_and_grads(
-        model_def, objective, state.params, batch, step_rng, micro_batches=micro_batches)
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    empty = count <= 0
-    apply = finite & ~empty
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
-    new_state = TrainState(
-        step=state.step + apply.astype(jnp.int32),
-        params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
-        rng=jax.random.key_data(rng),
-    )
-    metrics = {
-        "train/loss": loss,
-        "train/grad_norm": grad_norm,
-        "train/param_norm": optax.tree.norm(state.params),
-        "train/finite": finite.astype(jnp.float32),
-        "train/skipped_empty": empty.astype(jnp.float32),
-    }
+    if updates == 1:
+      params, opt_state, count, metrics = update(state.params, state.opt_state, state.step,
+                                                 batch, step_rng)
+    else:
+      # Only row orders are made up front ([epochs, rows] ids); each update gathers its
+      # minibatch, so no copy of the batch per epoch is held.
+      n = minibatch_rows(batch, minibatches)
+      cut = [k for k in batch if k.startswith("sample_")] or list(batch)
+      order_key, update_key = jax.random.split(step_rng)
+      orders = jax.vmap(lambda k: jax.random.permutation(k, n))(
+          jax.random.split(order_key, epochs))
+      slices = orders.reshape(updates, n // minibatches)
+
+      def body(carry, xs):
+        params, opt_state, count = carry
+        rows, key = xs
+        mb = {k: (v[rows] if k in cut else v) for k, v in batch.items()}
+        params, opt_state, count, metrics = update(params, opt_state, count, mb, key)
+        return (params, opt_state, count), metrics
+
+      (params, opt_state, count), per_update = jax.lax.scan(
+          body, (state.params, state.opt_state, state.step),
+          (slices, jax.random.split(update_key, updates)))
+      metrics = jax.tree.map(jnp.mean, per_update)
+      metrics["train/finite"] = jnp.min(per_update["train/finite"])
+      metrics["train/updates_applied"] = (count - state.step).astype(jnp.float32)
+    metrics["train/param_norm"] = optax.tree.norm(state.params)
     if schedule is not None:
       metrics["train/learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
-    metrics.update({f"train/{k}": jnp.asarray(v, jnp.float32) for k, v in obj_metrics.items()})
-    return new_state, metrics
+    return TrainState(step=count, params=params, opt_state=opt_state,
+                      rng=jax.random.key_data(rng)), metrics
 
   return step
 

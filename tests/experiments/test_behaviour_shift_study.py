@@ -104,6 +104,29 @@ def test_shift_verdict_needs_an_interval_beyond_the_margin():
   assert bs.beyond((0.05, float("nan"), float("nan"), 1), 0.01) == "not at this scale"
 
 
+def _fake(shifts_a, shifts_b, margin=0.01):
+  """Results whose RLHF'd − base shifts are `shifts_a` (per seed) on set a and `shifts_b`
+  on set b; SFT equals the base."""
+  sets = {}
+  for name, shifts in (("a", shifts_a), ("b", shifts_b)):
+    sets[name] = {"base": {"p_match": [0.5]}, "sft": {"p_match": [0.5] * len(shifts)},
+                  "rlhf": {"p_match": [0.5 + d for d in shifts]}}
+  return {"sets": sets, "config": {"min_shift": margin}}
+
+
+def test_one_set_beyond_the_margin_decides_and_contradiction_needs_every_set():
+  from experiments import behaviour_shift as bs
+  big, small, vague = [0.05, 0.06, 0.05, 0.07, 0.06], [0.001, 0.002, 0.0, 0.001, 0.002], \
+      [0.0, 0.03, -0.02, 0.04, 0.01]
+  first = lambda r: bs.verdicts(r)[0]  # RLHF'd − base
+  assert first(_fake(big, small))["verdict"] == "reproduced"
+  assert "on a:" in first(_fake(big, small))["deciding"]       # the largest mean |shift|
+  assert first(_fake(small, small))["verdict"] == "contradicted"
+  assert first(_fake(small, vague))["verdict"] == "not at this scale"
+  # SFT equals the base here, so RLHF'd − SFT decides as RLHF'd − base does.
+  assert bs.verdicts(_fake(big, small))[1]["verdict"] == "reproduced"
+
+
 def test_behaviour_shift_config_errors(tiny_world, tmp_path):
   from experiments import behaviour_shift as bs
   config = quick_config(tiny_world)

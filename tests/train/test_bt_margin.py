@@ -86,19 +86,29 @@ def test_trainer_batches_carry_the_files_margins(tmp_path):
   # Without use_margin the same file trains without them.
   c.objective.bradley_terry.use_margin = False
   assert "margin" not in next(build_data(c, str(tmp_path / "run2"))[0])
-  # A run end to end: finite losses.
-  summary = loop.train(_config(path), str(tmp_path / "train"))
-  assert np.isfinite(summary["train/loss"])
+  # Runs end to end, with and without the margins: the same first batch, and margins
+  # m >= 0 (not all 0) can only raise −log σ(d − m) above −log σ(d).
+  first = {}
+  for use in (True, False):
+    c = _config(path)
+    c.steps = c.checkpoint_every = 1
+    c.objective.bradley_terry.use_margin = use
+    first[use] = loop.train(c, str(tmp_path / f"train_{use}"))["train/loss"]
+  assert np.isfinite(first[True]) and first[True] > first[False]
 
 
 def test_missing_and_bad_margins_name_their_row(tmp_path):
   rows = _pairs()
   del rows[2]["margin"]
   c = _config(_write(tmp_path / "missing.jsonl", rows))
-  train_iter = build_data(c, str(tmp_path / "run"))[0]
+  # Found when the data are set up, before any batch is drawn.
   with pytest.raises(BadRowError, match=r"missing\.jsonl:3: no 'margin' field"):
-    for _ in range(4):                            # two epochs of 8 rows
-      next(train_iter)
+    build_data(c, str(tmp_path / "run"))
+  # Skipped and counted under on_bad_row="skip" (the pipeline's own check).
+  c.data.on_bad_row = "skip"
+  train_iter = build_data(c, str(tmp_path / "run_skip"))[0]
+  for _ in range(4):                              # two epochs of the 7 good rows
+    assert next(train_iter)["margin"].shape == (4,)
   rows = _pairs()
   rows[4]["margin"] = -1.0
   c = _config(_write(tmp_path / "negative.jsonl", rows))

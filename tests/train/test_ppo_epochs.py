@@ -13,7 +13,7 @@ from reverse_task import ALPHABET, ReverseBatches
 from irl_jax import models
 from irl_jax.data import char_tokenizer
 from irl_jax.losses.reductions import MaskedMean
-from irl_jax.train import loop, registry
+from irl_jax.train import loop, optim, registry
 from irl_jax.train.state import TrainState, init_train_state, split_model
 from irl_jax.train.step import make_train_step
 
@@ -57,27 +57,66 @@ class _Linear(nnx.Module):
 
 def test_every_row_once_per_epoch_in_each_minibatch_split():
   model_def, params = split_model(_Linear())
+  seen = []
 
   def objective(model, batch, rng):
     del rng
     loss = jnp.sum((model.w[0] - batch["y"]) ** 2)
-    # Powers of two: an epoch's minibatches add up to 2^8 - 1 only if each row came once.
+    # Which rows this minibatch holds, recorded from inside the compiled step.
+    jax.debug.callback(lambda ids: seen.append(np.asarray(ids).astype(int).tolist()),
+                       batch["id"])
     return MaskedMean(loss, jnp.float32(batch["y"].shape[0])), {
-        "rows_code": jnp.sum(2.0 ** batch["id"]), "rows": jnp.float32(batch["y"].shape[0])}
+        "rows": jnp.float32(batch["y"].shape[0])}
 
   batch = {"id": jnp.arange(8, dtype=jnp.float32), "y": jnp.linspace(-1, 1, 8)}
   tx = optax.sgd(0.1)
   step = jax.jit(make_train_step(model_def, objective, tx, epochs=3, minibatches=4))
   state, metrics = step(init_train_state(params, tx, 0), batch)
-  # 12 updates of 2 rows; the mean code over an epoch's 4 minibatches is 255 / 4.
+  jax.effects_barrier()
   assert float(metrics["train/rows"]) == 2 and int(state.step) == 12
-  assert float(metrics["train/rows_code"]) == pytest.approx(255 / 4)
+  assert len(seen) == 12 and all(len(mb) == 2 for mb in seen)
+  epochs = [[i for mb in seen[4 * e:4 * e + 4] for i in mb] for e in range(3)]
+  for order in epochs:                      # every row exactly once per epoch
+    assert sorted(order) == list(range(8))
+  assert len({tuple(order) for order in epochs}) > 1   # a fresh order each epoch
   assert isinstance(state, TrainState)
-  with pytest.raises(ValueError, match="not divisible by micro_batches=3"):
+  with pytest.raises(ValueError, match="8 rows do not split into minibatches=3"):
     make_train_step(model_def, objective, tx, minibatches=3)(
         init_train_state(params, tx, 0), batch)
   with pytest.raises(ValueError, match="epochs must be a positive integer"):
     make_train_step(model_def, objective, tx, epochs=0)
+
+
+def test_sample_rows_are_cut_and_data_rows_go_whole():
+  model_def, params = split_model(_Linear())
+  shapes = []
+
+  def objective(model, batch, rng):
+    del rng
+    shapes.append((batch["input_ids"].shape[0], batch["sample_y"].shape[0]))
+    loss = jnp.sum((model.w[0] - batch["sample_y"]) ** 2)
+    return MaskedMean(loss, jnp.float32(batch["sample_y"].shape[0])), {}
+
+  batch = {"input_ids": jnp.zeros((2, 3), jnp.int32), "sample_y": jnp.linspace(-1, 1, 8)}
+  tx = optax.sgd(0.1)
+  jax.jit(make_train_step(model_def, objective, tx, epochs=1, minibatches=4))(
+      init_train_state(params, tx, 0), batch)
+  assert shapes[-1] == (2, 2)
+
+
+def test_minibatches_that_do_not_divide_the_sample_rows_are_a_config_error():
+  from experiments.configs import smoke
+
+  c = smoke.get_config()
+  c.objective.name = "ppo"
+  c.data.batch_size = 4
+  c.objective.ppo.num_samples = 1
+  c.objective.ppo.num_minibatches = 3
+  with pytest.raises(loop.ConfigError, match=r"config\.objective\.ppo\.num_minibatches=3: "
+                                             r"the 4 sample rows"):
+    loop.check_config(c)
+  c.objective.ppo.num_minibatches = 2
+  loop.check_config(c)
 
 
 def test_ppo_epochs_update_away_from_the_sampling_policy(tmp_path):
@@ -96,6 +135,7 @@ def test_ppo_epochs_update_away_from_the_sampling_policy(tmp_path):
     c.objective.ppo.ppo_epochs = epochs
     c.objective.ppo.num_minibatches = 2
     c.optimizer.learning_rate = 3e-3
+    c.optimizer.warmup_steps = 1
     c.model.arch.update(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                         head_dim=16, intermediate_size=64)
     runs[epochs] = loop.train(c, str(tmp_path / str(epochs)),
@@ -104,6 +144,11 @@ def test_ppo_epochs_update_away_from_the_sampling_policy(tmp_path):
   for epochs, summary in runs.items():
     assert summary["train/updates_applied"] == 2 * epochs
     assert summary["train/skipped_updates"] == 0
+    # The schedule counts updates: the last step starts at update (steps − 1) · per batch.
+    per_batch = 2 * epochs
+    schedule = optim.learning_rate_schedule(learning_rate=3e-3, warmup_steps=per_batch,
+                                            total_steps=2 * per_batch, decay="cosine")
+    assert summary["train/learning_rate"] == pytest.approx(float(schedule(per_batch)))
   # With one pass, only the second minibatch's update sees a policy that moved since the
   # samples were drawn; a second pass moves it further from the sampling policy.
   assert runs[2]["train/approx_kl"] > runs[1]["train/approx_kl"] >= 0
