@@ -122,14 +122,12 @@ def preference_data(config, tokenizer, bos_id: int | None):
                      f"fits ({counts}; last: {e}).") from e
   kept = batch["rank_mask"].all(axis=1)
   arrays = {k: np.asarray(v)[kept] for k, v in batch.items()}
-  need = config.heldout_pairs + max(config.sft_steps * config.sft_batch,
-                                    config.dpo_steps * config.dpo_batch, 1)
   if len(arrays["input_ids"]) < config.heldout_pairs + max(config.sft_batch,
                                                            config.dpo_batch):
     raise ValueError(f"config.seq_len={config.seq_len}: only {len(arrays['input_ids'])} "
                      f"pairs of {config.preferences!r} fit (need at least "
                      f"heldout_pairs + a batch; {counts}).")
-  return arrays, counts, need
+  return arrays, counts
 
 
 def lm_side(arrays: dict, side: int = 0) -> dict:
@@ -234,7 +232,7 @@ def run(config, workdir: str, *, log=print) -> dict:
       base_model.config.bos_token_id
   train0, frozen = partition_params(params, trainable_fn(num_layers, config.trainable_layers))
   sets = behaviour_records(config)
-  arrays, counts, _ = preference_data(config, tokenizer, bos)
+  arrays, counts = preference_data(config, tokenizer, bos)
   n = len(arrays["input_ids"])
   heldout = {k: v[:config.heldout_pairs] for k, v in arrays.items()}
   pool = {k: v[config.heldout_pairs:] for k, v in arrays.items()}
