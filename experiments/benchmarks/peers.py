@@ -32,7 +32,9 @@ timed: forward, backward, global-norm clipping at 1.0 and AdamW (β = 0.9,
   reference log-probs precomputed from the initial model): the clipped
   surrogate with the k3 KL to the reference (β = 0.04, ε = 0.2), token-mean
   normalised (irl_jax's "grpo" objective with `normaliser="token"`, TRL
-  1.16's default `loss_type="dapo"`), forward, backward, clipping and AdamW.
+  1.16's default `loss_type="dapo"`), forward, backward, clipping and AdamW. Both sides
+  unembed only the completion positions (TRL's `logits_to_keep`, irl_jax's
+  `max_new_tokens` window).
   Generation, reward scoring and the reference forward pass are not part of
   it: generation speed is a different comparison (`decode_speedup_*` of
   `experiments.benchmarks.models`).
@@ -54,8 +56,10 @@ timed: forward, backward, global-norm clipping at 1.0 and AdamW (β = 0.9,
   c_V = 0.1, token mean), timed from the end of generation to the ready state;
   one PPO epoch of one minibatch on TRL's side. The work differs and the row's
   `note` says how: TRL's value model is a second backbone (trained too),
-  irl_jax's value head sits on the policy's backbone, and irl_jax recomputes
-  the old log-probs where TRL reads them from the generation's logits;
+  irl_jax's value head sits on the policy's backbone, irl_jax recomputes
+  the old log-probs where TRL reads them from the generation's logits, and irl_jax
+  unembeds only the response positions (the `max_new_tokens` window) where TRL's
+  forward passes compute the logits of every position and slice them;
   `ppo_separate_critic_step_speedup_vs_trl` runs irl_jax's same objective and
   sampler on TRL's two-backbone layout (`SeparateCriticPolicy`). Neither side
   clips gradients (TRL's PPO loop cannot), and TRL whitens the advantages with
@@ -429,8 +433,11 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
       m, b["sample_input_ids"], b["sample_segment_ids"], b["sample_positions"],
       chunk_size=None).log_probs)(policy, jax.tree.map(jnp.asarray, grpo)), np.float32)
   grpo["sample_old_logps"] = grpo["sample_ref_logps"] = grpo_logps
+  # max_new_tokens: the completions' length budget (TRL's max_completion_length), so only the
+  # completion positions are unembedded, as TRL's logits_to_keep does.
   grpo_objective = registry.get("grpo").build(objectives.GRPOConfig(
-      clip_epsilon=GRPO_EPSILON, kl_coef=GRPO_BETA, normaliser="token"))
+      clip_epsilon=GRPO_EPSILON, kl_coef=GRPO_BETA, normaliser="token",
+      max_new_tokens=data["ids"].shape[1] - data["prompt_len"]))
   policy_side = JaxSide(policy, {"dpo": (dpo_objective, pairs), "grpo": (grpo_objective, grpo)})
   rm = JaxSide(models.from_pretrained(rm_dir),
                {"rm": (registry.get("bradley_terry").build(), pair_batch(data))})
@@ -839,7 +846,9 @@ PPO_NOTE = (
     "backbone (two backbones forward and backward per update), irl_jax's PolicyValueModel a "
     "head on the policy's backbone (one), and irl_jax recomputes the old log-probs in its "
     "policy-and-value forward pass where TRL reads them from the generation's logits: about 9 "
-    "forward-pass equivalents for TRL against 6 for irl_jax (forward 1, forward+backward 3). "
+    "forward-pass equivalents for TRL against 6 for irl_jax (forward 1, forward+backward 3); "
+    "irl_jax also unembeds only the response positions (its max_new_tokens window) where "
+    "TRL's forward passes unembed every position and slice the logits. "
     "ppo_separate_critic_step_speedup_vs_trl runs irl_jax's same objective and sampler with a "
     "separate critic backbone (TRL's work plus that policy forward, about 10). Neither side "
     "clips gradients (TRL's PPO loop never does). TRL whitens the advantages with the sample "

@@ -10,6 +10,7 @@ and `loss_mask[:, 1:]` marks the targets.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from irl_jax import losses
@@ -27,24 +28,69 @@ def lm_targets(loss_mask):
   return jnp.concatenate([loss_mask[:, 1:], jnp.zeros_like(loss_mask[:, :1])], axis=1)
 
 
-def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None):
+def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None,
+             last: int | None = None):
   """Token statistics `[B, T]` at every position (the last column's target is a dummy).
 
   `stats.q[:, t]` is the logit of `input_ids[:, t+1]` and `stats.v[:, t]` the
   soft value of the state after token `t`. With `chunk_size`, the statistics
   are computed from the hidden states in vocabulary chunks (no `[B, T, V]`
-  logits are held).
+  logits are held). With `last` (a static int), only the last `last` positions
+  are unembedded and scored, the earlier ones get zeros (`window_stats`): the
+  logits of a prompt are never needed when only a response is scored.
   """
   hidden = model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
-  targets = next_tokens(input_ids)
+  return window_stats(hidden, model.unembedding, model.logits, input_ids, segment_ids,
+                      chunk_size=chunk_size, last=last)
+
+
+def window_stats(hidden, unembedding, logits, input_ids, segment_ids, *,
+                 chunk_size: int | None, last: int | None = None):
+  """`TokenStats [B, T]` from final hidden states `[B, T, D]` (`lm_stats` after the model).
+
+  `unembedding()` gives the `[D, V]` matrix (chunked path) and `logits(hidden)` the
+  float32 logits (dense path). With `last` (static, `1 <= last`), only the columns
+  `[T − last, T)` are scored and the earlier columns' statistics are zero, with no
+  gradient; `last >= T` scores every column.
+  """
+  t = hidden.shape[1]
+  if last is not None and not (isinstance(last, int) and last >= 1):
+    raise ValueError(f"window_stats: last={last!r} must be a positive int (static).")
+  start = 0 if last is None or last >= t else t - last
+  targets = next_tokens(input_ids)[:, start:]
   # Padding slots hold no state: their statistics are zero and no gradient
   # (not even a NaN one from non-finite logits there) flows through them.
-  real = jnp.asarray(segment_ids) > 0
+  real = jnp.asarray(segment_ids)[:, start:] > 0
+  hidden = hidden[:, start:]
   if chunk_size:
-    return losses.chunked_soft_q_stats(hidden, model.unembedding(), targets,
-                                       chunk_size=chunk_size, where=real)
-  logits = model.logits(hidden)
-  return losses.soft_q_stats(logits, targets, where=real)
+    stats = losses.chunked_soft_q_stats(hidden, unembedding(), targets,
+                                        chunk_size=chunk_size, where=real)
+  else:
+    stats = losses.soft_q_stats(logits(hidden), targets, where=real)
+  if start:
+    stats = jax.tree.map(lambda x: jnp.pad(x, ((0, 0), (start, 0))), stats)
+  return stats
+
+
+def response_window(max_new_tokens: int | None, length: int) -> int | None:
+  """The `last` of `lm_stats` for sampled rows `[prompt | response]` whose responses fill
+  the last `max_new_tokens` columns (the samplers' layout, `rollouts.sample_arrays`):
+  their targets lie at positions `[T − M − 1, T − 1)`, so `M + 1` columns are scored;
+  None (every column) when that is all of them."""
+  if not max_new_tokens or max_new_tokens + 1 >= length:
+    return None
+  return int(max_new_tokens) + 1
+
+
+# The metric of GRPO and PPO counting targets before the scored window (0 on sampler rows).
+TARGETS_BEFORE_RESPONSE = "targets_before_response"
+
+
+def targets_before(where, last: int | None):
+  """`[]` int32: how many targets of `where [B, T]` lie before the last `last` columns."""
+  if last is None or last >= where.shape[1]:
+    return jnp.zeros((), jnp.int32)
+  return jnp.sum(where[:, :where.shape[1] - last], dtype=jnp.int32)
 
 
 def batch_stats(model, batch, *, chunk_size: int | None = None):

@@ -50,7 +50,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from irl_jax import models
 from irl_jax.train import checkpoint as ckpt_lib
-from irl_jax.train import generation, optim, registry, rollouts, sharding
+from irl_jax.train import generation, lm, optim, registry, rollouts, sharding
 from irl_jax.train import monitors as monitors_lib
 from irl_jax.train.data_setup import build_data
 from irl_jax.train.metrics import MetricWriter
@@ -714,11 +714,18 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
         which = ("the update was not applied" if per_batch == 1 else
                  f"of its {per_batch} updates, {int(metrics['train/updates_applied'])} were "
                  "applied and the non-finite ones skipped")
+        outside = float(metrics.get(f"train/{lm.TARGETS_BEFORE_RESPONSE}", 0.0))
+        why = ("" if not outside > 0 else
+               f" The sample rows hold targets before their last max_new_tokens columns "
+               f"(train/{lm.TARGETS_BEFORE_RESPONSE}={outside:g}): the objective "
+               "scores only the responses of [prompt | response] rows, whose response fills "
+               f"the last config.objective.{config.objective.name}.max_new_tokens columns.")
         raise NonFiniteError(
             f"non-finite loss or gradient at step {step + 1} (loss={metrics['train/loss']}, "
             f"grad_norm={metrics['train/grad_norm']}); {which}, and training "
             f"stopped. Last good checkpoint: "
-            f"{('step ' + str(good[-1])) if good else 'none'} in {checkpoints.directory}.")
+            f"{('step ' + str(good[-1])) if good else 'none'} in {checkpoints.directory}."
+            + why)
       done = step + 1
       final = done == config.steps
       metrics.update({f"train/samples/{'reward' if k == 'proxy_reward' else k}": v

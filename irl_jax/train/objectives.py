@@ -32,13 +32,17 @@ import jax.numpy as jnp
 from irl_jax import losses
 from irl_jax.losses import MaskedMean, masked_sum_count
 from irl_jax.train.lm import (
+    TARGETS_BEFORE_RESPONSE,
     batch_stats,
     bootstrap_values,
     flatten_responses,
     lm_stats,
     lm_targets,
     next_tokens,
+    response_window,
     sequence_log_probs,
+    targets_before,
+    window_stats,
 )
 from irl_jax.train.registry import ObjectiveSpec, register
 
@@ -409,22 +413,30 @@ class GRPOConfig:
 def grpo_objective(*, clip_epsilon: float, kl_coef: float, normaliser="token",
                    chunk_size: int | None = 0, **sampling):
   """GRPO on sampled groups: `sample_*` tokens with `sample_old_logps`, `sample_ref_logps`
-  (`[N, T]`, aligned with the targets) and `sample_advantages [N]`."""
-  del sampling
+  (`[N, T]`, aligned with the targets) and `sample_advantages [N]`.
+
+  With `max_new_tokens` (of the sampling keywords), the rows are the samplers'
+  `[prompt | response]` and only the last `max_new_tokens + 1` positions are unembedded
+  and scored (`irl_jax.train.lm.response_window`); a target before them makes the loss
+  NaN (see `_response_guard`), never a silently dropped token.
+  """
+  max_new_tokens = sampling.get("max_new_tokens")
   chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
     del rng
-    stats = lm_stats(model, batch["sample_input_ids"], batch["sample_segment_ids"],
-                     batch["sample_positions"], chunk_size=chunk)
     where = lm_targets(batch["sample_loss_mask"])
+    last = response_window(max_new_tokens, where.shape[1])
+    stats = lm_stats(model, batch["sample_input_ids"], batch["sample_segment_ids"],
+                     batch["sample_positions"], chunk_size=chunk, last=last)
     loss, extras = losses.grpo(
         stats.log_probs, batch["sample_old_logps"], batch["sample_ref_logps"],
         batch["sample_advantages"], where=where, normaliser=normaliser,
         clip_epsilon=clip_epsilon, kl_coef=kl_coef)
-    return extras.loss_terms, {"kl": extras.mean_kl.mean(),
-                               "clip_fraction": extras.clip_fraction.mean(),
-                               "loss_mean": loss}
+    terms, outside = _response_guard(extras.loss_terms, where, last)
+    return terms, {"kl": extras.mean_kl.mean(),
+                   "clip_fraction": extras.clip_fraction.mean(),
+                   "loss_mean": loss, TARGETS_BEFORE_RESPONSE: outside}
 
   return objective
 
@@ -438,24 +450,35 @@ register(ObjectiveSpec(
 # -- PPO with a value head ------------------------------------------------------------------
 
 
-def policy_value_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None):
+def policy_value_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None,
+                       last: int | None = None):
   """`(TokenStats [B, T], values [B, T])` of an `irl_jax.models.PolicyValueModel` in one
   forward pass, aligned as `irl_jax.train.lm.lm_stats` (position `t` scores
-  `input_ids[t+1]`; `values[:, t]` is `V` of the state the logits at `t` act in).
+  `input_ids[t+1]`; `values[:, t]` is `V` of the state the logits at `t` act in); with
+  `last`, only the last `last` positions are scored (the statistics before them are zero,
+  the values are computed everywhere).
 
   The PPO objective and its sampler (`irl_jax.train.rollouts.PolicySampler`) both call
   it, so the old and the new log-probs and values are computed the same way.
   """
   hidden, values = model(input_ids, segment_ids=segment_ids, positions=positions,
                          return_hidden=True)
-  targets = next_tokens(input_ids)
-  real = jnp.asarray(segment_ids) > 0  # padding slots hold no state (as lm_stats)
-  if chunk_size:
-    stats = losses.chunked_soft_q_stats(hidden, model.policy.unembedding(), targets,
-                                        chunk_size=chunk_size, where=real)
-  else:
-    stats = losses.soft_q_stats(model.policy.logits(hidden), targets, where=real)
+  stats = window_stats(hidden, model.policy.unembedding, model.policy.logits, input_ids,
+                       segment_ids, chunk_size=chunk_size, last=last)
   return stats, values
+
+
+def _response_guard(terms, where, last: int | None):
+  """`(terms, count)`: the loss terms, made NaN when `count > 0` targets lie before the
+  scored window of `last` positions, so the trainer stops with its non-finite error (which
+  names them) instead of training on a loss that left them out."""
+  outside = targets_before(where, last)
+  if last is None:
+    return terms, outside.astype(jnp.float32)
+  # Only the sums: the counts (from the whole `where`, so > 0 here) stay exact.
+  poison = lambda m: m._replace(sum=jnp.where(outside > 0, jnp.nan, m.sum))
+  terms = poison(terms) if isinstance(terms, MaskedMean) else tuple(map(poison, terms))
+  return terms, outside.astype(jnp.float32)
 
 
 def _check_ppo_field(name: str, value, low: float, *, strict: bool = False,
@@ -528,23 +551,27 @@ def ppo_objective(*, clip_epsilon: float, value_clip: float, vf_coef: float,
 
   `sampling` (kl_coef, gamma, lam, whiten_advantages, max_new_tokens, temperature,
   num_samples, ppo_epochs, num_minibatches) configures the sampler's advantages and
-  samples and the trainer's updates per batch, not the loss.
+  samples and the trainer's updates per batch, not the loss; `max_new_tokens` also bounds
+  the positions scored, as in `grpo_objective`.
   """
-  del sampling
+  max_new_tokens = sampling.get("max_new_tokens")
   chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
     del rng
+    where = lm_targets(batch["sample_loss_mask"])
+    last = response_window(max_new_tokens, where.shape[1])
     stats, values = policy_value_stats(model, batch["sample_input_ids"],
                                        batch["sample_segment_ids"], batch["sample_positions"],
-                                       chunk_size=chunk)
-    where = lm_targets(batch["sample_loss_mask"])
+                                       chunk_size=chunk, last=last)
     loss, extras = losses.ppo_losses(
         stats.log_probs, batch["sample_old_logps"], batch["sample_advantages"], values,
         batch["sample_old_values"], batch["sample_returns"], where=where,
         clip_epsilon=clip_epsilon, value_clip=value_clip, vf_coef=vf_coef,
         normaliser=normaliser)
-    return extras.loss_terms, {
+    terms, outside = _response_guard(extras.loss_terms, where, last)
+    return terms, {
+        TARGETS_BEFORE_RESPONSE: outside,
         "policy_loss": extras.policy_loss.mean(),
         "value_loss": extras.value_loss.mean(),
         "clip_fraction": extras.clip_fraction.mean(),

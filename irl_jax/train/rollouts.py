@@ -166,7 +166,9 @@ class PolicySampler:
   `sample_loss_mask` (`[N, P + M]`), `sample_terminal [N]`; with a
   `reward_fn`, also `sample_rewards`, `sample_advantages [N]` (group
   advantages), `sample_old_logps` and `sample_ref_logps` (`[N, P + M]`,
-  aligned with the targets as `irl_jax.train.lm.lm_targets` are).
+  aligned with the targets as `irl_jax.train.lm.lm_targets` are; only the last
+  `M + 1` positions, where the targets are, are scored, and the log-probs before
+  them are 0: see `irl_jax.train.lm.response_window`).
 
   With `value_targets` (the model is a `PolicyValueModel`; PPO), the
   advantages are per token instead: `sample_advantages [N, P + M]` from GAE on
@@ -208,9 +210,12 @@ class PolicySampler:
     self.key = jax.random.key(seed)
     self.value_targets = value_targets
 
+    # The rows are [prompt | response] with the response in the last max_new_tokens columns
+    # (`sample_arrays`): only those positions' log-probs are computed, the rest are 0.
     def logps(params, ids, seg, pos):
       stats = lm.lm_stats(policy_of(model_def.merge(params)), ids, seg, pos,
-                          chunk_size=chunk_size)
+                          chunk_size=chunk_size,
+                          last=lm.response_window(max_new_tokens, ids.shape[1]))
       return stats.log_probs
 
     self._logps = jax.jit(logps)
@@ -222,7 +227,9 @@ class PolicySampler:
         if not isinstance(model, PolicyValueModel):
           raise TypeError("PolicySampler: value_targets need a PolicyValueModel, got "
                           f"{type(model).__name__}.")
-        stats, values = policy_value_stats(model, ids, seg, pos, chunk_size=chunk_size)
+        stats, values = policy_value_stats(
+            model, ids, seg, pos, chunk_size=chunk_size,
+            last=lm.response_window(max_new_tokens, ids.shape[1]))
         return stats.log_probs, values
 
       def targets(scores, old_logps, ref_logps, old_values, loss_mask):

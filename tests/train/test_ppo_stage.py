@@ -157,11 +157,17 @@ def test_sampler_adds_old_values_gae_advantages_and_returns(tok):
   # Old log-probs and values: one forward pass of the current model.
   _, values = model(ids, segment_ids=args[1], positions=args[2])
   np.testing.assert_allclose(out["sample_old_values"], np.where(where, values, 0), atol=1e-5)
+  # Log-probs are scored on the response window only (the last max_new_tokens + 1 columns,
+  # every target among them), and are 0 before it.
+  s = ids.shape[1] - 6 - 1
+  assert not where[:, :s].any()
   old = np.asarray(lm.lm_stats(model.policy, *args, chunk_size=None).log_probs)
-  np.testing.assert_allclose(out["sample_old_logps"], old, atol=1e-5)
+  np.testing.assert_allclose(out["sample_old_logps"][:, s:], old[:, s:], atol=1e-5)
+  np.testing.assert_array_equal(out["sample_old_logps"][:, :s], 0.0)
   # Reference log-probs: the reference's policy alone.
   ref = np.asarray(lm.lm_stats(ref_model.policy, *args, chunk_size=None).log_probs)
-  np.testing.assert_allclose(out["sample_ref_logps"], ref, atol=1e-5)
+  np.testing.assert_allclose(out["sample_ref_logps"][:, s:], ref[:, s:], atol=1e-5)
+  np.testing.assert_array_equal(out["sample_ref_logps"][:, :s], 0.0)
   # KL-shaped rewards (score at each row's last response token), then GAE over the tokens;
   # the returns are unwhitened, the advantages whitened over the whole batch.
   scores = out["sample_rewards"]

@@ -1,0 +1,185 @@
+"""Scoring only the responses of sampled rows (`lm.lm_stats(..., last=)`, `response_window`):
+the windowed statistics equal the full ones where they are kept and are zero before; GRPO and
+PPO built with `max_new_tokens` give the full objective's loss and gradients on the samplers'
+`[prompt | response]` rows; a target before the window makes the loss NaN, counts it, and the
+trainer's error names `max_new_tokens`; the PPO sampler's log-probs are the full ones on the
+targets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from irl_jax import models
+from irl_jax.models import ModelConfig
+from irl_jax.train import lm, objectives, registry
+
+CONFIG = ModelConfig(model_type="llama", vocab_size=37, hidden_size=16, num_layers=1, num_heads=2,
+                     num_kv_heads=1, head_dim=8, intermediate_size=32, max_position_embeddings=32)
+N, P, M = 4, 5, 6  # rows, prompt columns, response columns
+T = P + M
+
+
+def _rows(seed=0):
+  """Sampler-layout rows: left-padded prompts in the first P columns, ragged responses in the
+  last M (right-padded with 0), as `rollouts.sample_arrays` makes them."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(3, CONFIG.vocab_size, (N, T)).astype(np.int32)
+  prompt_real = np.arange(P)[None] >= rng.integers(0, 3, (N, 1))
+  resp_len = rng.integers(1, M + 1, (N, 1))
+  resp_real = np.arange(M)[None] < resp_len
+  real = np.concatenate([prompt_real, resp_real], axis=1)
+  ids = np.where(real, ids, 0)
+  positions = np.maximum(np.cumsum(real, axis=1) - 1, 0).astype(np.int32)
+  loss_mask = np.concatenate([np.zeros((N, P), bool), resp_real], axis=1)
+  return {"sample_input_ids": ids, "sample_segment_ids": real.astype(np.int32),
+          "sample_positions": positions, "sample_loss_mask": loss_mask}
+
+
+@pytest.fixture(scope="module")
+def policy():
+  return models.Transformer(CONFIG, rngs=nnx.Rngs(0))
+
+
+def test_response_window_sizes():
+  assert lm.response_window(M, T) == M + 1
+  assert lm.response_window(None, T) is None
+  assert lm.response_window(0, T) is None
+  assert lm.response_window(T - 1, T) is None  # M + 1 == T: every column anyway
+  assert lm.response_window(T + 5, T) is None
+  where = np.zeros((2, T), bool)
+  where[1, T - M - 2] = where[0, T - 1] = True
+  assert int(lm.targets_before(where, M + 1)) == 1
+  assert int(lm.targets_before(where, None)) == 0
+  with pytest.raises(ValueError, match="last=0"):
+    lm.window_stats(jnp.zeros((1, T, 16)), None, None, jnp.zeros((1, T), jnp.int32),
+                    jnp.ones((1, T), jnp.int32), chunk_size=None, last=0)
+
+
+@pytest.mark.parametrize("chunk", [None, 16])
+def test_windowed_stats_equal_the_full_ones_and_zero_before(policy, chunk):
+  b = _rows()
+  args = (b["sample_input_ids"], b["sample_segment_ids"], b["sample_positions"])
+  stats = jax.jit(lambda m, last: lm.lm_stats(m, *args, chunk_size=chunk, last=last),
+                  static_argnums=1)
+  full, part = stats(policy, None), stats(policy, M + 1)
+  s = T - M - 1
+  for f, p in zip(full, part, strict=True):
+    np.testing.assert_allclose(np.asarray(p)[:, s:], np.asarray(f)[:, s:], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(p)[:, :s], 0.0)
+
+  # The gradient of the targets' summed log-probs is the same through either.
+  where = lm.lm_targets(b["sample_loss_mask"])
+  model_def, params = nnx.split(policy)
+
+  def total(params, last):
+    stats = lm.lm_stats(nnx.merge(model_def, params), *args, chunk_size=chunk, last=last)
+    return jnp.sum(jnp.where(where, stats.log_probs, 0.0))
+
+  grad = jax.jit(jax.grad(total), static_argnums=1)
+  g_full, g_part = grad(params, None), grad(params, M + 1)
+  for a, c in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_part), strict=True):
+    np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-5, atol=1e-6)
+
+
+def _grpo_batch(policy, seed=0):
+  b = _rows(seed)
+  args = (b["sample_input_ids"], b["sample_segment_ids"], b["sample_positions"])
+  logps = np.asarray(lm.lm_stats(policy, *args, chunk_size=None).log_probs)
+  rng = np.random.default_rng(seed + 1)
+  # Old log-probs a little off the current ones, so ratios and clipping are exercised.
+  b["sample_old_logps"] = logps + rng.normal(0, 0.3, logps.shape).astype(np.float32)
+  b["sample_ref_logps"] = logps + rng.normal(0, 0.3, logps.shape).astype(np.float32)
+  b["sample_advantages"] = rng.normal(size=(N,)).astype(np.float32)
+  return jax.tree.map(jnp.asarray, b)
+
+
+def _loss_and_grads(objective, model, batch):
+  model_def, params = nnx.split(model)
+
+  def f(params):
+    terms, metrics = objective(nnx.merge(model_def, params), batch, jax.random.key(0))
+    return terms.mean(), metrics
+
+  return jax.value_and_grad(f, has_aux=True)(params)
+
+
+def test_grpo_with_max_new_tokens_is_the_full_objective(policy):
+  hp = dict(clip_epsilon=0.2, kl_coef=0.04, normaliser="token")
+  batch = _grpo_batch(policy)
+  (full, _), g_full = _loss_and_grads(objectives.grpo_objective(**hp), policy, batch)
+  spec = registry.get("grpo")
+  windowed = spec.build(objectives.GRPOConfig(max_new_tokens=M, **hp))
+  (part, metrics), g_part = _loss_and_grads(windowed, policy, batch)
+  assert np.isfinite(float(full)) and float(full) != 0.0
+  np.testing.assert_allclose(float(part), float(full), rtol=1e-6, atol=1e-7)
+  assert float(metrics[lm.TARGETS_BEFORE_RESPONSE]) == 0.0
+  for a, c in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_part), strict=True):
+    np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-5, atol=1e-7)
+
+
+def test_a_target_before_the_window_is_counted_and_poisons_the_loss(policy):
+  batch = _grpo_batch(policy)
+  mask = np.asarray(batch["sample_loss_mask"]).copy()
+  mask[2, 2] = True  # a target at position 1, long before the last M + 1 columns
+  batch = {**batch, "sample_loss_mask": jnp.asarray(mask)}
+  windowed = registry.get("grpo").build(objectives.GRPOConfig(max_new_tokens=M))
+  terms, metrics = windowed(policy, batch, jax.random.key(0))
+  assert float(metrics[lm.TARGETS_BEFORE_RESPONSE]) == 1.0
+  assert np.isnan(float(terms.sum)) and float(terms.count) == float(mask[:, 1:].sum())
+  # Without the window the same batch is an ordinary, finite loss.
+  terms, metrics = objectives.grpo_objective(clip_epsilon=0.2, kl_coef=0.04)(
+      policy, batch, jax.random.key(0))
+  assert np.isfinite(float(terms.mean())) and float(metrics[lm.TARGETS_BEFORE_RESPONSE]) == 0.0
+
+
+def test_ppo_with_max_new_tokens_is_the_full_objective():
+  model = models.PolicyValueModel(models.Transformer(CONFIG, rngs=nnx.Rngs(3)),
+                                  rngs=nnx.Rngs(4))
+  batch = dict(_grpo_batch(model.policy, seed=5))
+  rng = np.random.default_rng(7)
+  where = np.asarray(lm.lm_targets(batch["sample_loss_mask"]))
+  for k in ("sample_advantages", "sample_old_values", "sample_returns"):
+    batch[k] = jnp.asarray(np.where(where, rng.normal(size=(N, T)), 0.0).astype(np.float32))
+  hp = dict(clip_epsilon=0.2, value_clip=0.2, vf_coef=0.1)
+  (full, _), g_full = _loss_and_grads(objectives.ppo_objective(**hp), model, batch)
+  (part, m), g_part = _loss_and_grads(objectives.ppo_objective(max_new_tokens=M, **hp), model,
+                                      batch)
+  np.testing.assert_allclose(float(part), float(full), rtol=1e-6, atol=1e-7)
+  assert float(m[lm.TARGETS_BEFORE_RESPONSE]) == 0.0
+  for a, c in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_part), strict=True):
+    np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-5, atol=1e-7)
+
+
+def test_the_trainer_names_max_new_tokens_when_sample_rows_hold_earlier_targets(tmp_path,
+                                                                                 monkeypatch):
+  from reverse_task import ALPHABET, ReverseBatches
+
+  from experiments.configs import smoke
+  from experiments.tasks import reverse
+  from irl_jax.data import char_tokenizer
+  from irl_jax.train import loop, rollouts
+
+  tok = char_tokenizer(ALPHABET)
+  c = smoke.get_config()
+  c.objective.name = "grpo"
+  c.steps, c.eval_every, c.checkpoint_every, c.log_every = 1, 0, 1, 1
+  c.progress_bar = c.tensorboard = False
+  c.objective.grpo.max_new_tokens = 4
+  c.objective.grpo.num_samples = 2
+  c.model.arch.update(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
+                      intermediate_size=32)
+  sample = rollouts.PolicySampler.sample
+
+  def early_target(self, batch, params, **kw):  # a sampler whose rows break the layout
+    out, stats = sample(self, batch, params, **kw)
+    mask = np.array(out["sample_loss_mask"])
+    mask[0, 1] = True
+    return {**out, "sample_loss_mask": mask}, stats
+
+  monkeypatch.setattr(rollouts.PolicySampler, "sample", early_target)
+  with pytest.raises(loop.NonFiniteError,
+                     match=r"targets_before_response=1\b.*config\.objective\.grpo\.max_new_tokens"):
+    loop.train(c, str(tmp_path / "run"), data=(ReverseBatches(tok), lambda: iter(()), tok),
+               reward_fn=lambda t: reverse.make_reward_fn(tok))
