@@ -754,7 +754,8 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
           _record_alerts(workdir, alerts)
       eval_metrics = None
       if config.get("eval_every") and (done % config.eval_every == 0 or done == config.steps):
-        eval_metrics = evaluate(eval_fn, state.params, eval_batches, mesh, preparer, config)
+        eval_metrics = evaluate(eval_fn, state.params, eval_batches, mesh, preparer, config,
+                                step=done)
         if gen_prompts is not None:
           eval_metrics.update(generation_eval(model_def, state.params, gen_prompts, tokenizer,
                                               gen, checker, step=done, seed=config.seed,
@@ -835,14 +836,18 @@ def reward_model_report(model_def, params, eval_batches, mesh) -> dict | None:
   return report
 
 
-def evaluate(eval_fn, params, eval_batches, mesh, preparer, config) -> dict[str, float]:
+def evaluate(eval_fn, params, eval_batches, mesh, preparer, config,
+             step: int | None = None) -> dict[str, float]:
   """Metrics over the eval set (`{}` when there is none). `eval/loss` is exact: each loss
   population's sums and counts add across batches, then the populations' means add. The
-  objective's other metrics are averaged over batches."""
+  objective's other metrics are averaged over batches. A policy stage's samples for eval
+  batch `i` at `step` are drawn from `(seed, step, i)`, so they do not depend on a resume."""
   totals, counts, sums, n = None, None, {}, 0
   key = jax.random.key(config.seed + 7)
-  for local in eval_batches():
-    if preparer is not None:
+  for i, local in enumerate(eval_batches()):
+    if isinstance(preparer, rollouts.PolicySampler) and step is not None:
+      local = preparer.sample(local, params, step=step, eval_batch=i)[0]
+    elif preparer is not None:
       local = preparer(local, params)
     s, c, m = jax.device_get(eval_fn(params, sharding.global_batch(local, mesh), key))
     s, c = [float(x) for x in s], [float(x) for x in c]

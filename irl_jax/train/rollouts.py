@@ -155,6 +155,10 @@ def accepts_prompt_mask(fn) -> bool:
              or p.kind == p.VAR_KEYWORD for p in params)
 
 
+# Evaluation samples fold this into the seed's key first (training's fold the step alone,
+# and no run reaches 2**31 - 1 steps), so the two streams never share a key.
+_EVAL_STREAM = 2**31 - 1
+
 # Log-ratios are clamped to this magnitude in the sampled KL, as `losses.grpo` does.
 _LOG_RATIO_CLIP = 20.0
 
@@ -188,8 +192,9 @@ class PolicySampler:
   Args:
     seed: the samples of `sample(..., step=s)` are drawn with
       `fold_in(key(seed), s)`, so a resumed run draws the same samples at each
-      step as an uninterrupted one; calls without a step (`__call__`, e.g. in
-      evaluation) split a running key instead.
+      step as an uninterrupted one; evaluation samples (`sample(..., step=s,
+      eval_batch=i)`) come from their own stream, keyed likewise; calls without a
+      step (`__call__`) split a running key instead.
     value_targets: PPO's targets (needs a `reward_fn` and a `PolicyValueModel`).
   """
 
@@ -248,8 +253,8 @@ class PolicySampler:
   def __call__(self, batch: dict, params) -> dict:
     return self.sample(batch, params)[0]
 
-  def sample(self, batch: dict, params, *, step: int | None = None
-             ) -> tuple[dict, dict[str, float]]:
+  def sample(self, batch: dict, params, *, step: int | None = None,
+             eval_batch: int | None = None) -> tuple[dict, dict[str, float]]:
     """`(batch with the sample_* keys, statistics of the samples)`.
 
     The statistics (host floats) are `response_length` (mean number of
@@ -265,10 +270,19 @@ class PolicySampler:
       params: the current policy's parameters.
       step: the training step; given, the samples are a function of `(seed,
         step)` alone (see the class docstring).
+      eval_batch: with `step`, sample for evaluation batch `eval_batch` at that step:
+        from `(seed, step, eval_batch)` on a key stream of their own, apart from the
+        training samples', so the evaluations of a resumed run draw what an
+        uninterrupted run's do.
     """
     prompt_ids, prompt_mask = prompts_of(batch)
+    if eval_batch is not None and step is None:
+      raise ValueError("PolicySampler.sample: eval_batch needs the step it evaluates.")
     if step is None:
       self.key, key = jax.random.split(self.key)
+    elif eval_batch is not None:
+      key = jax.random.fold_in(jax.random.fold_in(
+          jax.random.fold_in(jax.random.key(self.seed), _EVAL_STREAM), step), eval_batch)
     else:
       key = jax.random.fold_in(jax.random.key(self.seed), step)
     model = policy_of(self.model_def.merge(params))
