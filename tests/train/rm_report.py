@@ -10,28 +10,18 @@ feeds only its own rows of each batch (as a per-host data shard would), so every
 configuration reports on exactly the same rankings.
 """
 
-import argparse
 import json
-import os
+
+from processes import initialize, process_args
 
 
 def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("--out", required=True)
-  p.add_argument("--mesh", default="data:1")
-  p.add_argument("--devices", type=int, default=1)
-  p.add_argument("--num_processes", type=int, default=1)
-  p.add_argument("--process_id", type=int, default=0)
-  p.add_argument("--coordinator", default="")
-  args = p.parse_args()
-  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+  args = process_args()
 
   import jax
   import numpy as np
 
-  if args.num_processes > 1:
-    jax.distributed.initialize(coordinator_address=args.coordinator,
-                               num_processes=args.num_processes, process_id=args.process_id)
+  initialize(args)
   from flax import nnx
 
   from irl_jax import models

@@ -3,15 +3,14 @@ processes joined by jax.distributed (real gloo collectives over 127.0.0.1)."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from processes import ROOT, run_processes
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "trajectory.py")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(tmp_path, name, *args, timeout=240):
@@ -40,25 +39,9 @@ def test_micro_batches_match_one_big_batch(single_device, tmp_path):
   np.testing.assert_allclose(result["losses"], single_device["losses"], rtol=2e-6)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one(single_device, tmp_path):
-  port = _free_port()
   out = tmp_path / "multi.json"
-  common = [sys.executable, SCRIPT, f"--out={out}", "--devices=2", "--mesh=data:2,fsdp:2",
-            "--num_processes=2", f"--coordinator=127.0.0.1:{port}"]
-  procs = [subprocess.Popen([*common, f"--process_id={i}"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT) for i in range(2)]
-  try:
-    logs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  assert all(p.returncode == 0 for p in procs), logs[0][-3000:] + logs[1][-3000:]
+  run_processes([sys.executable, SCRIPT, f"--out={out}", "--devices=2", "--mesh=data:2,fsdp:2"])
   result = json.loads(out.read_text())
   assert result["processes"] == 2 and result["devices"] == 4
   np.testing.assert_allclose(result["losses"], single_device["losses"], rtol=2e-6)

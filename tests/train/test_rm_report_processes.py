@@ -3,20 +3,13 @@ over 127.0.0.1, each feeding half the rows) equals the report of one process on 
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
+from processes import ROOT, run_processes
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "rm_report.py")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _flat(report, prefix=""):
@@ -35,18 +28,8 @@ def test_two_processes_report_what_one_does(tmp_path):
                  timeout=240, capture_output=True)
   one = json.loads(single.read_text())
 
-  port = _free_port()
   out = tmp_path / "multi.json"
-  common = [sys.executable, SCRIPT, f"--out={out}", "--devices=1", "--mesh=data:2",
-            "--num_processes=2", f"--coordinator=127.0.0.1:{port}"]
-  procs = [subprocess.Popen([*common, f"--process_id={i}"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT) for i in range(2)]
-  try:
-    logs = [p.communicate(timeout=240)[0].decode(errors="replace") for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  assert all(p.returncode == 0 for p in procs), logs[0][-3000:] + logs[1][-3000:]
+  run_processes([sys.executable, SCRIPT, f"--out={out}", "--devices=1", "--mesh=data:2"])
   two = json.loads(out.read_text())
   assert (one["processes"], two["processes"], two["devices"]) == (1, 2, 2)
 
