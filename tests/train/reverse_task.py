@@ -34,3 +34,20 @@ class ReverseBatches:
 
   def set_state(self, state):
     self.index = state["index"]
+
+
+def policy_stage_config(objective: str, *, steps: int, eval_every: int = 0,
+                        checkpoint_every: int = 1, max_new_tokens: int, num_samples: int = 2,
+                        arch: dict):
+  """The smoke config as a tiny policy stage (`objective` "grpo" or "ppo") on this task:
+  quiet (no progress bar or TensorBoard), logging every step."""
+  from experiments.configs import smoke
+
+  c = smoke.get_config()
+  c.objective.name = objective
+  c.steps, c.eval_every, c.checkpoint_every, c.log_every = steps, eval_every, checkpoint_every, 1
+  c.progress_bar = c.tensorboard = False
+  c.objective[objective].max_new_tokens = max_new_tokens
+  c.objective[objective].num_samples = num_samples
+  c.model.arch.update(arch)
+  return c

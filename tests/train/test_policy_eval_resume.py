@@ -7,9 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-from reverse_task import ALPHABET, ReverseBatches
+from reverse_task import ALPHABET, ReverseBatches, policy_stage_config
 
-from experiments.configs import smoke
 from irl_jax.data import char_tokenizer
 from irl_jax.train import loop, rollouts
 from irl_jax.train.state import split_model
@@ -55,13 +54,7 @@ def _lines(path):
 def test_a_resumed_grpo_run_logs_the_same_eval_metrics(tok, tmp_path, capsys):
   from experiments.tasks import reverse
 
-  c = smoke.get_config()
-  c.objective.name = "grpo"
-  c.steps, c.eval_every, c.checkpoint_every, c.log_every = 2, 1, 1, 1
-  c.progress_bar = c.tensorboard = False
-  c.objective.grpo.max_new_tokens = 6
-  c.objective.grpo.num_samples = 2
-  c.model.arch.update(ARCH)
+  c = policy_stage_config("grpo", steps=2, eval_every=1, max_new_tokens=6, arch=ARCH)
   workdir = tmp_path / "run"
 
   def eval_batches():

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from reverse_task import ALPHABET, BOS, EOS, PAD, ReverseBatches
+from reverse_task import ALPHABET, BOS, EOS, PAD, ReverseBatches, policy_stage_config
 
 from experiments.configs import smoke
 from irl_jax import models
@@ -33,13 +33,7 @@ TINY = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=
 
 
 def _ppo_config(**fields):
-  c = smoke.get_config()
-  c.objective.name = "ppo"
-  c.steps, c.eval_every, c.checkpoint_every, c.log_every = 4, 0, 2, 1
-  c.progress_bar = c.tensorboard = False
-  c.objective.ppo.max_new_tokens = 8
-  c.objective.ppo.num_samples = 2
-  c.model.arch.update(TINY)
+  c = policy_stage_config("ppo", steps=4, checkpoint_every=2, max_new_tokens=8, arch=TINY)
   c.update_from_flattened_dict(fields)
   return c
 

@@ -154,22 +154,16 @@ def test_ppo_with_max_new_tokens_is_the_full_objective():
 
 def test_the_trainer_names_max_new_tokens_when_sample_rows_hold_earlier_targets(tmp_path,
                                                                                  monkeypatch):
-  from reverse_task import ALPHABET, ReverseBatches
+  from reverse_task import ALPHABET, ReverseBatches, policy_stage_config
 
-  from experiments.configs import smoke
   from experiments.tasks import reverse
   from irl_jax.data import char_tokenizer
   from irl_jax.train import loop, rollouts
 
   tok = char_tokenizer(ALPHABET)
-  c = smoke.get_config()
-  c.objective.name = "grpo"
-  c.steps, c.eval_every, c.checkpoint_every, c.log_every = 1, 0, 1, 1
-  c.progress_bar = c.tensorboard = False
-  c.objective.grpo.max_new_tokens = 4
-  c.objective.grpo.num_samples = 2
-  c.model.arch.update(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
-                      intermediate_size=32)
+  c = policy_stage_config("grpo", steps=1, max_new_tokens=4, arch=dict(
+      hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
+      intermediate_size=32))
   sample = rollouts.PolicySampler.sample
 
   def early_target(self, batch, params, **kw):  # a sampler whose rows break the layout
