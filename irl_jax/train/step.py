@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from irl_jax.losses.reductions import MaskedMean, safe_divide
+from irl_jax.train.lm import TARGETS_BEFORE_RESPONSE
 from irl_jax.train.state import ModelDef, TrainState
 
 Objective = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
@@ -39,9 +40,13 @@ def _populations(loss) -> tuple[tuple[jax.Array, jax.Array], ...]:
   return tuple((m.sum.astype(jnp.float32), jnp.asarray(m.count, jnp.float32)) for m in loss)
 
 
+# Objective metrics that are counts over the batch: micro-batches add them (the rest are means).
+_COUNTS = ("tokens", TARGETS_BEFORE_RESPONSE)
+
+
 def _combine_metrics(metrics: dict) -> dict:
-  """Micro-batch metrics `[M]` -> one value: counts (`tokens`) add, the rest are averaged."""
-  return {k: jnp.sum(v, axis=0) if k == "tokens" else jnp.mean(v, axis=0)
+  """Micro-batch metrics `[M]` -> one value: counts (`_COUNTS`) add, the rest are averaged."""
+  return {k: jnp.sum(v, axis=0) if k in _COUNTS else jnp.mean(v, axis=0)
           for k, v in metrics.items()}
 
 
@@ -216,6 +221,11 @@ def make_train_step(model_def: ModelDef, objective: Objective, tx: optax.Gradien
           body, (state.params, state.opt_state, state.step),
           (slices, jax.random.split(update_key, updates)))
       metrics = jax.tree.map(jnp.mean, per_update)
+      # Targets outside the scored window: every epoch sees every row once, so the batch's
+      # count is the sum over its updates over the epochs.
+      outside = f"train/{TARGETS_BEFORE_RESPONSE}"
+      if outside in per_update:
+        metrics[outside] = jnp.sum(per_update[outside]) / epochs
       metrics["train/finite"] = jnp.min(per_update["train/finite"])
       metrics["train/updates_applied"] = (count - state.step).astype(jnp.float32)
     metrics["train/param_norm"] = optax.tree.norm(state.params)

@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from irl_jax import models
+from irl_jax.losses import MaskedMean
 from irl_jax.models import ModelConfig
 from irl_jax.train import lm, objectives, registry
 
@@ -175,5 +176,53 @@ def test_the_trainer_names_max_new_tokens_when_sample_rows_hold_earlier_targets(
   monkeypatch.setattr(rollouts.PolicySampler, "sample", early_target)
   with pytest.raises(loop.NonFiniteError,
                      match=r"targets_before_response=1\b.*config\.objective\.grpo\.max_new_tokens"):
+    loop.train(c, str(tmp_path / "run"), data=(ReverseBatches(tok), lambda: iter(()), tok),
+               reward_fn=lambda t: reverse.make_reward_fn(tok))
+
+
+def test_the_ppo_guard_counts_and_poisons_too():
+  model = models.PolicyValueModel(models.Transformer(CONFIG, rngs=nnx.Rngs(3)),
+                                  rngs=nnx.Rngs(4))
+  batch = dict(_grpo_batch(model.policy, seed=5))
+  mask = np.asarray(batch["sample_loss_mask"]).copy()
+  mask[0, 1] = mask[3, 2] = True  # two targets before the window
+  batch["sample_loss_mask"] = jnp.asarray(mask)
+  zeros = jnp.zeros((N, T), jnp.float32)
+  batch.update(sample_advantages=zeros, sample_old_values=zeros, sample_returns=zeros)
+  terms, metrics = objectives.ppo_objective(clip_epsilon=0.2, value_clip=0.2, vf_coef=0.1,
+                                            max_new_tokens=M)(model, batch, jax.random.key(0))
+  assert float(metrics[lm.TARGETS_BEFORE_RESPONSE]) == 2.0
+  assert all(np.isnan(float(t.sum))
+             for t in ((terms,) if isinstance(terms, MaskedMean) else terms))
+
+
+@pytest.mark.parametrize("objective, fields", [
+    ("grpo", {"optimizer.micro_batches": 2}),
+    ("ppo", {"objective.ppo.num_minibatches": 2, "objective.ppo.ppo_epochs": 2}),
+])
+def test_the_trainer_counts_earlier_targets_over_micro_and_minibatches(tmp_path, monkeypatch,
+                                                                       objective, fields):
+  from reverse_task import ALPHABET, ReverseBatches, policy_stage_config
+
+  from experiments.tasks import reverse
+  from irl_jax.data import char_tokenizer
+  from irl_jax.train import loop, rollouts
+
+  tok = char_tokenizer(ALPHABET)
+  c = policy_stage_config(objective, steps=1, max_new_tokens=4, arch=dict(
+      hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
+      intermediate_size=32))
+  c.update_from_flattened_dict(fields)
+  sample = rollouts.PolicySampler.sample
+
+  def early_targets(self, batch, params, **kw):  # two rows in different halves break it
+    out, stats = sample(self, batch, params, **kw)
+    mask = np.array(out["sample_loss_mask"])
+    mask[0, 1] = mask[-1, 1] = True
+    return {**out, "sample_loss_mask": mask}, stats
+
+  monkeypatch.setattr(rollouts.PolicySampler, "sample", early_targets)
+  with pytest.raises(loop.NonFiniteError, match=(
+      rf"targets_before_response=2\b.*config\.objective\.{objective}\.max_new_tokens")):
     loop.train(c, str(tmp_path / "run"), data=(ReverseBatches(tok), lambda: iter(()), tok),
                reward_fn=lambda t: reverse.make_reward_fn(tok))

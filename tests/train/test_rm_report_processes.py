@@ -24,8 +24,9 @@ def _flat(report, prefix=""):
 
 def test_two_processes_report_what_one_does(tmp_path):
   single = tmp_path / "single.json"
-  subprocess.run([sys.executable, SCRIPT, f"--out={single}"], check=True, cwd=ROOT,
-                 timeout=240, capture_output=True)
+  proc = subprocess.run([sys.executable, SCRIPT, f"--out={single}"], cwd=ROOT, timeout=240,
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   one = json.loads(single.read_text())
 
   out = tmp_path / "multi.json"
