@@ -36,9 +36,16 @@ PROMPTS = jnp.array([[5, 6, 7, 8, 9], [0, 0, 10, 11, 12], [13, 14, 0, 0, 0]])
 PROMPT_MASK = jnp.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [1, 1, 0, 0, 0]], bool)
 
 
+@nnx.jit
+def forward(model, ids, mask):
+  """The whole-sequence forward pass the sampler is checked against, compiled once per
+  shape (run op by op, the step-by-step check below takes most of this file's time)."""
+  return model(ids, attention_mask=mask)
+
+
 def full_forward_log_probs(model, out):
   """Log-probs of each response token recomputed by one forward pass of the whole sequence."""
-  logits = model(out.sequences, attention_mask=out.attention_mask)
+  logits = forward(model, out.sequences, out.attention_mask)
   p = out.prompt_ids.shape[1]
   logp = jax.nn.log_softmax(logits[:, p - 1 : -1], axis=-1)
   return jnp.take_along_axis(logp, out.tokens[..., None], axis=-1)[..., 0]
@@ -51,7 +58,7 @@ def test_greedy_equals_stepwise_argmax_of_full_forward(family):
                  temperature=0.0, eos_id=-1)
   ids, mask = left_align(PROMPTS, PROMPT_MASK)
   for step in range(8):
-    logits = model(ids, attention_mask=mask)
+    logits = forward(model, ids, mask)
     nxt = jnp.argmax(logits[:, -1], axis=-1)
     np.testing.assert_array_equal(out.tokens[:, step], nxt, err_msg=f"step {step}")
     ids = jnp.concatenate([ids, nxt[:, None].astype(ids.dtype)], axis=1)
@@ -117,7 +124,7 @@ def test_top_k_and_top_p_restrict_support():
   model = MODELS["mistral"]
   out = generate(model, PROMPTS, PROMPT_MASK, jax.random.key(5), max_new_tokens=6,
                  temperature=1.0, top_k=3, num_samples=4, eos_id=-1)
-  recomputed_logits = model(out.sequences, attention_mask=out.attention_mask)
+  recomputed_logits = forward(model, out.sequences, out.attention_mask)
   p = out.prompt_ids.shape[1]
   top3 = jax.lax.top_k(recomputed_logits[:, p - 1 : -1], 3)[1]
   assert bool(jnp.all(jnp.any(top3 == out.tokens[..., None], axis=-1)))
