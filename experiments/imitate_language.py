@@ -50,6 +50,7 @@ from experiments.tasks import load as load_task
 from irl_jax import losses, models
 from irl_jax.data import char_tokenizer, lm_arrays
 from irl_jax.train import generation, lm, optim, registry, rollouts
+from irl_jax.train.compiled import compile_seeds
 from irl_jax.train.compiled import make_train as make_compiled_train
 from irl_jax.train.state import TrainState, split_model
 from irl_jax.train.step import make_train_step
@@ -278,9 +279,9 @@ def train_method(config, method, data: dict, heldout: dict, *, tokenizer, steps=
   train, model_def = make_train(config, method, data, heldout, tokenizer=tokenizer, steps=steps)
   keys = seed_keys(config)
   t0 = time.perf_counter()
-  compiled = jax.jit(jax.vmap(train)).lower(keys).compile()
+  compiled, placed = compile_seeds(train, keys)  # the seeds spread over the devices
   t1 = time.perf_counter()
-  state, log = compiled(keys)
+  state, log = compiled(*placed)
   jax.block_until_ready(state)
   run_time = time.perf_counter() - t1
   steps = steps or config.steps
@@ -309,7 +310,9 @@ def words(text: str) -> list[str]:
 
 
 def seed_params(trained, i: int):
-  return jax.tree.map(lambda x: x[i], trained["params"])
+  """Seed `i`'s parameters, on the default device (the seeds' evaluations run one
+  after another there, with every core; `compile_seeds` may have spread them)."""
+  return jax.device_put(jax.tree.map(lambda x: x[i], trained["params"]), jax.devices()[0])
 
 
 def evaluate(config, trained, study: StudyData, checker) -> list[dict]:

@@ -78,7 +78,11 @@ def command_line(run, table, default_config: str, default_workdir: str) -> None:
 
   The flags are defined here, when a study runs as a program, not when its module
   is imported, so that several studies import together (tests, notebooks).
-  `table(results, config)` renders the results table.
+  `table(results, config)` renders the results table. A config field
+  `cpu_devices` > 0 splits the host CPU into that many JAX devices before the
+  study starts (`irl_jax.train.use_cpu_devices`), so that vmapped seeds run
+  side by side on the cores; callers of `run` in a running process (tests,
+  notebooks) call `use_cpu_devices` themselves, before JAX's first operation.
   """
   from absl import app, flags, logging
   from ml_collections import config_flags
@@ -90,6 +94,14 @@ def command_line(run, table, default_config: str, default_workdir: str) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)
     t0 = time.perf_counter()
+    cpu_devices = config.value.get("cpu_devices", 0)
+    if cpu_devices:
+      from irl_jax.train.compiled import use_cpu_devices
+
+      try:
+        use_cpu_devices(cpu_devices)
+      except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"config.cpu_devices={cpu_devices!r}: {e}") from e
     results = run(config.value, workdir.value)
     print(table(results, config.value))
     print(f"wrote {workdir.value}/results.md, results.json and plots in "

@@ -41,6 +41,9 @@ def get_config():
   c.warmup_steps = 50
   c.eval_every = 100
   c.num_seeds = 5
+  # Run from the command line, the host CPU is split into this many JAX devices and
+  # the seeds spread over them (0: JAX's default). No effect on accelerators.
+  c.cpu_devices = 5
 
   # Methods: MLE first (step times are reported relative to it). The verdicts compare
   # `main_iq_learn` with `baseline`, and the online method with `online_baseline`

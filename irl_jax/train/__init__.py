@@ -11,7 +11,10 @@ from irl_jax.train.checkpoint import Checkpoints as Checkpoints
 from irl_jax.train.checkpoint import ConfigMismatchError as ConfigMismatchError
 from irl_jax.train.checkpoint import IntegrityError as IntegrityError
 from irl_jax.train.checkpoint import array_checksums as array_checksums
+from irl_jax.train.compiled import compile_seeds as compile_seeds
 from irl_jax.train.compiled import make_train as make_train
+from irl_jax.train.compiled import seed_devices as seed_devices
+from irl_jax.train.compiled import use_cpu_devices as use_cpu_devices
 from irl_jax.train.data_setup import build_data as build_data
 from irl_jax.train.data_setup import load_tokenizer as load_tokenizer
 from irl_jax.train.generation import generation_metrics as generation_metrics

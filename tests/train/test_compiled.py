@@ -1,5 +1,10 @@
 """Tests for irl_jax/train/compiled.py: `make_train(...)` as a pure, vmap-able `train(key)`
-that matches a hand-written loop over the trainer's own step."""
+that matches a hand-written loop over the trainer's own step; seeds spread over devices."""
+
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +15,7 @@ from flax import nnx
 
 from irl_jax.models import ModelConfig, Transformer
 from irl_jax.train import lm, optim, registry
-from irl_jax.train.compiled import make_train
+from irl_jax.train.compiled import make_train, seed_devices, use_cpu_devices
 from irl_jax.train.state import TrainState, split_model
 from irl_jax.train.step import make_train_step
 
@@ -200,3 +205,53 @@ def test_bad_arguments_are_refused(parts, kwargs, data, message):
     arrays["loss_mask"] = arrays["loss_mask"][:-1]
   with pytest.raises(ValueError, match=message):
     make_train(_init_params, model_def, objective, tx, arrays, **kwargs)
+
+
+@pytest.mark.parametrize("num_seeds, available, expected", [
+    (5, 1, 1), (5, 2, 1), (5, 5, 5), (5, 8, 5), (6, 4, 3), (6, 8, 6), (4, 8, 4), (8, 4, 4),
+    (7, 6, 1), (1, 8, 1),
+])
+def test_seed_devices_takes_the_largest_count_that_divides_the_seeds(num_seeds, available,
+                                                                     expected):
+  devices = [f"device{i}" for i in range(available)]
+  assert seed_devices(num_seeds, devices) == devices[:expected]
+
+
+@pytest.mark.parametrize("num_seeds, devices, message", [
+    (0, ["d"], "num_seeds must be a positive integer, got 0"),
+    (2.0, ["d"], "num_seeds must be a positive integer, got 2.0"),
+    (True, ["d"], "num_seeds must be a positive integer, got True"),
+    (2, [], "no devices given"),
+])
+def test_seed_devices_refuses_bad_arguments(num_seeds, devices, message):
+  with pytest.raises(ValueError, match=message):
+    seed_devices(num_seeds, devices)
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, "4", True])
+def test_use_cpu_devices_refuses_a_bad_count(n):
+  with pytest.raises(ValueError, match=f"n must be a positive integer, got {n!r}"):
+    use_cpu_devices(n)
+
+
+def test_seeds_spread_over_three_cpu_devices_match_one_device():
+  """In a fresh process split into three CPU devices: six seeds run two per device and
+  give the one-device run's losses and parameters (up to summation order)."""
+  child = os.path.join(os.path.dirname(__file__), "seed_devices_child.py")
+  proc = subprocess.run([sys.executable, child, "3"], capture_output=True, text=True,
+                        timeout=300, env={k: v for k, v in os.environ.items()
+                                          if k != "XLA_FLAGS"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["devices"] == 3
+  assert out["key_devices"] == out["output_devices"] == 3  # the run was spread, and stays so
+  loss_one, loss_many = np.asarray(out["loss_one"]), np.asarray(out["loss_many"])
+  assert loss_one.shape == (6, 6) and np.all(np.isfinite(loss_one))
+  np.testing.assert_allclose(loss_many, loss_one, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(loss_one[0], loss_one[1])  # six different seeds
+  assert out["params_max_abs_diff"] < 1e-5
+  np.testing.assert_allclose(out["scaled"], out["scaled_ref"], rtol=1e-6)
+  assert out["scaled_devices"] == 3
+  assert "argument 1 has a leaf of shape (5,)" in out["bad_arg"]
+  assert "leading seed axis of 6" in out["bad_arg"]
+  assert "JAX has already started" in out["late"]
