@@ -50,7 +50,7 @@ from experiments.tasks import load as load_task
 from irl_jax import losses, models
 from irl_jax.data import char_tokenizer, lm_arrays
 from irl_jax.train import generation, lm, optim, registry, rollouts
-from irl_jax.train.compiled import compile_seeds
+from irl_jax.train.compiled import compile_seeds, cpu_compiler_options
 from irl_jax.train.compiled import make_train as make_compiled_train
 from irl_jax.train.state import TrainState, split_model
 from irl_jax.train.step import make_train_step
@@ -258,7 +258,7 @@ def step_times(config, methods, data: dict, *, tokenizer, rounds: int = 5,
     def many(state, batch, step=step):
       return jax.lax.scan(lambda s, _: step(s, batch), state, None, length=steps_per_round)
 
-    fn = jax.jit(many).lower(state, batch).compile()
+    fn = jax.jit(many).lower(state, batch).compile(compile_options(config))
     jax.block_until_ready(fn(state, batch))
     fns[method_name(m)] = (fn, state)
   times = {name: [] for name in fns}
@@ -270,6 +270,12 @@ def step_times(config, methods, data: dict, *, tokenizer, rounds: int = 5,
   return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def compile_options(config) -> dict | None:
+  """The config's XLA:CPU compile options for the training programs (None off CPU)."""
+  options = config.get("xla_cpu_options")
+  return cpu_compiler_options(options.to_dict() if hasattr(options, "to_dict") else options)
+
+
 def seed_keys(config):
   return jax.random.split(jax.random.key(config.seed), config.num_seeds)
 
@@ -279,7 +285,8 @@ def train_method(config, method, data: dict, heldout: dict, *, tokenizer, steps=
   train, model_def = make_train(config, method, data, heldout, tokenizer=tokenizer, steps=steps)
   keys = seed_keys(config)
   t0 = time.perf_counter()
-  compiled, placed = compile_seeds(train, keys)  # the seeds spread over the devices
+  compiled, placed = compile_seeds(train, keys,  # the seeds spread over the devices
+                                   compiler_options=compile_options(config))
   t1 = time.perf_counter()
   state, log = compiled(*placed)
   jax.block_until_ready(state)

@@ -12,6 +12,7 @@ from irl_jax.train.checkpoint import ConfigMismatchError as ConfigMismatchError
 from irl_jax.train.checkpoint import IntegrityError as IntegrityError
 from irl_jax.train.checkpoint import array_checksums as array_checksums
 from irl_jax.train.compiled import compile_seeds as compile_seeds
+from irl_jax.train.compiled import cpu_compiler_options as cpu_compiler_options
 from irl_jax.train.compiled import make_train as make_train
 from irl_jax.train.compiled import seed_devices as seed_devices
 from irl_jax.train.compiled import use_cpu_devices as use_cpu_devices

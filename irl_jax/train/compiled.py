@@ -15,8 +15,8 @@ the number of seeds), so seeds run side by side on several accelerators, or
 on several CPU cores: `use_cpu_devices(n)`, called before JAX first runs,
 splits the host into `n` CPU devices. XLA runs each device's share of a
 program on one thread, and a small model's matmuls use one core better than
-two (five seeds of the imitation study's step: 112–120 ms on five CPU devices
-against 139–150 ms on one, 2-core AMD EPYC).
+two. `cpu_compiler_options` passes XLA:CPU settings to such a compilation
+only when it runs on CPUs.
 
 The step is the trainer's own (`irl_jax.train.make_train_step`): the same
 objectives, micro-batching and exact means. What differs from
@@ -148,10 +148,12 @@ def seed_devices(num_seeds: int, devices=None) -> list:
   return devices[:d]
 
 
-def compile_seeds(train: Callable, keys: jax.Array, *args, devices=None):
+def compile_seeds(train: Callable, keys: jax.Array, *args, devices=None,
+                  compiler_options: dict | None = None):
   """`jax.jit(jax.vmap(train))` lowered for `keys` (and `args`, mapped over
   their leading axis too) and compiled, with that axis sharded over
-  `seed_devices(len(keys), devices)`.
+  `seed_devices(len(keys), devices)`. `compiler_options` go to XLA's
+  compiler for this program (e.g. `cpu_compiler_options`).
 
   Returns `(compiled, placed)`: call `compiled(*placed)`. `placed` are `keys`
   and `args` put on the devices; the outputs keep the seed axis sharded
@@ -169,8 +171,18 @@ def compile_seeds(train: Callable, keys: jax.Array, *args, devices=None):
   mesh = jax.sharding.Mesh(np.asarray(devs), ("seeds",))
   sharding = NamedSharding(mesh, PartitionSpec("seeds"))
   placed = jax.device_put((keys, *args), sharding)
-  compiled = jax.jit(jax.vmap(train)).lower(*placed).compile()
+  compiled = jax.jit(jax.vmap(train)).lower(*placed).compile(compiler_options)
   return compiled, placed
+
+
+def cpu_compiler_options(options, devices=None) -> dict | None:
+  """`options` (a mapping of XLA compile options) when `devices` (default
+  `jax.devices()`) are CPUs, else None: XLA:CPU-only settings for programs that
+  may also run on accelerators."""
+  devices = list(jax.devices() if devices is None else devices)
+  if not options or not devices or devices[0].platform != "cpu":
+    return None
+  return dict(options)
 
 
 def use_cpu_devices(n: int) -> None:

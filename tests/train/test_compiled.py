@@ -15,7 +15,13 @@ from flax import nnx
 
 from irl_jax.models import ModelConfig, Transformer
 from irl_jax.train import lm, optim, registry
-from irl_jax.train.compiled import make_train, seed_devices, use_cpu_devices
+from irl_jax.train.compiled import (
+    compile_seeds,
+    cpu_compiler_options,
+    make_train,
+    seed_devices,
+    use_cpu_devices,
+)
 from irl_jax.train.state import TrainState, split_model
 from irl_jax.train.step import make_train_step
 
@@ -255,3 +261,30 @@ def test_seeds_spread_over_three_cpu_devices_match_one_device():
   assert "argument 1 has a leaf of shape (5,)" in out["bad_arg"]
   assert "leading seed axis of 6" in out["bad_arg"]
   assert "JAX has already started" in out["late"]
+
+
+class _Device:
+  def __init__(self, platform):
+    self.platform = platform
+
+
+def test_cpu_compiler_options_apply_on_cpus_only():
+  options = {"xla_cpu_experimental_ynn_fusion_type": ""}
+  assert cpu_compiler_options(options, [_Device("cpu")]) == options
+  assert cpu_compiler_options(options, [_Device("gpu")]) is None
+  assert cpu_compiler_options(options, [_Device("tpu"), _Device("tpu")]) is None
+  assert cpu_compiler_options(None, [_Device("cpu")]) is None
+  assert cpu_compiler_options({}, [_Device("cpu")]) is None
+  assert cpu_compiler_options(options) == options  # this machine's default devices are CPUs
+
+
+def test_compile_seeds_passes_compiler_options_to_xla():
+  keys = jax.random.split(jax.random.key(0), 2)
+  fn = lambda k: jax.random.normal(k, (3, 3)) @ jnp.ones((3, 3))
+  compiled, placed = compile_seeds(fn, keys, compiler_options={
+      "xla_cpu_experimental_ynn_fusion_type": ""})
+  np.testing.assert_allclose(compiled(*placed), jax.vmap(fn)(keys), rtol=1e-6)
+  assert "ynn_fusion" not in compiled.as_text()
+  # An option XLA does not know is refused by the compiler: the options reach it.
+  with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+    compile_seeds(fn, keys, compiler_options={"xla_cpu_no_such_option": True})
