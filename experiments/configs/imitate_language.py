@@ -4,7 +4,7 @@
     python -m experiments.imitate_language --workdir=/tmp/imitate --config.quick=True
     python -m experiments.imitate_language --workdir=/tmp/imitate --config.full_grid=True
 
-Default: about 16 minutes on 2 CPU cores (5 methods and the small-data runs,
+Default: about 14 minutes on 2 CPU cores (5 methods and the small-data runs,
 5 seeds each); `--config.quick=True`: 1-2 minutes; `--config.full_grid=True`
 adds the rest of the λ ∈ {0.01, 0.1, 1} × γ ∈ {0.9, 1} grid (about 2.5 more
 minutes per method). For the same study from a pretrained checkpoint on
