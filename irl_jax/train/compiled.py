@@ -13,9 +13,10 @@ research code, used by the laptop-scale studies.
 sharded over the available devices (the largest number of them that divides
 the number of seeds), so seeds run side by side on several accelerators, or
 on several CPU cores: `use_cpu_devices(n)`, called before JAX first runs,
-splits the host into `n` CPU devices. XLA runs each device's share of a
-program on one thread, and a small model's matmuls use one core better than
-two. `cpu_compiler_options` passes XLA:CPU settings to such a compilation
+splits the host into `n` CPU devices: the per-device programs then run
+concurrently (sharing XLA's intra-op thread pool), which for small models
+can beat one program splitting each op over the cores (measured, not a
+rule). `cpu_compiler_options` passes XLA:CPU settings to such a compilation
 only when it runs on CPUs.
 
 The step is the trainer's own (`irl_jax.train.make_train_step`): the same
@@ -137,11 +138,11 @@ def make_train(
 
 def seed_devices(num_seeds: int, devices=None) -> list:
   """The devices a `num_seeds` vmapped run is spread over: the first `d` of
-  `devices` (default `jax.devices()`), `d` the largest count that divides
-  `num_seeds`."""
+  `devices` (default `jax.local_devices()`, this process's), `d` the largest
+  count that divides `num_seeds`."""
   if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
     raise ValueError(f"seed_devices: num_seeds must be a positive integer, got {num_seeds!r}.")
-  devices = list(jax.devices() if devices is None else devices)
+  devices = list(jax.local_devices() if devices is None else devices)
   if not devices:
     raise ValueError("seed_devices: no devices given.")
   d = max(k for k in range(1, min(len(devices), num_seeds) + 1) if num_seeds % k == 0)
@@ -160,6 +161,13 @@ def compile_seeds(train: Callable, keys: jax.Array, *args, devices=None,
   (`jax.device_get` gathers them). On one device this is the plain
   `jax.jit(jax.vmap(train))`.
   """
+  if not hasattr(keys, "shape") or len(keys.shape) < 1 or keys.shape[0] < 1:
+    raise ValueError(f"compile_seeds: keys must be an array of per-seed keys with a leading "
+                     f"seed axis (e.g. jax.random.split(key, 5)), got "
+                     f"{getattr(keys, 'shape', type(keys).__name__)}.")
+  if not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) and len(keys.shape) != 2:
+    raise ValueError(f"compile_seeds: raw keys need two axes, [seeds, key data], got "
+                     f"{keys.shape}; a single key is not a batch of seeds.")
   num_seeds = int(keys.shape[0])
   for i, a in enumerate(args):
     for leaf in jax.tree.leaves(a):
@@ -189,8 +197,10 @@ def use_cpu_devices(n: int) -> None:
   """Split the host CPU into `n` JAX devices (`jax_num_cpu_devices`).
 
   Call it before JAX runs anything (an entry point's first lines): afterwards
-  the device count is fixed and this raises `RuntimeError`. It does not start
-  JAX itself; accelerator backends are unaffected.
+  the device count is fixed and a different `n` raises `RuntimeError` (JAX
+  accepts the value it already holds, whatever count the backend took from
+  `XLA_FLAGS`). It does not start JAX itself; accelerator backends are
+  unaffected.
   """
   if isinstance(n, bool) or not isinstance(n, int) or n < 1:
     raise ValueError(f"use_cpu_devices: n must be a positive integer, got {n!r}.")

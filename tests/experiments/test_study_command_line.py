@@ -40,6 +40,7 @@ def _run(tmp_path, cpu_devices):
   driver = tmp_path / "driver.py"
   driver.write_text(DRIVER.format(config=str(config), workdir=str(tmp_path / "work")))
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"  # CPU devices even on a machine with an accelerator
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   return subprocess.run([sys.executable, str(driver)], capture_output=True, text=True,
                         timeout=120, cwd=str(tmp_path), env=env)
