@@ -272,8 +272,7 @@ def step_times(config, methods, data: dict, *, tokenizer, rounds: int = 5,
 
 def compile_options(config) -> dict | None:
   """The config's XLA:CPU compile options for the training programs (None off CPU)."""
-  options = config.get("xla_cpu_options")
-  return cpu_compiler_options(options.to_dict() if hasattr(options, "to_dict") else options)
+  return cpu_compiler_options(config.get("xla_cpu_options"))
 
 
 def seed_keys(config):
