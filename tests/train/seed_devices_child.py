@@ -60,6 +60,19 @@ def main():
                      * np.arange(6.0)[:, None]).tolist(),
       "scaled_devices": len(placed[1].sharding.device_set),
   }
+  # A loop whose trip count differs by seed (decoding that stops at EOS is one) runs on
+  # each device alone: no collective in the program.
+  def count_up(key):
+    limit = jax.random.randint(key, (), 1, 20)
+    return jax.lax.while_loop(lambda c: c[0] < limit, lambda c: (c[0] + 1, c[1] + c[0]),
+                              (0, 0))
+  counted, placed = compile_seeds(count_up, keys)
+  limits = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (), 1, 20))(keys))
+  out["loop_counts"] = np.asarray(counted(*placed)[0]).tolist()
+  out["loop_sums"] = np.asarray(counted(*placed)[1]).tolist()
+  out["loop_limits"] = limits.tolist()
+  out["loop_collectives"] = [op for op in ("all-reduce", "all-gather", "collective-permute",
+                                           "all-to-all") if op in counted.as_text()]
   try:
     compile_seeds(lambda k, x: x, keys, np.zeros(5))
   except ValueError as e:

@@ -242,7 +242,8 @@ def test_use_cpu_devices_refuses_a_bad_count(n):
 
 def test_seeds_spread_over_three_cpu_devices_match_one_device():
   """In a fresh process split into three CPU devices: six seeds run two per device and
-  give the one-device run's losses and parameters (up to summation order)."""
+  give the one-device run's losses and parameters (up to summation order); a loop with a
+  per-seed trip count compiles without collectives (each device runs its own seeds)."""
   child = os.path.join(os.path.dirname(__file__), "seed_devices_child.py")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"  # CPU devices even on a machine with an accelerator
@@ -261,6 +262,11 @@ def test_seeds_spread_over_three_cpu_devices_match_one_device():
   assert out["params_max_abs_diff"] < 1e-5
   np.testing.assert_allclose(out["scaled"], out["scaled_ref"], rtol=1e-6)
   assert out["scaled_devices"] == 3
+  limits = np.asarray(out["loop_limits"])
+  assert len(set(limits.tolist())) > 1  # the seeds' loops run different numbers of times
+  np.testing.assert_array_equal(out["loop_counts"], limits)
+  np.testing.assert_array_equal(out["loop_sums"], limits * (limits - 1) // 2)
+  assert out["loop_collectives"] == []
   assert "argument 1 has a leaf of shape (5,)" in out["bad_arg"]
   assert "leading seed axis of 6" in out["bad_arg"]
   assert "JAX has already started" in out["late"]
