@@ -313,6 +313,12 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
                **ppo.episode_metrics(batch), "learned_reward": rewards.mean(),
                "recent_return": jnp.nanmean(p_state.episodes.last),
                "env_steps": p_state.step}
+    if config.absorbing:
+      # r_abs, the learned reward of staying absorbed (a terminal step earns γ/(1 − γ)
+      # of it), and the fraction of rows that terminate, its only training signal.
+      first = jax.tree.map(lambda x: x[:1], rows)
+      metrics["absorbing_reward"] = policy_reward(disc, absorbing_twin(first), flag=1.0)[0]
+      metrics["terminal_fraction"] = rows.terminated.astype(jnp.float32).mean()
     return AdversarialState(p_state, disc, opt, replay, count), metrics
 
   def learned_reward(disc_params, obs, action, next_obs):
