@@ -72,6 +72,32 @@ def test_vmapped_seeds_equal_sequential_runs(cartpole):
                  batched.disc, one.disc)
 
 
+def test_absorbing_reward_and_terminal_fraction_are_logged(cartpole):
+  """With absorbing states, every iteration logs r_abs (the GAIL reward of the absorbing
+  state's self-transition, from the updated discriminator) and the rollout's fraction of
+  terminal rows; without them, neither."""
+  env, demos = cartpole
+  small = ppo.PPOConfig(total_timesteps=2048, num_envs=4, num_steps=64, update_epochs=1,
+                        num_minibatches=2)
+  adv = adversarial.make_adversarial(
+      adversarial.AdversarialConfig(method="gail", ppo=small, disc_batch_size=64), env)
+  state, metrics = jax.jit(adv.train)(jax.random.key(4), demos)
+  r_abs = np.asarray(metrics["absorbing_reward"])
+  assert r_abs.shape == (small.num_iterations,) and np.all(np.isfinite(r_abs))
+  # The absorbing state: zero observation, indicator 1, no action.
+  zero = jnp.zeros((1, 4))
+  row = Transitions(zero, jnp.zeros((1,), jnp.int32), jnp.zeros(1), zero, jnp.zeros(1, bool),
+                    jnp.zeros(1, bool), jnp.zeros(1), jnp.ones(1))
+  logit = float(adv.discriminator_logits(state.disc, row, None, flag=1.0)[0])
+  np.testing.assert_allclose(r_abs[-1], np.log1p(np.exp(logit)), rtol=1e-5)
+  frac = np.asarray(metrics["terminal_fraction"])
+  assert np.all((frac >= 0) & (frac <= 1)) and frac.max() > 0  # early play falls often
+  plain = adversarial.make_adversarial(adversarial.AdversarialConfig(
+      method="gail", ppo=small, disc_batch_size=64, absorbing=False), env)
+  _, m = jax.jit(plain.train)(jax.random.key(4), demos)
+  assert "absorbing_reward" not in m and "terminal_fraction" not in m
+
+
 def test_gail_reward_signs_on_hand_examples():
   """A discriminator that says "expert" (large logit) gives a large positive GAIL
   reward; one that says "policy" gives nearly 0 (softplus) or a negative logit."""
