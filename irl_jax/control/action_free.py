@@ -42,7 +42,6 @@ import optax
 
 from irl_jax.control import data, networks
 from irl_jax.control.envs import EnvSpec
-from irl_jax.control.offline import _net
 
 __all__ = ["IDMData", "IDMState", "InverseDynamics", "InverseDynamicsConfig", "combine",
            "idm_data", "label", "make_inverse_dynamics", "split_labelled", "windows"]
@@ -173,7 +172,7 @@ def make_inverse_dynamics(config: InverseDynamicsConfig | Mapping | None,
                      "for continuous ones.")
   obs_dim = int(np.prod(spec.obs_shape))
   in_dim = (c.context + 2) * obs_dim
-  net = _net(lambda rngs: networks.Policy(in_dim, spec.action, c.hidden, rngs=rngs,
+  net = networks.pure(lambda rngs: networks.Policy(in_dim, spec.action, c.hidden, rngs=rngs,
                                           activation=jax.nn.relu))
   tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.learning_rate))
   low = jnp.reshape(jnp.asarray(spec.action.low, jnp.float32), (-1,))

@@ -45,7 +45,6 @@ from flax import nnx
 
 from irl_jax import losses
 from irl_jax.control import networks
-from irl_jax.control.offline import _net
 
 __all__ = ["NO_PREFERENCE", "RENDERERS", "FrameReward", "FrameRewardConfig",
            "make_frame_reward", "pendulum_height", "query_pairs", "render_pendulum",
@@ -206,9 +205,9 @@ def make_frame_reward(config: FrameRewardConfig | Mapping | None,
     if len(frame_shape) != 2:
       raise ValueError(f"make_frame_reward: the CNN takes [H, W] frames, got frame_shape "
                        f"{frame_shape}")
-    net = _net(lambda rngs: CNNReward(frame_shape, c.channels, c.hidden, rngs=rngs))
+    net = networks.pure(lambda rngs: CNNReward(frame_shape, c.channels, c.hidden, rngs=rngs))
   else:
-    net = _net(lambda rngs: MLPReward(frame_shape, c.hidden, rngs=rngs))
+    net = networks.pure(lambda rngs: MLPReward(frame_shape, c.hidden, rngs=rngs))
   tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.learning_rate))
   nd = len(frame_shape)
 

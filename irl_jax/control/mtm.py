@@ -72,9 +72,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from irl_jax.control import data, envs
+from irl_jax.control import data, envs, networks
 from irl_jax.control.envs import EnvSpec
-from irl_jax.control.offline import ObsNorm, _as_config, _net
+from irl_jax.control.offline import ObsNorm
+from irl_jax.control.types import as_config
 
 __all__ = [
     "MASK_RATIOS",
@@ -489,13 +490,13 @@ def _box(spec: EnvSpec):
 
 def make_mtm(config: MTMConfig | Mapping | None, spec: EnvSpec) -> MTMLearner:
   """MTM for a continuous-action environment (see the module docstring)."""
-  c = _as_config(MTMConfig, config)
+  c = as_config(MTMConfig, config)
   if spec.action.discrete:
     raise ValueError("make_mtm: MTM here takes continuous actions (a box)")
   obs_dim, act_dim = int(np.prod(spec.obs_shape)), int(np.prod(spec.action.shape))
   length = c.segment_length
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-  net = _net(lambda rngs: MTMNet(obs_dim, act_dim, length, width=c.width, depth=c.depth,
+  net = networks.pure(lambda rngs: MTMNet(obs_dim, act_dim, length, width=c.width, depth=c.depth,
                                  heads=c.heads, mlp_ratio=c.mlp_ratio, dtype=dtypes[c.dtype],
                                  param_dtype=dtypes[c.param_dtype], rngs=rngs))
   schedule = optax.linear_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import distrax
 import jax
@@ -19,6 +20,41 @@ import numpy as np
 from flax import nnx
 
 from irl_jax.control.envs import ActionSpec
+
+
+class PureNet(NamedTuple):
+  """`init(key) -> params` (the `nnx.Param` leaves only) and `apply(params, *args,
+  method=None)`. Other variables (a policy's action bounds) are constants of
+  `apply`, so optimisers never move them."""
+  init: Callable
+  apply: Callable
+
+
+def pure(build: Callable[[nnx.Rngs], nnx.Module]) -> PureNet:
+  """The module built by `build(rngs)` as a pair of pure functions (`PureNet`).
+
+  `init` is jit- and vmap-able over keys; `apply` rebuilds the module from the
+  parameters and calls it, or its `method`. Nothing is initialised eagerly: the
+  structure comes from an abstract module, and non-parameter variables from a
+  jitted build that returns only them (XLA prunes the initialisers).
+  """
+  graphdef, _, rest = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))), nnx.Param, ...)
+  if jax.tree.leaves(rest):
+    rest = jax.jit(lambda: nnx.split(build(nnx.Rngs(0)), nnx.Param, ...)[2])()
+
+  def init(key):
+    return nnx.split(build(nnx.Rngs(key)), nnx.Param, ...)[1]
+
+  def apply(params, *args, method: str | None = None):
+    module = nnx.merge(graphdef, params, rest)
+    return getattr(module, method)(*args) if method else module(*args)
+
+  # The orthogonal initialisers call LAPACK's QR. Batched by `jax.vmap` (seeds), XLA:CPU
+  # runs several batched QRs at once on its intra-op pool, each blocking a worker while
+  # it waits for its own sub-tasks: on a 2-core machine the pool deadlocks. Under vmap,
+  # `init` therefore runs one key at a time (unbatched QRs; the same parameters, bit for
+  # bit). Initialisation is cheap.
+  return PureNet(jax.custom_batching.sequential_vmap(init), apply)
 
 
 class MLP(nnx.Module):

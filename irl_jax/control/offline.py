@@ -91,7 +91,7 @@ from flax import nnx
 from irl_jax import losses
 from irl_jax.control import envs, networks
 from irl_jax.control.envs import ActionSpec, EnvSpec
-from irl_jax.control.types import Transitions
+from irl_jax.control.types import Transitions, as_config
 
 __all__ = [
     "AWACConfig",
@@ -433,70 +433,6 @@ class RewardModelIQLConfig:
   normalize_rewards: bool = True
 
 
-def _as_config(cls, config):
-  """`config` as a `cls` (None: defaults; a mapping or `ml_collections.ConfigDict`:
-  its items as keywords, unknown names rejected)."""
-  if config is None:
-    return cls()
-  if isinstance(config, cls):
-    return config
-  if hasattr(config, "to_dict"):
-    config = config.to_dict()
-  if isinstance(config, Mapping):
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - fields)
-    if unknown:
-      raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; it has {sorted(fields)}")
-    config = dict(config)
-    if "hidden" in config:
-      config["hidden"] = tuple(config["hidden"])
-    for f in dataclasses.fields(cls):  # nested configs (RewardModelIQLConfig) from mappings
-      if dataclasses.is_dataclass(f.default) and f.name in config:
-        config[f.name] = _as_config(type(f.default), config[f.name])
-    return cls(**config)
-  raise TypeError(f"expected a {cls.__name__} or a mapping, got {type(config).__name__}")
-
-
-# --- networks as pure functions ------------------------------------------------------
-
-
-class _Net(NamedTuple):
-  """`init(key) -> params` (the `nnx.Param` leaves only) and `apply(params, *args,
-  method=None)`. Other variables (a policy's action bounds) are constants of
-  `apply`, so optimisers never move them."""
-  init: Callable
-  apply: Callable
-
-
-def _net(build: Callable[[nnx.Rngs], nnx.Module]) -> _Net:
-  # The structure from an abstract module, and the non-parameter variables from a
-  # jitted build that returns only them (XLA prunes the initialisers): no eager init.
-  graphdef, _, rest = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))), nnx.Param, ...)
-  if jax.tree.leaves(rest):
-    rest = jax.jit(lambda: nnx.split(build(nnx.Rngs(0)), nnx.Param, ...)[2])()
-
-  # The networks' orthogonal initialisers call LAPACK's QR. Batched by `jax.vmap`
-  # (seeds), XLA:CPU runs several batched QRs at once, each blocking a worker of the
-  # intra-op pool while it waits for its own sub-tasks: on a 2-core machine the pool
-  # deadlocks. Under vmap, `init` therefore runs per seed in a `lax.map` (unbatched
-  # QRs; the same parameters, bit for bit).
-  @jax.custom_batching.custom_vmap
-  def init(key):
-    return nnx.split(build(nnx.Rngs(key)), nnx.Param, ...)[1]
-
-  @init.def_vmap
-  def _init_batched(axis_size, in_batched, key):
-    del axis_size
-    out = jax.lax.map(init, key) if in_batched[0] else init(key)
-    return out, jax.tree.map(lambda _: bool(in_batched[0]), out)
-
-  def apply(params, *args, method: str | None = None):
-    module = nnx.merge(graphdef, params, rest)
-    return getattr(module, method)(*args) if method else module(*args)
-
-  return _Net(init, apply)
-
-
 class TanhActor(nnx.Module):
   """TD3's deterministic actor for a box: `π(s) = mid + half · tanh(MLP(s))`, `[..., A]`,
   with `mid = (high + low)/2`, `half = (high − low)/2` (ReLU hidden layers)."""
@@ -520,17 +456,17 @@ def _obs_dim(spec: EnvSpec) -> int:
 
 
 def _policy(spec, hidden):
-  return _net(lambda rngs: networks.Policy(_obs_dim(spec), spec.action, hidden, rngs=rngs,
+  return networks.pure(lambda rngs: networks.Policy(_obs_dim(spec), spec.action, hidden, rngs=rngs,
                                            activation=nnx.relu))
 
 
 def _critic(spec, hidden, num_critics):
-  return _net(lambda rngs: networks.QNet(_obs_dim(spec), spec.action, hidden, rngs=rngs,
+  return networks.pure(lambda rngs: networks.QNet(_obs_dim(spec), spec.action, hidden, rngs=rngs,
                                          num_critics=num_critics, activation=nnx.relu))
 
 
 def _value(spec, hidden):
-  return _net(lambda rngs: networks.ValueNet(_obs_dim(spec), hidden, rngs=rngs,
+  return networks.pure(lambda rngs: networks.ValueNet(_obs_dim(spec), hidden, rngs=rngs,
                                              activation=nnx.relu))
 
 
@@ -696,7 +632,7 @@ def _inside_box(action, spec):
 # --- shared pieces ---------------------------------------------------------------------
 
 
-def _q_data(critic: _Net, params, x, action, spec) -> jax.Array:
+def _q_data(critic: networks.PureNet, params, x, action, spec) -> jax.Array:
   """`[E, ...]` critic values of the given actions (`x[..., O]` features)."""
   if spec.action.discrete:
     q = critic.apply(params, x)                                  # [..., E, A]
@@ -706,8 +642,9 @@ def _q_data(critic: _Net, params, x, action, spec) -> jax.Array:
   return jnp.moveaxis(q, -1, 0)
 
 
-def _policy_value(policy: _Net, actor_params, critic: _Net, critic_params, x, key, spec, *,
-                  num_samples: int, entropy_alpha: float, reduce: Callable):
+def _policy_value(policy: networks.PureNet, actor_params, critic: networks.PureNet,
+                  critic_params, x, key, spec, *, num_samples: int, entropy_alpha: float,
+                  reduce: Callable):
   """`E_{a∼π(·|s)}[reduce_e Q_e(s, a) − α log π(a|s)]`, `[...]`: the exact expectation for
   discrete actions, a mean over `num_samples` reparameterised samples otherwise.
   `reduce` folds the critic axis (`min` for AWAC, `mean` for IPL-AWAC)."""
@@ -746,7 +683,7 @@ def _discount(terminated, gamma):
   return gamma * (1.0 - jnp.asarray(terminated, jnp.float32))
 
 
-def _value_step(value: _Net, tx, params, opt_state, q_target, x, where, expectile):
+def _value_step(value: networks.PureNet, tx, params, opt_state, q_target, x, where, expectile):
   """One expectile-regression step of V on `min_e Q̄_e(s,a)`."""
   def loss_fn(p):
     v = value.apply(p, x)
@@ -758,8 +695,8 @@ def _value_step(value: _Net, tx, params, opt_state, q_target, x, where, expectil
                              "grad_norm/value": optax.tree.norm(grads)}
 
 
-def _awr_step(policy: _Net, tx, params, opt_state, x, action, q, v, where, *, beta, max_weight,
-              loss=losses.awr_actor_loss):
+def _awr_step(policy: networks.PureNet, tx, params, opt_state, x, action, q, v, where, *, beta,
+              max_weight, loss=losses.awr_actor_loss):
   """One advantage-weighted regression step of the actor (`loss` = AWR or AWAC)."""
   def loss_fn(p):
     log_pi = policy.apply(p, x).log_prob(action)
@@ -804,7 +741,7 @@ def _norm_from(config, spec, transitions) -> ObsNorm:
   return _obs_norm(transitions.obs, jnp.asarray(transitions.weight) > 0, spec)
 
 
-def _policy_act(policy: _Net, spec):
+def _policy_act(policy: networks.PureNet, spec):
   def act(state, obs):
     x = _features(obs, state.obs_norm, spec)
     return _unflat_action(policy.apply(state.params["actor"], x, method="mode"), spec)
@@ -824,7 +761,7 @@ def make_iql(config: IQLConfig | Mapping | None, spec: EnvSpec) -> Learner:
   `actor/weight_clipped` (fraction at `max_weight`), `actor/log_prob`,
   `grad_norm/*`, `reward/mean`.
   """
-  c = _as_config(IQLConfig, config)
+  c = as_config(IQLConfig, config)
   policy, critic, value = _policy(spec, c.hidden), _critic(spec, c.hidden, c.num_critics), \
       _value(spec, c.hidden)
   tx = {"actor": _optimizer(c.actor_lr, c.max_grad_norm),
@@ -891,11 +828,11 @@ def make_td3_bc(config: TD3BCConfig | Mapping | None, spec: EnvSpec) -> Learner:
   `q/mean`, `q/target_mean` (the backup's `min_e Q̄_e(s',a')`), `q/pi_mean`,
   `grad_norm/*`, `reward/mean`.
   """
-  c = _as_config(TD3BCConfig, config)
+  c = as_config(TD3BCConfig, config)
   if spec.action.discrete:
     raise ValueError(f"make_td3_bc: TD3+BC needs continuous actions, but spec.action.discrete "
                      f"is True for {spec.name!r} (use make_iql or make_awac).")
-  actor = _net(lambda rngs: TanhActor(_obs_dim(spec), spec.action, c.hidden, rngs=rngs))
+  actor = networks.pure(lambda rngs: TanhActor(_obs_dim(spec), spec.action, c.hidden, rngs=rngs))
   critic = _critic(spec, c.hidden, c.num_critics)
   tx = {"actor": _optimizer(c.actor_lr, c.max_grad_norm),
         "critic": _optimizer(c.critic_lr, c.max_grad_norm)}
@@ -978,7 +915,7 @@ def make_awac(config: AWACConfig | Mapping | None, spec: EnvSpec) -> Learner:
   Metrics: as IQL's, with `v/mean` the policy value `V(s)` and `q/target_mean` the
   backup's next-state value.
   """
-  c = _as_config(AWACConfig, config)
+  c = as_config(AWACConfig, config)
   policy, critic = _policy(spec, c.hidden), _critic(spec, c.hidden, c.num_critics)
   tx = {"actor": _optimizer(c.actor_lr, c.max_grad_norm),
         "critic": _optimizer(c.critic_lr, c.max_grad_norm)}
@@ -1216,7 +1153,7 @@ def make_ipl_iql(config: IPLConfig | Mapping | None, spec: EnvSpec) -> Learner:
   the value and actor data (segments ∪ unlabelled, as here), the critic-mean of
   the preference loss, and the default `λ`.
   """
-  c = _as_config(IPLConfig, config)
+  c = as_config(IPLConfig, config)
   return _make_ipl(c, spec, "iql")
 
 
@@ -1225,7 +1162,7 @@ def make_ipl_awac(config: IPLConfig | Mapping | None, spec: EnvSpec) -> Learner:
   `V(s') = E_{a'∼π}[mean_e Q̄_e(s', a') − α_ent log π(a'|s')]` (`num_value_samples`
   samples; exact when discrete) and the actor is AWAC's (`β = 1/temperature`,
   `V(s) = E_π min_e Q_e(s, ·)`). Reconstructed as `make_ipl_iql`'s note says."""
-  c = _as_config(IPLConfig, config)
+  c = as_config(IPLConfig, config)
   return _make_ipl(c, spec, "awac")
 
 
@@ -1242,10 +1179,11 @@ def make_reward_model(config: RewardModelConfig | Mapping | None, spec: EnvSpec)
   action)` gives `r_ψ` (`relabel` writes it into transitions); `act` raises (a
   reward model has no policy).
   """
-  c = _as_config(RewardModelConfig, config)
+  c = as_config(RewardModelConfig, config)
   in_dim = _obs_dim(spec) + (int(spec.action.num_actions) if spec.action.discrete
                              else int(np.prod(spec.action.shape)))
-  net = _net(lambda rngs: networks.MLP(in_dim, c.hidden, 1, rngs=rngs, activation=nnx.relu))
+  net = networks.pure(
+      lambda rngs: networks.MLP(in_dim, c.hidden, 1, rngs=rngs, activation=nnx.relu))
   tx = _optimizer(c.lr, c.max_grad_norm)
 
   def reward_of(params, norm, obs, action):
@@ -1335,7 +1273,7 @@ def make_reward_model_iql(config: RewardModelIQLConfig | Mapping | None,
   on a batch relabelled with the (frozen) reward model; `sample` draws
   transitions. State: `RewardModelIQLState`.
   """
-  c = _as_config(RewardModelIQLConfig, config)
+  c = as_config(RewardModelIQLConfig, config)
   rm = make_reward_model(c.reward_model, spec)
   iql = make_iql(c.iql, spec)
 

@@ -75,21 +75,10 @@ def trainable(make_module: Callable[[nnx.Rngs], nnx.Module]):
   `init(key) -> params` initialises fresh parameters (jit- and vmap-able over keys).
   The module's other variables (the policy's action bounds `low`/`high`) are constants
   closed over by `apply`, so that optimisers never update them (unlike
-  `networks.functional`, whose state holds every variable)."""
-  graphdef, _, rest = nnx.split(make_module(nnx.Rngs(0)), nnx.Param, ...)
-
-  def apply(params, *args, method: str | None = None):
-    m = nnx.merge(graphdef, params, rest)
-    return getattr(m, method)(*args) if method else m(*args)
-
-  def init(key):
-    return nnx.split(make_module(nnx.Rngs(key)), nnx.Param, ...)[1]
-
-  # Under `jax.vmap` (seeds), initialise one key at a time: the orthogonal initialiser's
-  # QR is a LAPACK call, and jaxlib 0.10's CPU kernels run a batched one on XLA's
-  # intra-op thread pool and wait for it, which deadlocks when as many such calls as the
-  # pool has threads run at once (seen on 2-core machines). Initialisation is cheap.
-  return apply, jax.custom_batching.sequential_vmap(init)
+  `networks.functional`, whose state holds every variable). `networks.pure` in the
+  `(apply, init)` order."""
+  net = networks.pure(make_module)  # initialises one key at a time under vmap (see there)
+  return net.apply, net.init
 
 
 def check_env(name: str, env: envs.Env) -> None:
