@@ -173,7 +173,7 @@ def make_inverse_dynamics(config: InverseDynamicsConfig | Mapping | None,
   obs_dim = int(np.prod(spec.obs_shape))
   in_dim = (c.context + 2) * obs_dim
   net = networks.pure(lambda rngs: networks.Policy(in_dim, spec.action, c.hidden, rngs=rngs,
-                                          activation=jax.nn.relu))
+                                                   activation=jax.nn.relu))
   tx = optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.learning_rate))
   low = jnp.reshape(jnp.asarray(spec.action.low, jnp.float32), (-1,))
   high = jnp.reshape(jnp.asarray(spec.action.high, jnp.float32), (-1,))

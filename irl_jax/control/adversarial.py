@@ -315,7 +315,8 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
                "env_steps": p_state.step}
     if config.absorbing:
       # r_abs, the learned reward of staying absorbed (a terminal step earns γ/(1 − γ)
-      # of it), and the fraction of rows that terminate, its only training signal.
+      # of it), and the rollout's fraction of terminal rows: their absorbing twins (with
+      # the expert's) are the only rows that train it.
       first = jax.tree.map(lambda x: x[:1], rows)
       metrics["absorbing_reward"] = policy_reward(disc, absorbing_twin(first), flag=1.0)[0]
       metrics["terminal_fraction"] = rows.terminated.astype(jnp.float32).mean()

@@ -496,9 +496,10 @@ def make_mtm(config: MTMConfig | Mapping | None, spec: EnvSpec) -> MTMLearner:
   obs_dim, act_dim = int(np.prod(spec.obs_shape)), int(np.prod(spec.action.shape))
   length = c.segment_length
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-  net = networks.pure(lambda rngs: MTMNet(obs_dim, act_dim, length, width=c.width, depth=c.depth,
-                                 heads=c.heads, mlp_ratio=c.mlp_ratio, dtype=dtypes[c.dtype],
-                                 param_dtype=dtypes[c.param_dtype], rngs=rngs))
+  net = networks.pure(lambda rngs: MTMNet(
+      obs_dim, act_dim, length, width=c.width, depth=c.depth, heads=c.heads,
+      mlp_ratio=c.mlp_ratio, dtype=dtypes[c.dtype], param_dtype=dtypes[c.param_dtype],
+      rngs=rngs))
   schedule = optax.linear_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1))
   tx = optax.adamw(schedule, weight_decay=c.weight_decay)
   if c.max_grad_norm > 0:

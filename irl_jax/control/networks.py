@@ -24,8 +24,8 @@ from irl_jax.control.envs import ActionSpec
 
 class PureNet(NamedTuple):
   """`init(key) -> params` (the `nnx.Param` leaves only) and `apply(params, *args,
-  method=None)`. Other variables (a policy's action bounds) are constants of
-  `apply`, so optimisers never move them."""
+  method=None)`. Other variables (non-`Param` ones, such as TD3's `TanhActor`
+  bounds) are constants of `apply`, so optimisers never move them."""
   init: Callable
   apply: Callable
 

@@ -456,18 +456,18 @@ def _obs_dim(spec: EnvSpec) -> int:
 
 
 def _policy(spec, hidden):
-  return networks.pure(lambda rngs: networks.Policy(_obs_dim(spec), spec.action, hidden, rngs=rngs,
-                                           activation=nnx.relu))
+  return networks.pure(lambda rngs: networks.Policy(_obs_dim(spec), spec.action, hidden,
+                                                    rngs=rngs, activation=nnx.relu))
 
 
 def _critic(spec, hidden, num_critics):
   return networks.pure(lambda rngs: networks.QNet(_obs_dim(spec), spec.action, hidden, rngs=rngs,
-                                         num_critics=num_critics, activation=nnx.relu))
+                                                  num_critics=num_critics, activation=nnx.relu))
 
 
 def _value(spec, hidden):
   return networks.pure(lambda rngs: networks.ValueNet(_obs_dim(spec), hidden, rngs=rngs,
-                                             activation=nnx.relu))
+                                                      activation=nnx.relu))
 
 
 def _optimizer(lr, max_grad_norm) -> optax.GradientTransformation:

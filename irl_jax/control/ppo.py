@@ -73,8 +73,8 @@ def trainable(make_module: Callable[[nnx.Rngs], nnx.Module]):
 
   `apply(params, *args, method=None)` rebuilds the module and calls it (or `method`);
   `init(key) -> params` initialises fresh parameters (jit- and vmap-able over keys).
-  The module's other variables (the policy's action bounds `low`/`high`) are constants
-  closed over by `apply`, so that optimisers never update them (unlike
+  The module's other variables (non-`Param` ones, such as TD3's `TanhActor` bounds) are
+  constants closed over by `apply`, so that optimisers never update them (unlike
   `networks.functional`, whose state holds every variable). `networks.pure` in the
   `(apply, init)` order."""
   net = networks.pure(make_module)  # initialises one key at a time under vmap (see there)

@@ -72,28 +72,34 @@ def test_vmapped_seeds_equal_sequential_runs(cartpole):
                  batched.disc, one.disc)
 
 
-def test_absorbing_reward_and_terminal_fraction_are_logged(cartpole):
-  """With absorbing states, every iteration logs r_abs (the GAIL reward of the absorbing
+@pytest.mark.parametrize("method", ["gail", "airl"])
+def test_absorbing_reward_and_terminal_fraction_are_logged(cartpole, method):
+  """With absorbing states, every iteration logs r_abs (the reward of the absorbing
   state's self-transition, from the updated discriminator) and the rollout's fraction of
   terminal rows; without them, neither."""
   env, demos = cartpole
   small = ppo.PPOConfig(total_timesteps=2048, num_envs=4, num_steps=64, update_epochs=1,
                         num_minibatches=2)
   adv = adversarial.make_adversarial(
-      adversarial.AdversarialConfig(method="gail", ppo=small, disc_batch_size=64), env)
+      adversarial.AdversarialConfig(method=method, ppo=small, disc_batch_size=64), env)
   state, metrics = jax.jit(adv.train)(jax.random.key(4), demos)
   r_abs = np.asarray(metrics["absorbing_reward"])
   assert r_abs.shape == (small.num_iterations,) and np.all(np.isfinite(r_abs))
-  # The absorbing state: zero observation, indicator 1, no action.
+  # The absorbing state: zero observation, indicator 1, no action (and no log π).
   zero = jnp.zeros((1, 4))
   row = Transitions(zero, jnp.zeros((1,), jnp.int32), jnp.zeros(1), zero, jnp.zeros(1, bool),
                     jnp.zeros(1, bool), jnp.zeros(1), jnp.ones(1))
-  logit = float(adv.discriminator_logits(state.disc, row, None, flag=1.0)[0])
-  np.testing.assert_allclose(r_abs[-1], np.log1p(np.exp(logit)), rtol=1e-5)
+  logit = float(adv.discriminator_logits(state.disc, row, jnp.zeros(1), flag=1.0)[0])
+  # GAIL: softplus of the logit; AIRL: f − log π with log π = 0, i.e. the logit itself.
+  expected = np.log1p(np.exp(logit)) if method == "gail" else logit
+  np.testing.assert_allclose(r_abs[-1], expected, rtol=1e-5, atol=1e-6)
+  # In 64-step rollouts of fresh CartPole play no episode is truncated, so every ended
+  # episode is one terminal row.
   frac = np.asarray(metrics["terminal_fraction"])
-  assert np.all((frac >= 0) & (frac <= 1)) and frac.max() > 0  # early play falls often
+  np.testing.assert_allclose(frac * small.batch_size, np.asarray(metrics["num_episodes"]))
+  assert frac.max() > 0
   plain = adversarial.make_adversarial(adversarial.AdversarialConfig(
-      method="gail", ppo=small, disc_batch_size=64, absorbing=False), env)
+      method=method, ppo=small, disc_batch_size=64, absorbing=False), env)
   _, m = jax.jit(plain.train)(jax.random.key(4), demos)
   assert "absorbing_reward" not in m and "terminal_fraction" not in m
 

@@ -1,6 +1,7 @@
 """`networks.pure` (modules as pure functions) and `types.as_config`."""
 
 import dataclasses
+import re
 
 import jax
 import numpy as np
@@ -26,6 +27,11 @@ def test_pure_init_vmaps_over_keys_like_one_key_at_a_time():
   first, second = (jax.tree.leaves(jax.tree.map(lambda a, i=i: a[i], batched))
                    for i in (0, 1))
   assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+  # Under vmap the keys are initialised one at a time: the orthogonal initialisers' QRs
+  # stay unbatched (batched ones can deadlock XLA:CPU's thread pool on 2 cores).
+  text = jax.jit(jax.vmap(net.init)).lower(keys).as_text()
+  qr_batch_dims = re.findall(r'geqrf.*num_batch_dims = "(\d+)"', text)
+  assert qr_batch_dims and set(qr_batch_dims) == {"0"}
 
 
 def test_pure_params_are_the_modules_params_only_and_apply_rebuilds_it():
@@ -64,8 +70,12 @@ def test_pure_keeps_non_parameter_variables_out_of_the_parameters():
 def test_ppo_trainable_is_pure_in_apply_init_order():
   apply, init = ppo.trainable(_policy)
   net = networks.pure(_policy)
-  jax.tree.map(np.testing.assert_array_equal, init(jax.random.key(2)), net.init(jax.random.key(2)))
-  assert callable(apply)
+  params = init(jax.random.key(2))
+  jax.tree.map(np.testing.assert_array_equal, params, net.init(jax.random.key(2)))
+  obs = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+  action = np.full((2, 1), -0.5, np.float32)
+  np.testing.assert_array_equal(apply(params, obs).log_prob(action),
+                                net.apply(params, obs).log_prob(action))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,9 +68,17 @@ def main():
                               (0, 0))
   counted, placed = compile_seeds(count_up, keys)
   limits = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (), 1, 20))(keys))
-  out["loop_counts"] = np.asarray(counted(*placed)[0]).tolist()
-  out["loop_sums"] = np.asarray(counted(*placed)[1]).tolist()
+  counts, sums = counted(*placed)
+  out["loop_counts"] = np.asarray(counts).tolist()
+  out["loop_sums"] = np.asarray(sums).tolist()
   out["loop_limits"] = limits.tolist()
+  # A carry that starts as a constant and picks up per-seed values (a decoding buffer of
+  # zeros is one) compiles and gives each seed its own result.
+  def accumulate(key):
+    return jax.lax.scan(lambda c, _: (c + jax.random.normal(key), None), 0.0, None, 3)[0]
+  acc, placed = compile_seeds(accumulate, keys)
+  out["carry"] = np.asarray(acc(*placed)).tolist()
+  out["carry_ref"] = (3 * np.asarray(jax.vmap(jax.random.normal)(keys))).tolist()
   out["loop_collectives"] = [op for op in ("all-reduce", "all-gather", "collective-permute",
                                            "all-to-all") if op in counted.as_text()]
   try:

@@ -267,6 +267,7 @@ def test_seeds_spread_over_three_cpu_devices_match_one_device():
   np.testing.assert_array_equal(out["loop_counts"], limits)
   np.testing.assert_array_equal(out["loop_sums"], limits * (limits - 1) // 2)
   assert out["loop_collectives"] == []
+  np.testing.assert_allclose(out["carry"], out["carry_ref"], rtol=1e-5)
   assert "argument 1 has a leaf of shape (5,)" in out["bad_arg"]
   assert "leading seed axis of 6" in out["bad_arg"]
   assert "JAX has already started" in out["late"]
