@@ -170,6 +170,9 @@ _define(flags.DEFINE_list, "adv_methods", ["gail", "airl"], "Methods of the GAIL
 _define(flags.DEFINE_integer, "adv_seeds", None, "Seeds per side (default 3, quick 1).")
 _define(flags.DEFINE_integer, "adv_demos", None, "Expert episodes given to both (default 10, "
         "quick 2).")
+_define(flags.DEFINE_bool, "adv_absorbing", False,
+        "Run irl_jax's GAIL/AIRL with absorbing states (its library default) instead of "
+        "imitation's treatment of episode ends (no absorbing states).")
 _define(flags.DEFINE_string, "adv_workdir", None,
         "Where the GAIL/AIRL comparison writes its demonstrations, peer settings, "
         "results.json and curves.png (default: a fresh temporary folder).")
@@ -702,6 +705,7 @@ def run_adversarial(python: str | None, *, quick: bool, fv) -> list[dict]:
     settings["seeds"] = fv.adv_seeds
   if fv.adv_demos is not None:
     settings["demos"] = fv.adv_demos
+  settings["absorbing"] = bool(fv.adv_absorbing)
   if settings["seeds"] < 1 or settings["demos"] < 1:
     sys.exit("peers_imitation: --adv_seeds and --adv_demos must be >= 1.")
   workdir = fv.adv_workdir or tempfile.mkdtemp(prefix="irl_jax_adv_")

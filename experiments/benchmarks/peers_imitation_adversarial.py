@@ -23,10 +23,14 @@ this module holds its logic). For each environment (CartPole-v1, Pendulum-v1):
   default replay capacity is one round). A round is one PPO rollout and update.
   Where they differ, each keeps its own design: irl_jax's continuous policy is a
   tanh-squashed Gaussian (stable-baselines3's a clipped Gaussian); irl_jax's
-  discriminator sees raw observations with an absorbing-state feature (its
-  default), imitation's normalises its inputs (`RunningNorm`, its documented
-  setup) and has no absorbing states; irl_jax's Pendulum PPO scales rewards by 0.1
+  discriminator sees raw observations, imitation's normalises its inputs
+  (`RunningNorm`, its documented setup); irl_jax's Pendulum PPO scales rewards by 0.1
   (`reward_scale`), which stable-baselines3 has no setting for.
+- The same treatment of episode ends: imitation has no absorbing states (a terminal
+  step ends the return; stable-baselines3 bootstraps through time limits), so
+  irl_jax runs with `absorbing=False`, which does the same. `--adv_absorbing` runs
+  irl_jax's library default instead (absorbing states, Kostrikov et al. 2019), a
+  different algorithm from imitation's; every row records which (`absorbing`).
 
 Measured per (environment, method, seed), `--adv_seeds` seeds each side, one
 learner at a time (no vmap: the comparison is of one training run):
@@ -86,10 +90,12 @@ STRETCH_SPEEDUP = 100.0
 METHODS = ("gail", "airl")
 ENVS = {"CartPole-v1": "gymnax/CartPole-v1", "Pendulum-v1": "gymnax/Pendulum-v1"}
 DISC = dict(hidden=(64, 64), lr=3e-4, updates=4, batch_size=256)
+# absorbing=False: episode ends treated as imitation treats them (module doc).
 FULL = dict(budgets={"CartPole-v1": 200_000, "Pendulum-v1": 500_000}, expert_scale=1.0,
-            seeds=3, demos=10, eval_episodes=16, disc=DISC)
+            seeds=3, demos=10, eval_episodes=16, disc=DISC, absorbing=False)
 QUICK = dict(budgets={"CartPole-v1": 16_384, "Pendulum-v1": 32_768}, expert_scale=0.25,
-             seeds=1, demos=2, eval_episodes=4, disc={**DISC, "batch_size": 64})
+             seeds=1, demos=2, eval_episodes=4, disc={**DISC, "batch_size": 64},
+             absorbing=False)
 
 
 class PeerFailed(RuntimeError):
@@ -135,11 +141,13 @@ def normalised(returns, case: Case):
 # irl_jax's side.
 
 
-def irl_jax_runs(case: Case, method: str, seeds, *, eval_episodes: int, disc: dict) -> dict:
+def irl_jax_runs(case: Case, method: str, seeds, *, eval_episodes: int, disc: dict,
+                 absorbing: bool = False) -> dict:
   """One compiled single-seed program, run once per seed (timed after compilation)."""
   adv = adversarial.make_adversarial(adversarial.AdversarialConfig(
       method=method, ppo=case.ppo, disc_hidden=tuple(disc["hidden"]), disc_lr=disc["lr"],
-      disc_updates=disc["updates"], disc_batch_size=disc["batch_size"]), case.env)
+      disc_updates=disc["updates"], disc_batch_size=disc["batch_size"],
+      absorbing=absorbing), case.env)
   demos = data.to_transitions(case.episodes)
   train = jax.jit(adv.train)
   t0 = time.perf_counter()
@@ -236,9 +244,11 @@ def final_difference_interval(ours, theirs) -> tuple[float, float]:
   return float(ci.low), float(ci.high)
 
 
-def compare(case: Case, method: str, ours: dict, theirs: dict | None, ctx: dict) -> list[dict]:
-  """Rows for one (environment, method)."""
-  base = {"env": case.name, "method": method, "expert_return": case.expert.mean_return,
+def compare(case: Case, method: str, ours: dict, theirs: dict | None, ctx: dict, *,
+            absorbing: bool = False) -> list[dict]:
+  """Rows for one (environment, method); `absorbing`: irl_jax's setting, recorded."""
+  base = {"env": case.name, "method": method, "absorbing": bool(absorbing),
+          "expert_return": case.expert.mean_return,
           "random_return": case.expert.random_return,
           "demos": len(case.episodes.episode_starts),
           "env_steps": ours["runs"][0]["env_steps"][-1], **ctx}
@@ -330,8 +340,9 @@ def run(*, peer_python: str | None, envs_: list[str], methods: list[str], settin
         f"{case.expert.random_return:.1f}, {settings['demos']} demonstrations "
         f"(return {data.episode_returns(case.episodes).mean():.1f})")
     for method in methods:
+      absorbing = bool(settings.get("absorbing", False))
       ours = irl_jax_runs(case, method, seeds, eval_episodes=settings["eval_episodes"],
-                          disc=settings["disc"])
+                          disc=settings["disc"], absorbing=absorbing)
       theirs = None
       if peer_python:
         theirs = run_peer(peer_python, peer_settings(
@@ -339,7 +350,7 @@ def run(*, peer_python: str | None, envs_: list[str], methods: list[str], settin
             disc=settings["disc"]), workdir)
         ctx = {**ctx, "torch_threads": theirs["torch_threads"],
                "peer_versions": theirs["versions"]}
-      rows += compare(case, method, ours, theirs, ctx)
+      rows += compare(case, method, ours, theirs, ctx, absorbing=absorbing)
       all_curves[f"{name}/{method}"] = curves(case, ours, theirs)
       log(f"[peers_imitation] {name} {method}: done")
   return rows, all_curves

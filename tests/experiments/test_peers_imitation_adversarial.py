@@ -128,6 +128,36 @@ def test_irl_jax_half_on_cartpole(cartpole_case):
   json.dumps(s)
 
 
+def test_episode_ends_as_imitation_treats_them_unless_asked(cartpole_case, monkeypatch):
+  """imitation has no absorbing states: the benchmark's irl_jax runs without them
+  unless `absorbing=True` (`--adv_absorbing`), and every row records which."""
+  assert adv.FULL["absorbing"] is False and adv.QUICK["absorbing"] is False
+  seen = []
+
+  class Stop(Exception):
+    pass
+
+  def fake_make(config, env):
+    seen.append(config.absorbing)
+    raise Stop
+
+  monkeypatch.setattr(adv.adversarial, "make_adversarial", fake_make)
+  for flag in (False, True):
+    with pytest.raises(Stop):
+      adv.irl_jax_runs(cartpole_case, "gail", [0], eval_episodes=1, disc=adv.DISC,
+                       absorbing=flag)
+  monkeypatch.setattr(adv, "make_case", lambda *a, **k: cartpole_case)
+  with pytest.raises(Stop):
+    adv.run(peer_python=None, envs_=["CartPole-v1"], methods=["gail"],
+            settings=dict(adv.QUICK, disc={**adv.DISC, "batch_size": 32}), ctx={},
+            workdir=str(cartpole_case.demos_path.rsplit("/", 1)[0]))
+  assert seen == [False, True, False]
+  ours = {"compile_s": 1.0, "runs": [_run([100.0], [1.0], [20.0])]}
+  for flag in (False, True):
+    rows = adv.compare(_case(), "gail", ours, ours, {}, absorbing=flag)
+    assert rows and all(r["absorbing"] is flag for r in rows)
+
+
 def test_peer_reads_the_demonstrations_as_trajectories(cartpole_case, monkeypatch):
   """The peer's conversion, with a stand-in for imitation's `TrajectoryWithRew`."""
   class Traj(NamedTuple):
