@@ -29,7 +29,7 @@ def lm_targets(loss_mask):
 
 
 def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None,
-             last: int | None = None):
+             last: int | None = None, temperature: float = 1.0):
   """Token statistics `[B, T]` at every position (the last column's target is a dummy).
 
   `stats.q[:, t]` is the logit of `input_ids[:, t+1]` and `stats.v[:, t]` the
@@ -37,25 +37,34 @@ def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None
   are computed from the hidden states in vocabulary chunks (no `[B, T, V]`
   logits are held). With `last` (a static int), only the last `last` positions
   are unembedded and scored, the earlier ones get zeros (`window_stats`): the
-  logits of a prompt are never needed when only a response is scored.
+  logits of a prompt are never needed when only a response is scored. With
+  `temperature` τ, the statistics are those of the logits divided by τ, so
+  `log_probs` are the log-probabilities of the distribution a sampler draws from at τ.
   """
   hidden = model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
   return window_stats(hidden, model.unembedding, model.logits, input_ids, segment_ids,
-                      chunk_size=chunk_size, last=last)
+                      chunk_size=chunk_size, last=last, temperature=temperature)
 
 
 def window_stats(hidden, unembedding, logits, input_ids, segment_ids, *,
-                 chunk_size: int | None, last: int | None = None):
+                 chunk_size: int | None, last: int | None = None, temperature: float = 1.0):
   """`TokenStats [B, T]` from final hidden states `[B, T, D]` (`lm_stats` after the model).
 
   `unembedding()` gives the `[D, V]` matrix (chunked path) and `logits(hidden)` the
   float32 logits (dense path). With `last` (static, `1 <= last`), only the columns
   `[T − last, T)` are scored and the earlier columns' statistics are zero, with no
-  gradient; `last >= T` scores every column.
+  gradient; `last >= T` scores every column. `temperature` (static, > 0) divides the
+  logits: the hidden states are divided by it (in float32, then back to their dtype)
+  before the unembedding, which is linear, so both paths score `logits / τ`.
   """
   t = hidden.shape[1]
   if last is not None and not (isinstance(last, int) and last >= 1):
     raise ValueError(f"window_stats: last={last!r} must be a positive int (static).")
+  if not (isinstance(temperature, (int, float)) and temperature > 0):
+    raise ValueError(f"window_stats: temperature={temperature!r} must be a number > 0 "
+                     "(static); greedy decoding (0) has no log-probabilities to score.")
+  if temperature != 1:
+    hidden = (hidden.astype(jnp.float32) / float(temperature)).astype(hidden.dtype)
   start = 0 if last is None or last >= t else t - last
   targets = next_tokens(input_ids)[:, start:]
   # Padding slots hold no state: their statistics are zero and no gradient

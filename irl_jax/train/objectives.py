@@ -399,7 +399,10 @@ register(ObjectiveSpec(
 @dataclasses.dataclass(frozen=True)
 class GRPOConfig:
   """GRPO: clipping `clip_epsilon`, KL weight `kl_coef`, the loss `normaliser`; the sampler
-  draws groups of `num_samples` responses per prompt, scored by the reward function."""
+  draws groups of `num_samples` responses per prompt at `temperature`, scored by the reward
+  function. The old, reference and current log-probs are all those of the logits divided
+  by `temperature`, the distribution the responses were drawn from, so the ratio and the
+  KL term are of that policy at any temperature."""
 
   clip_epsilon: float = 0.2
   kl_coef: float = 0.04
@@ -408,6 +411,12 @@ class GRPOConfig:
   max_new_tokens: int = 32
   temperature: float = 1.0
   num_samples: int = 4
+
+  def __post_init__(self):
+    if not self.temperature > 0:
+      raise ValueError(f"config.objective.grpo.temperature={self.temperature!r}: must be > 0 "
+                       "(the log-probs are those of the logits divided by it; greedy "
+                       "decoding has none).")
 
 
 def grpo_objective(*, clip_epsilon: float, kl_coef: float, normaliser="token",
@@ -421,6 +430,7 @@ def grpo_objective(*, clip_epsilon: float, kl_coef: float, normaliser="token",
   NaN (see `_response_guard`), never a silently dropped token.
   """
   max_new_tokens = sampling.get("max_new_tokens")
+  temperature = sampling.get("temperature", 1.0)
   chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
@@ -428,7 +438,8 @@ def grpo_objective(*, clip_epsilon: float, kl_coef: float, normaliser="token",
     where = lm_targets(batch["sample_loss_mask"])
     last = response_window(max_new_tokens, where.shape[1])
     stats = lm_stats(model, batch["sample_input_ids"], batch["sample_segment_ids"],
-                     batch["sample_positions"], chunk_size=chunk, last=last)
+                     batch["sample_positions"], chunk_size=chunk, last=last,
+                     temperature=temperature)
     loss, extras = losses.grpo(
         stats.log_probs, batch["sample_old_logps"], batch["sample_ref_logps"],
         batch["sample_advantages"], where=where, normaliser=normaliser,
@@ -451,12 +462,13 @@ register(ObjectiveSpec(
 
 
 def policy_value_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None,
-                       last: int | None = None):
+                       last: int | None = None, temperature: float = 1.0):
   """`(TokenStats [B, T], values [B, T])` of an `irl_jax.models.PolicyValueModel` in one
   forward pass, aligned as `irl_jax.train.lm.lm_stats` (position `t` scores
   `input_ids[t+1]`; `values[:, t]` is `V` of the state the logits at `t` act in); with
   `last`, only the last `last` positions are scored (the statistics before them are zero,
-  the values are computed everywhere).
+  the values are computed everywhere); with `temperature`, the statistics are those of the
+  logits divided by it (the values are not).
 
   The PPO objective and its sampler (`irl_jax.train.rollouts.PolicySampler`) both call
   it, so the old and the new log-probs and values are computed the same way.
@@ -464,7 +476,7 @@ def policy_value_stats(model, input_ids, segment_ids, positions, *, chunk_size: 
   hidden, values = model(input_ids, segment_ids=segment_ids, positions=positions,
                          return_hidden=True)
   stats = window_stats(hidden, model.policy.unembedding, model.policy.logits, input_ids,
-                       segment_ids, chunk_size=chunk_size, last=last)
+                       segment_ids, chunk_size=chunk_size, last=last, temperature=temperature)
   return stats, values
 
 
@@ -509,8 +521,9 @@ class PPOConfig:
   The defaults are TRL's `PPOConfig` ones (`cliprange`, `cliprange_value`, `vf_coef`,
   `kl_coef`, `gamma`, `lam`; whitened advantages, token-mean loss), except `ppo_epochs=1`
   (TRL's `num_ppo_epochs` is 4) and `num_minibatches=1` (as TRL's); `num_samples=1`
-  because the value head, not a group, is the baseline; sampling at temperature 1 makes the
-  sampler's log-probs those of the distribution the tokens were drawn from. Out-of-range
+  because the value head, not a group, is the baseline. The old, reference and current
+  log-probs (hence the ratio and the KL-shaped rewards) are all those of the logits divided
+  by `temperature`, the distribution the tokens were drawn from. Out-of-range
   values raise `ValueError` naming `config.objective.ppo.<field>`.
   """
 
@@ -555,6 +568,7 @@ def ppo_objective(*, clip_epsilon: float, value_clip: float, vf_coef: float,
   the positions scored, as in `grpo_objective`.
   """
   max_new_tokens = sampling.get("max_new_tokens")
+  temperature = sampling.get("temperature", 1.0)
   chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
@@ -563,7 +577,8 @@ def ppo_objective(*, clip_epsilon: float, value_clip: float, vf_coef: float,
     last = response_window(max_new_tokens, where.shape[1])
     stats, values = policy_value_stats(model, batch["sample_input_ids"],
                                        batch["sample_segment_ids"], batch["sample_positions"],
-                                       chunk_size=chunk, last=last)
+                                       chunk_size=chunk, last=last,
+                                       temperature=temperature)
     loss, extras = losses.ppo_losses(
         stats.log_probs, batch["sample_old_logps"], batch["sample_advantages"], values,
         batch["sample_old_values"], batch["sample_returns"], where=where,

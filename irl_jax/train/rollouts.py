@@ -220,7 +220,8 @@ class PolicySampler:
     def logps(params, ids, seg, pos):
       stats = lm.lm_stats(policy_of(model_def.merge(params)), ids, seg, pos,
                           chunk_size=chunk_size,
-                          last=lm.response_window(max_new_tokens, ids.shape[1]))
+                          last=lm.response_window(max_new_tokens, ids.shape[1]),
+                          temperature=temperature)
       return stats.log_probs
 
     self._logps = jax.jit(logps)
@@ -234,7 +235,7 @@ class PolicySampler:
                           f"{type(model).__name__}.")
         stats, values = policy_value_stats(
             model, ids, seg, pos, chunk_size=chunk_size,
-            last=lm.response_window(max_new_tokens, ids.shape[1]))
+            last=lm.response_window(max_new_tokens, ids.shape[1]), temperature=temperature)
         return stats.log_probs, values
 
       def targets(scores, old_logps, ref_logps, old_values, loss_mask):
@@ -263,7 +264,7 @@ class PolicySampler:
     tokens); with a `reward_fn`, also `proxy_reward` (the mean reward) and
     `kl` (KL to the reference per sequence, in nats: the k3 estimator
     `exp(r) − r − 1`, `r = log π_ref − log π`, summed over each response at
-    temperature 1 and averaged over the samples), for GRPO and PPO alike.
+    the sampling temperature and averaged over the samples), for GRPO and PPO alike.
 
     Args:
       batch: an unpacked language-model batch (host arrays).
