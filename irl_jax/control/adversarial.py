@@ -66,11 +66,12 @@ class AdversarialConfig:
   steps per iteration and rows per side per step. grad_penalty: weight of the
   gradient penalty (0: none) with target norm `grad_penalty_target`. gail_reward:
   "softplus" (−log(1 − D)) or "logit". state_only: AIRL's `g(s)`.
-  action_margin: continuous expert actions are clipped this far inside the box
-  before AIRL evaluates `log π` on them (a squashed Gaussian has no density at the
-  boundary). absorbing: see the module doc. disc_replay: policy transitions the
-  discriminator samples from (0: the current rollout only; otherwise a ring buffer
-  of the last `disc_replay`, at least one rollout)."""
+  action_margin: continuous expert actions are clipped inside the box by this fraction
+  of its half-width, in (0, 1), before AIRL evaluates `log π` on them (a squashed
+  Gaussian has no density at the boundary). absorbing: see the module doc.
+  disc_replay: policy transitions the discriminator samples from (0: the current
+  rollout only; otherwise a ring buffer of the last `disc_replay`, at least one
+  rollout)."""
   method: str = "gail"
   ppo: ppo.PPOConfig = dataclasses.field(
       default_factory=lambda: ppo.PPOConfig(total_timesteps=200_000))
@@ -101,7 +102,8 @@ class AdversarialState(NamedTuple):
 class Adversarial:
   """`train(key, demos) -> (AdversarialState, metrics[num_iterations])`;
   `learned_reward(disc_params, obs, action, next_obs) -> [B]` (GAIL: its reward;
-  AIRL: `g`, the transferable part); `ppo`: the inner `ppo.PPO`."""
+  AIRL: `g`, the transferable part; neither with the absorbing state's terminal bonus,
+  which `generator_reward` includes); `ppo`: the inner `ppo.PPO`."""
   config: AdversarialConfig
   ppo: ppo.PPO
   init: Callable
@@ -112,6 +114,9 @@ class Adversarial:
   # start(key, demos) -> (state, keys[num_iterations]); body(state, key, demos).
   start: Callable | None = None
   body: Callable | None = None
+  # generator_reward(disc_params, rows: Transitions) -> [B]: the reward PPO is trained on
+  # (with the absorbing state's bonus on terminated rows, which `learned_reward` leaves out).
+  generator_reward: Callable | None = None
 
 
 def _check(config: AdversarialConfig):
@@ -125,6 +130,12 @@ def _check(config: AdversarialConfig):
   need(isinstance(config.disc_batch_size, int) and config.disc_batch_size >= 1,
        "disc_batch_size", "must be a positive integer")
   need(config.grad_penalty >= 0, "grad_penalty", "must be >= 0")
+  need(config.grad_penalty_target >= 0, "grad_penalty_target",
+       "must be >= 0 (a gradient norm)")
+  need(0 < config.action_margin < 1, "action_margin",
+       "must be in (0, 1), a fraction of the action box's half-width (0 puts expert actions "
+       "on the boundary, where a squashed Gaussian's log π is −inf; 1 or more clips every "
+       "action to one point)")
   need(config.gail_reward in ("softplus", "logit"), "gail_reward",
        "must be 'softplus' or 'logit'")
   need(not (config.state_only and config.method == "gail"), "state_only",
@@ -139,9 +150,11 @@ def _check(config: AdversarialConfig):
 
 
 def check_config(config: AdversarialConfig) -> None:
-  """Raises `ValueError` naming the `AdversarialConfig` field that is out of range (what
-  `make_adversarial` checks first), e.g. for a study's config validation."""
+  """Raises `ValueError` naming the `AdversarialConfig` field, or the generator's
+  `PPOConfig` field, that is out of range (what `make_adversarial` checks first), e.g. for
+  a study's config validation."""
   _check(config)
+  ppo.check_config(config.ppo)
 
 
 def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
@@ -330,4 +343,11 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
                        jnp.zeros(obs.shape[:1]), jnp.ones(obs.shape[:1]))
     return policy_reward(disc_params, rows)
 
-  return Adversarial(config, inner, init, train, learned_reward, logits, start, body)
+  def generator_reward(disc_params, rows: Transitions):
+    """The reward the generator's PPO is trained on: AIRL `f − log π` (with the stored
+    `log π`), GAIL `−log(1 − D)` or the logit; with `absorbing`, a terminated row also
+    earns `γ/(1 − γ)·r_abs`."""
+    return policy_reward(disc_params, rows)
+
+  return Adversarial(config, inner, init, train, learned_reward, logits, start, body,
+                     generator_reward)

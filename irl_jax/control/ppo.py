@@ -265,6 +265,10 @@ def _check_config(c: PPOConfig) -> None:
   need(c.clip_eps > 0.0, "clip_eps", "must be positive")
   need(c.lr > 0.0, "lr", "must be positive")
   need(c.max_grad_norm > 0.0, "max_grad_norm", "must be positive")
+  need(c.adam_eps > 0.0, "adam_eps", "must be positive")
+  need(c.ent_coef >= 0.0, "ent_coef", "must be >= 0 (a negative one penalises exploration)")
+  need(c.vf_coef >= 0.0, "vf_coef", "must be >= 0")
+  need(c.reward_scale > 0.0, "reward_scale", "must be positive (it multiplies the rewards)")
   need(len(c.hidden) >= 1 and all(h >= 1 for h in c.hidden), "hidden",
        "must be a non-empty sequence of positive widths")
   need(c.log_std_range[0] < c.log_std_range[1], "log_std_range", "must be (low, high), low < high")

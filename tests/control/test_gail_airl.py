@@ -93,6 +93,14 @@ def test_absorbing_reward_and_terminal_fraction_are_logged(cartpole, method):
   # GAIL: softplus of the logit; AIRL: f − log π with log π = 0, i.e. the logit itself.
   expected = np.log1p(np.exp(logit)) if method == "gail" else logit
   np.testing.assert_allclose(r_abs[-1], expected, rtol=1e-5, atol=1e-6)
+  # Independently, from the networks' weights: the absorbing input is a zero observation
+  # with the indicator 1 and no action; AIRL's self-transition is g + γ·h − h there.
+  x_abs = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
+  g_abs = _mlp(state.disc["g"], np.concatenate([x_abs, [0.0, 0.0]]))
+  gamma = small.gamma
+  by_hand = (np.logaddexp(0.0, g_abs) if method == "gail"
+             else g_abs + (gamma - 1.0) * _mlp(state.disc["h"], x_abs))
+  np.testing.assert_allclose(r_abs[-1], by_hand, rtol=1e-5, atol=1e-6)
   # In 64-step rollouts of fresh CartPole play no episode is truncated, so every ended
   # episode is one terminal row.
   frac = np.asarray(metrics["terminal_fraction"])
@@ -102,6 +110,62 @@ def test_absorbing_reward_and_terminal_fraction_are_logged(cartpole, method):
       method=method, ppo=small, disc_batch_size=64, absorbing=False), env)
   _, m = jax.jit(plain.train)(jax.random.key(4), demos)
   assert "absorbing_reward" not in m and "terminal_fraction" not in m
+
+
+def _mlp(params, x):
+  """The discriminator's tanh MLP in float64 NumPy, from its weights."""
+  layers = params["layers"]
+  x = np.asarray(x, np.float64)
+  for i in sorted(layers):
+    x = x @ np.asarray(layers[i]["kernel"], np.float64) + np.asarray(layers[i]["bias"],
+                                                                     np.float64)
+    if i != max(layers):
+      x = np.tanh(x)
+  return float(x[0])
+
+
+@pytest.mark.parametrize("method", ["gail", "airl"])
+def test_generator_reward_of_ended_episodes_on_hand_examples(method):
+  """The reward PPO is trained on, by hand from the networks' weights (SPEC §10a): a
+  terminated row scores its successor as the absorbing state and earns γ/(1 − γ)·r_abs
+  more; a truncated row scores its true successor and earns nothing more; a plain row is
+  the same as a truncated one with the same successor."""
+  env = envs.make("gymnax/CartPole-v1")
+  adv = adversarial.make_adversarial(
+      adversarial.AdversarialConfig(method=method, ppo=SMALL), env)
+  disc = adv.init(jax.random.key(7)).disc
+  rng = np.random.default_rng(0)
+  obs, nxt = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+  action = np.array([1, 0, 1])
+  log_pi = np.array([-0.3, -0.9, -0.6])
+  terminated, truncated = np.array([False, True, False]), np.array([False, False, True])
+  rows = Transitions(jnp.asarray(obs, jnp.float32), jnp.asarray(action, jnp.int32),
+                     jnp.zeros(3), jnp.asarray(nxt, jnp.float32), jnp.asarray(terminated),
+                     jnp.asarray(truncated), jnp.asarray(log_pi, jnp.float32), jnp.ones(3))
+  r = np.asarray(adv.generator_reward(disc, rows), np.float64)
+  gamma = SMALL.gamma
+  feat = lambda o, flag: np.concatenate([o, [flag]])
+  onehot = lambda a: np.eye(2)[a]
+  absorbing = feat(np.zeros(4), 1.0)
+  g_abs = _mlp(disc["g"], np.concatenate([absorbing, [0.0, 0.0]]))
+  expected = []
+  for i in range(3):
+    g = _mlp(disc["g"], np.concatenate([feat(obs[i], 0.0), onehot(action[i])]))
+    if method == "gail":
+      r_i = np.logaddexp(0.0, g)
+      r_abs = np.logaddexp(0.0, g_abs)
+    else:
+      h_next = _mlp(disc["h"], absorbing if terminated[i] else feat(nxt[i], 0.0))
+      r_i = g + gamma * h_next - _mlp(disc["h"], feat(obs[i], 0.0)) - log_pi[i]
+      r_abs = g_abs + (gamma - 1.0) * _mlp(disc["h"], absorbing)
+    expected.append(r_i + (gamma / (1 - gamma) * r_abs if terminated[i] else 0.0))
+  np.testing.assert_allclose(r, expected, rtol=1e-5, atol=1e-5)
+  # The bonus is what separates the terminated row from `learned_reward` (GAIL: the same
+  # reward without it).
+  if method == "gail":
+    plain = np.asarray(adv.learned_reward(disc, rows.obs, rows.action, rows.next_obs))
+    np.testing.assert_allclose(r - plain, [0.0, gamma / (1 - gamma) * np.logaddexp(0.0, g_abs),
+                                           0.0], rtol=1e-5, atol=1e-4)
 
 
 def test_gail_reward_signs_on_hand_examples():
@@ -138,12 +202,22 @@ def test_airl_state_only_reward_is_a_function_of_the_state(cartpole):
 @pytest.mark.parametrize("field, value, match", [
     ("method", "gan", "method"), ("disc_lr", 0.0, "disc_lr"), ("disc_updates", 0, "disc_updates"),
     ("gail_reward", "log", "gail_reward"), ("state_only", True, "state_only"),
-    ("grad_penalty", -1.0, "grad_penalty")])
+    ("grad_penalty", -1.0, "grad_penalty"), ("grad_penalty_target", -0.5, "grad_penalty_target"),
+    ("action_margin", 0.0, "action_margin"), ("action_margin", 1.0, "action_margin"),
+    ("disc_batch_size", 0, "disc_batch_size")])
 def test_bad_configs_name_the_field(field, value, match):
   env = envs.make("gymnax/CartPole-v1")
   config = dataclasses.replace(adversarial.AdversarialConfig(ppo=SMALL), **{field: value})
   with pytest.raises(ValueError, match=f"AdversarialConfig.{match}"):
     adversarial.make_adversarial(config, env)
+  with pytest.raises(ValueError, match=f"AdversarialConfig.{match}"):
+    adversarial.check_config(config)
+
+
+def test_check_config_also_checks_the_generators_ppo_config():
+  bad = dataclasses.replace(SMALL, ent_coef=-1.0)
+  with pytest.raises(ValueError, match=r"PPOConfig\.ent_coef"):
+    adversarial.check_config(adversarial.AdversarialConfig(ppo=bad))
 
 
 def test_gradient_penalty_option_runs(cartpole):

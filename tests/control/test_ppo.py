@@ -156,6 +156,10 @@ PENDULUM = envs.make("gymnax/Pendulum-v1")
     ("hidden", ()),
     ("activation", "swish-ish"),
     ("log_std_range", (1.0, -1.0)),
+    ("adam_eps", 0.0),
+    ("ent_coef", -0.01),
+    ("vf_coef", -0.5),
+    ("reward_scale", 0.0),
 ])
 def test_bad_config_raises_naming_the_field(field, value):
   base = ppo.PPOConfig(num_envs=4, num_steps=8, total_timesteps=64, num_minibatches=4)
