@@ -226,3 +226,15 @@ def test_the_trainer_counts_earlier_targets_over_micro_and_minibatches(tmp_path,
       rf"targets_before_response=2\b.*config\.objective\.{objective}\.max_new_tokens")):
     loop.train(c, str(tmp_path / "run"), data=(ReverseBatches(tok), lambda: iter(()), tok),
                reward_fn=lambda t: reverse.make_reward_fn(tok))
+
+
+def test_bootstrap_values_read_the_state_after_each_rows_last_target():
+  """By hand: `where[:, t]` marks the target `input_ids[t+1]`, so the state after a row's
+  last target is the one scored at column `t_last + 1` (clamped to the last column)."""
+  v = jnp.arange(3 * 7, dtype=jnp.float32).reshape(3, 7)
+  where = np.zeros((3, 7), bool)
+  where[0, 1:4] = True    # last target at t = 3: the state after it is column 4
+  where[1, [0, 2]] = True  # a hole: the last target is still t = 2, column 3
+  where[2, 2:7] = True    # a target in the last column: clamped to column 6
+  np.testing.assert_array_equal(np.asarray(lm.bootstrap_values(v, jnp.asarray(where))),
+                                [0 * 7 + 4, 1 * 7 + 3, 2 * 7 + 6])
