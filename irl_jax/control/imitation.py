@@ -147,7 +147,9 @@ def make_bc(config: BCConfig, spec: EnvSpec) -> Learner:
     nll = -dist.log_prob(action)
     ent = 0.0
     if config.entropy_coef:
-      ent = (-dist.log_prob(dist.sample(seed=key)) if not spec.action.discrete
+      # One-sample estimate −log π(a), a ~ π. From the sampler's own log-density: a tanh
+      # that rounds to ±1 in float32 cannot be inverted (atanh(±1) = inf, a NaN log π).
+      ent = (-dist.sample_and_log_prob(seed=key)[1] if not spec.action.discrete
              else dist.entropy()).mean()
     return nll.mean() - config.entropy_coef * ent, {"bc/nll": nll.mean()}
 

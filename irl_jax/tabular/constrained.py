@@ -143,9 +143,9 @@ def make_constrained_irl(*, features, radius: float, steps: int,
     del key  # deterministic: w starts at 0
     dtype = jnp.promote_types(jnp.float32, features.dtype)
     w = jnp.zeros(features.shape[-1], dtype)
-    k = mdp.costs.shape[-1] if constrained else 1
     if constrained:
       _require_constraints("make_constrained_irl", mdp)
+    k = mdp.costs.shape[-1] if constrained else 1
     gamma = mdp.discount
 
     def forward(r, duals, v):
@@ -226,7 +226,7 @@ def transfer_regret(reward, expert_reward, mdp: TabularMDP, *, temperature: floa
     `(regret, violation[K])`: `J(π_E') − J(π_r')` under the *expert's* reward
     (entropy-regularised objective, so `regret ≥ 0` up to the constraint slack),
     and the constraint violation `⟨μ_r', Ψ⟩ − b` of the recovered reward's policy
-    (zeros without constraints).
+    (without constraints: zeros `[K]` when the MDP has costs, else a scalar 0).
   """
   if constrained:
     expert = constrained_soft_solve(expert_reward, mdp, temperature=temperature,
@@ -237,7 +237,7 @@ def transfer_regret(reward, expert_reward, mdp: TabularMDP, *, temperature: floa
   else:
     pe = dp.soft_value_iteration(expert_reward, mdp, temperature=temperature).policy
     pl = dp.soft_value_iteration(reward, mdp, temperature=temperature).policy
-    violation = jnp.zeros(())
+    violation = jnp.zeros(() if mdp.costs is None else mdp.costs.shape[-1:])
   # The entropy-regularised objective E[Σ_t γ^t (r − β log π)] from ν0.
   regret = (dp.expected_return(pe, expert_reward, mdp, temperature=temperature)
             - dp.expected_return(pl, expert_reward, mdp, temperature=temperature))

@@ -110,10 +110,28 @@ def _require_discounted(fn: str, mdp) -> None:
 
 
 def _require_static(fn: str, name: str, value) -> None:
+  """`value` (a temperature α) is a Python number, finite and > 0."""
   if isinstance(value, jax.core.Tracer):
     raise TypeError(f"{fn}: `{name}` must be a Python number (it is static: the implicit "
                     "gradient does not differentiate it), got a traced value. Close over "
                     "it instead of passing it through jit/vmap/grad.")
+  _require_positive_temperature(fn, name, value)
+
+
+def _require_positive_temperature(fn: str, name: str, value) -> None:
+  """A concrete temperature must be finite and > 0 (0 divides by zero, a negative one
+  turns the soft maximum into a soft minimum); traced ones are not checked."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  if not (np.all(np.isfinite(value)) and np.all(np.asarray(value) > 0)):
+    raise ValueError(f"{fn}: `{name}` must be finite and > 0, got {value!r}.")
+
+
+def _nan_unless_discounted(x, gamma):
+  """`x`, or NaN where `γ ≥ 1`: under jit the discount is traced and `_require_discounted`
+  cannot raise, so an infinite-horizon result for γ = 1 comes back NaN, never finite
+  numbers from a fixed point that does not exist."""
+  return jnp.where(jnp.asarray(gamma) < 1, x, jnp.nan)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -205,6 +223,7 @@ def soft_value_iteration(reward, mdp: TabularMDP, *, temperature: float = 1.0,
   # One more backup makes V the soft maximum of the returned Q, so every policy row
   # sums to 1 exactly (the last iterate is within the tolerance, not exact).
   v = _soft_max(q, temperature)
+  q, v = _nan_unless_discounted(q, gamma), _nan_unless_discounted(v, gamma)
   return SoftSolution(q, v, _soft_policy(q, temperature))
 
 
@@ -230,6 +249,7 @@ def finite_soft_value_iteration(reward, mdp: TabularMDP, *, horizon: int,
   if reward.ndim == 3 and reward.shape[0] != horizon:
     raise ValueError(f"finite_soft_value_iteration: reward has {reward.shape[0]} steps, "
                      f"horizon is {horizon}.")
+  _require_positive_temperature("finite_soft_value_iteration", "temperature", temperature)
   dtype = _dtype(reward, mdp.transitions)
   p = mdp.transitions.astype(dtype)
   gamma = jnp.asarray(mdp.discount, dtype)
@@ -280,7 +300,8 @@ def policy_evaluation(policy, reward, mdp: TabularMDP, *,
   if temperature:
     r_pi = r_pi - temperature * jnp.sum(jax.scipy.special.xlogy(policy, policy), -1)
   p_pi = jnp.einsum("sa,sat->st", policy, p)
-  v = jnp.linalg.solve(jnp.eye(p.shape[0], dtype=dtype) - gamma * p_pi, r_pi)
+  v = _nan_unless_discounted(
+      jnp.linalg.solve(jnp.eye(p.shape[0], dtype=dtype) - gamma * p_pi, r_pi), gamma)
   return reward + gamma * p @ v, v
 
 
@@ -300,7 +321,7 @@ def occupancy(policy, mdp: TabularMDP) -> jax.Array:
   eye = jnp.eye(p_pi.shape[0], dtype=dtype)
   d = jnp.linalg.solve(eye - jnp.asarray(mdp.discount, dtype) * p_pi.T,
                        mdp.initial.astype(dtype))
-  return d[:, None] * policy
+  return _nan_unless_discounted(d[:, None] * policy, mdp.discount)
 
 
 def finite_occupancy(policy, mdp: TabularMDP, *, horizon: int,

@@ -82,6 +82,7 @@ def mce_irl_loss(reward, expert_occupancy, mdp: TabularMDP, *, temperature: floa
     `(loss, MCEExtras)`; the loss is a scalar.
   """
   _check_occupancy("mce_irl_loss", expert_occupancy, mdp)
+  dp._require_positive_temperature("mce_irl_loss", "temperature", temperature)
   if reward.ndim != 2:
     raise ValueError("mce_irl_loss: `reward` must be a stationary [S, A] table, got shape "
                      f"{tuple(reward.shape)} (a per-step reward needs per-step occupancies).")

@@ -142,7 +142,10 @@ register(ObjectiveSpec(
 @dataclasses.dataclass(frozen=True)
 class IQLearnOnlineConfig:
   """Online IQLearn: `mix` (α) of the current policy's samples in the value term; the
-  sampler draws `num_samples` responses of up to `max_new_tokens` per prompt."""
+  sampler draws `num_samples` responses of up to `max_new_tokens` per prompt at
+  `temperature`. The loss uses no sampling probabilities (its `Q` is the untempered logits
+  everywhere), so `temperature` only chooses where the policy's states come from; at τ ≠ 1
+  they are those of the tempered policy, not of the policy whose soft values are learned."""
 
   gamma: float = 0.99
   td_weight: float = 0.1

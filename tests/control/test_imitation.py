@@ -164,3 +164,15 @@ def test_online_iq_learn_needs_the_environment(cartpole):
   iq = imitation.make_iq_learn(imitation.IQLearnConfig(online=True, num_steps=2), env.spec)
   with pytest.raises(ValueError, match="online"):
     iq.train(jax.random.key(0), demos)
+
+
+def test_bc_entropy_bonus_stays_finite_on_saturated_actions():
+  """Bang-bang expert actions (±1, the box's edges) drive the squashed Gaussian to tanh
+  outputs of exactly ±1 in float32; the entropy bonus uses the sampler's own log-density,
+  so it never inverts them (atanh(±1) = inf) into a NaN loss."""
+  env = envs.make("gymnax/MountainCarContinuous-v0")
+  demos = demonstrations(env, scripted_mountain_car, jax.random.key(1), 2, 200)
+  bc = imitation.make_bc(imitation.BCConfig(num_steps=300, entropy_coef=0.01), env.spec)
+  params, metrics = jax.jit(bc.train)(jax.random.key(0), demos)
+  assert np.isfinite(np.asarray(metrics["bc/nll"])).all()
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))

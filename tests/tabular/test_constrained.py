@@ -69,6 +69,19 @@ def test_missing_constraints_raise():
   mdp = envs.gridworld(3)
   with pytest.raises(ValueError, match="no constraints"):
     constrained.constrained_soft_solve(mdp.reward, mdp)
+  # The learner names the missing constraints too (not an AttributeError on `costs`).
+  features = jnp.eye(mdp.num_states * mdp.num_actions).reshape(
+      mdp.num_states, mdp.num_actions, -1)
+  train = constrained.make_constrained_irl(features=features, radius=1.0, steps=2)
+  with pytest.raises(ValueError, match="no constraints"):
+    train(jax.random.key(0), mdp, jnp.zeros((mdp.num_states, mdp.num_actions)))
+
+
+def test_unconstrained_transfer_regret_has_one_violation_per_constraint(cmdp):
+  _, violation = constrained.transfer_regret(cmdp.reward, cmdp.reward, cmdp, temperature=0.5,
+                                             constrained=False)
+  assert violation.shape == (cmdp.costs.shape[-1],)
+  np.testing.assert_array_equal(violation, 0.0)
 
 
 def test_distances_on_constructed_rewards(cmdp):

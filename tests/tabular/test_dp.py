@@ -586,3 +586,37 @@ def test_expected_return_rejects_bad_reward_shapes(shape):
   mdp, _, _ = _mdp(81, 0.9, 3, 2)
   with pytest.raises(ValueError, match=r"reward.*" + re.escape(str(shape))):
     dp.expected_return(jnp.full((3, 2), 0.5), jnp.ones(shape), mdp)
+
+
+def test_temperatures_that_are_not_positive_are_refused():
+  """α = 0 divides by zero and α < 0 turns the soft maximum into a soft minimum: both are
+  errors naming the function, never NaN or a plausible-looking soft-min solution."""
+  from irl_jax.tabular import irl
+
+  mdp, _, _ = _mdp(81, 0.9, 3, 2)
+  reward = jnp.zeros((3, 2))
+  for bad in (0.0, -0.5, float("nan")):
+    with pytest.raises(ValueError, match=r"soft_value_iteration: `temperature` must be"):
+      dp.soft_value_iteration(reward, mdp, temperature=bad)
+    with pytest.raises(ValueError, match=r"finite_soft_value_iteration: `temperature`"):
+      dp.finite_soft_value_iteration(reward, mdp, horizon=3, temperature=bad)
+    with pytest.raises(ValueError, match=r"mce_irl_loss: `temperature` must be"):
+      irl.mce_irl_loss(reward, jnp.zeros((3, 2)), mdp, temperature=bad)
+
+
+def test_an_undiscounted_mdp_under_jit_gives_nan_not_numbers():
+  """Under jit the discount is traced, so γ < 1 cannot be checked on the host: the
+  infinite-horizon results come back NaN for γ = 1 (and as before for γ < 1)."""
+  good, _, _ = _mdp(82, 0.9, 3, 2)
+  bad = good._replace(discount=jnp.asarray(1.0))
+  reward = jnp.asarray(_reward(82, 3, 2))
+  pi = jnp.full((3, 2), 0.5)
+  svi = jax.jit(lambda m: dp.soft_value_iteration(reward, m, max_iterations=50))
+  occ = jax.jit(lambda m: dp.occupancy(pi, m))
+  pev = jax.jit(lambda m: dp.policy_evaluation(pi, reward, m))
+  for fn in (svi, occ, pev):
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(fn(good)))
+    assert all(np.all(np.isnan(np.asarray(x))) for x in jax.tree.leaves(fn(bad)))
+  # Eagerly the discount is concrete and it is an error, as before.
+  with pytest.raises(ValueError, match="discount < 1"):
+    dp.occupancy(pi, bad)
