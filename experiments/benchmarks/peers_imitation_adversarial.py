@@ -28,7 +28,10 @@ this module holds its logic). For each environment (CartPole-v1, Pendulum-v1):
   (`reward_scale`), which stable-baselines3 has no setting for.
 - The same treatment of episode ends: imitation has no absorbing states (a terminal
   step ends the return; stable-baselines3 bootstraps through time limits), so
-  irl_jax runs with `absorbing=False`, which does the same. `--adv_absorbing` runs
+  irl_jax runs with `absorbing=False`, which does the same. One difference stays:
+  imitation marks every generator episode end `done`, time limits included, so its
+  AIRL drops `γ·h(s')` there; irl_jax's keeps it at time limits (it drops it at
+  terminal steps only, as imitation does on the expert's rows). `--adv_absorbing` runs
   irl_jax's library default instead (absorbing states, Kostrikov et al. 2019), a
   different algorithm from imitation's; every row records which (`absorbing`).
 

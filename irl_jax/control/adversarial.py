@@ -67,7 +67,7 @@ class AdversarialConfig:
   gradient penalty (0: none) with target norm `grad_penalty_target`. gail_reward:
   "softplus" (−log(1 − D)) or "logit". state_only: AIRL's `g(s)`.
   action_margin: continuous expert actions are clipped inside the box by this fraction
-  of its half-width, in (0, 1), before AIRL evaluates `log π` on them (a squashed
+  of its half-width, in [0, 1) (> 0 for AIRL), before AIRL evaluates `log π` on them (a squashed
   Gaussian has no density at the boundary). absorbing: see the module doc.
   disc_replay: policy transitions the discriminator samples from (0: the current
   rollout only; otherwise a ring buffer of the last `disc_replay`, at least one
@@ -132,9 +132,8 @@ def _check(config: AdversarialConfig):
   need(config.grad_penalty >= 0, "grad_penalty", "must be >= 0")
   need(config.grad_penalty_target >= 0, "grad_penalty_target",
        "must be >= 0 (a gradient norm)")
-  need(0 < config.action_margin < 1, "action_margin",
-       "must be in (0, 1), a fraction of the action box's half-width (0 puts expert actions "
-       "on the boundary, where a squashed Gaussian's log π is −inf; 1 or more clips every "
+  need(0 <= config.action_margin < 1, "action_margin",
+       "must be in [0, 1), a fraction of the action box's half-width (1 or more clips every "
        "action to one point)")
   need(config.gail_reward in ("softplus", "logit"), "gail_reward",
        "must be 'softplus' or 'logit'")
@@ -163,6 +162,10 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
   spec = env.spec
   inner = ppo.make_ppo(config.ppo, env)
   airl = config.method == "airl"
+  if airl and not spec.action.discrete and not config.action_margin > 0:
+    raise ValueError("AdversarialConfig.action_margin: AIRL with continuous actions needs a "
+                     "margin > 0 (at 0 expert actions on the box's edge get log π = −inf from "
+                     f"the squashed Gaussian) (got {config.action_margin!r}).")
   obs_dim = int(spec.obs_shape[0])
   act_dim = (int(spec.action.num_actions) if spec.action.discrete
              else int(jnp.prod(jnp.asarray(spec.action.shape))))

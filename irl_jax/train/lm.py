@@ -10,6 +10,9 @@ and `loss_mask[:, 1:]` marks the targets.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import jax
 import jax.numpy as jnp
 
@@ -54,17 +57,19 @@ def window_stats(hidden, unembedding, logits, input_ids, segment_ids, *,
   float32 logits (dense path). With `last` (static, `1 <= last`), only the columns
   `[T − last, T)` are scored and the earlier columns' statistics are zero, with no
   gradient; `last >= T` scores every column. `temperature` (static, > 0) divides the
-  logits: the hidden states are divided by it (in float32, then back to their dtype)
-  before the unembedding, which is linear, so both paths score `logits / τ`.
+  logits: the dense path divides the float32 logits, the chunked path the hidden states
+  in float32 before the (linear, bias-free) unembedding, so both score `logits / τ`.
   """
   t = hidden.shape[1]
   if last is not None and not (isinstance(last, int) and last >= 1):
     raise ValueError(f"window_stats: last={last!r} must be a positive int (static).")
-  if not (isinstance(temperature, (int, float)) and temperature > 0):
-    raise ValueError(f"window_stats: temperature={temperature!r} must be a number > 0 "
+  if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
+          and temperature > 0):
+    raise ValueError(f"window_stats: temperature={temperature!r} must be a finite number > 0 "
                      "(static); greedy decoding (0) has no log-probabilities to score.")
-  if temperature != 1:
-    hidden = (hidden.astype(jnp.float32) / float(temperature)).astype(hidden.dtype)
+  tau = float(temperature)
+  if tau != 1 and chunk_size:
+    hidden = hidden.astype(jnp.float32) / tau
   start = 0 if last is None or last >= t else t - last
   targets = next_tokens(input_ids)[:, start:]
   # Padding slots hold no state: their statistics are zero and no gradient
@@ -75,7 +80,8 @@ def window_stats(hidden, unembedding, logits, input_ids, segment_ids, *,
     stats = losses.chunked_soft_q_stats(hidden, unembedding(), targets,
                                         chunk_size=chunk_size, where=real)
   else:
-    stats = losses.soft_q_stats(logits(hidden), targets, where=real)
+    scaled = logits(hidden) if tau == 1 else logits(hidden) / tau
+    stats = losses.soft_q_stats(scaled, targets, where=real)
   if start:
     stats = jax.tree.map(lambda x: jnp.pad(x, ((0, 0), (start, 0))), stats)
   return stats

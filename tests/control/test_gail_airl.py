@@ -124,15 +124,16 @@ def _mlp(params, x):
   return float(x[0])
 
 
+@pytest.mark.parametrize("absorbing", [True, False])
 @pytest.mark.parametrize("method", ["gail", "airl"])
-def test_generator_reward_of_ended_episodes_on_hand_examples(method):
-  """The reward PPO is trained on, by hand from the networks' weights (SPEC §10a): a
-  terminated row scores its successor as the absorbing state and earns γ/(1 − γ)·r_abs
-  more; a truncated row scores its true successor and earns nothing more; a plain row is
-  the same as a truncated one with the same successor."""
+def test_generator_reward_of_ended_episodes_on_hand_examples(method, absorbing):
+  """The reward PPO is trained on, by hand from the networks' weights (SPEC §10a).
+  With absorbing states a terminated row scores its successor as the absorbing state
+  and earns γ/(1 − γ)·r_abs more; without them AIRL's terminated row drops `γ·h(s')` and
+  nothing is added. A truncated row scores its true successor either way."""
   env = envs.make("gymnax/CartPole-v1")
   adv = adversarial.make_adversarial(
-      adversarial.AdversarialConfig(method=method, ppo=SMALL), env)
+      adversarial.AdversarialConfig(method=method, ppo=SMALL, absorbing=absorbing), env)
   disc = adv.init(jax.random.key(7)).disc
   rng = np.random.default_rng(0)
   obs, nxt = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
@@ -144,28 +145,32 @@ def test_generator_reward_of_ended_episodes_on_hand_examples(method):
                      jnp.asarray(truncated), jnp.asarray(log_pi, jnp.float32), jnp.ones(3))
   r = np.asarray(adv.generator_reward(disc, rows), np.float64)
   gamma = SMALL.gamma
-  feat = lambda o, flag: np.concatenate([o, [flag]])
+  feat = (lambda o, flag: np.concatenate([o, [flag]])) if absorbing else (lambda o, flag: o)
   onehot = lambda a: np.eye(2)[a]
-  absorbing = feat(np.zeros(4), 1.0)
-  g_abs = _mlp(disc["g"], np.concatenate([absorbing, [0.0, 0.0]]))
+  x_abs = feat(np.zeros(4), 1.0)
+  g_abs = _mlp(disc["g"], np.concatenate([x_abs, [0.0, 0.0]])) if absorbing else None
   expected = []
   for i in range(3):
     g = _mlp(disc["g"], np.concatenate([feat(obs[i], 0.0), onehot(action[i])]))
     if method == "gail":
       r_i = np.logaddexp(0.0, g)
-      r_abs = np.logaddexp(0.0, g_abs)
+      r_abs = np.logaddexp(0.0, g_abs) if absorbing else 0.0
     else:
-      h_next = _mlp(disc["h"], absorbing if terminated[i] else feat(nxt[i], 0.0))
-      r_i = g + gamma * h_next - _mlp(disc["h"], feat(obs[i], 0.0)) - log_pi[i]
-      r_abs = g_abs + (gamma - 1.0) * _mlp(disc["h"], absorbing)
-    expected.append(r_i + (gamma / (1 - gamma) * r_abs if terminated[i] else 0.0))
+      if not terminated[i]:
+        h_next = gamma * _mlp(disc["h"], feat(nxt[i], 0.0))
+      else:  # into the absorbing state, or nothing
+        h_next = gamma * _mlp(disc["h"], x_abs) if absorbing else 0.0
+      r_i = g + h_next - _mlp(disc["h"], feat(obs[i], 0.0)) - log_pi[i]
+      r_abs = g_abs + (gamma - 1.0) * _mlp(disc["h"], x_abs) if absorbing else 0.0
+    bonus = gamma / (1 - gamma) * r_abs if (terminated[i] and absorbing) else 0.0
+    expected.append(r_i + bonus)
   np.testing.assert_allclose(r, expected, rtol=1e-5, atol=1e-5)
   # The bonus is what separates the terminated row from `learned_reward` (GAIL: the same
   # reward without it).
   if method == "gail":
     plain = np.asarray(adv.learned_reward(disc, rows.obs, rows.action, rows.next_obs))
-    np.testing.assert_allclose(r - plain, [0.0, gamma / (1 - gamma) * np.logaddexp(0.0, g_abs),
-                                           0.0], rtol=1e-5, atol=1e-4)
+    gap = gamma / (1 - gamma) * np.logaddexp(0.0, g_abs) if absorbing else 0.0
+    np.testing.assert_allclose(r - plain, [0.0, gap, 0.0], rtol=1e-5, atol=1e-4)
 
 
 def test_gail_reward_signs_on_hand_examples():
@@ -203,7 +208,7 @@ def test_airl_state_only_reward_is_a_function_of_the_state(cartpole):
     ("method", "gan", "method"), ("disc_lr", 0.0, "disc_lr"), ("disc_updates", 0, "disc_updates"),
     ("gail_reward", "log", "gail_reward"), ("state_only", True, "state_only"),
     ("grad_penalty", -1.0, "grad_penalty"), ("grad_penalty_target", -0.5, "grad_penalty_target"),
-    ("action_margin", 0.0, "action_margin"), ("action_margin", 1.0, "action_margin"),
+    ("action_margin", -0.1, "action_margin"), ("action_margin", 1.0, "action_margin"),
     ("disc_batch_size", 0, "disc_batch_size")])
 def test_bad_configs_name_the_field(field, value, match):
   env = envs.make("gymnax/CartPole-v1")
@@ -212,6 +217,19 @@ def test_bad_configs_name_the_field(field, value, match):
     adversarial.make_adversarial(config, env)
   with pytest.raises(ValueError, match=f"AdversarialConfig.{match}"):
     adversarial.check_config(config)
+
+
+def test_airl_on_continuous_actions_needs_a_positive_action_margin():
+  pendulum = envs.make("gymnax/Pendulum-v1")
+  small = dataclasses.replace(SMALL, total_timesteps=2048)
+  with pytest.raises(ValueError, match=r"AdversarialConfig\.action_margin: AIRL"):
+    adversarial.make_adversarial(adversarial.AdversarialConfig(
+        method="airl", ppo=small, action_margin=0.0), pendulum)
+  # GAIL never evaluates log π on expert actions, and discrete actions have no box.
+  adversarial.make_adversarial(adversarial.AdversarialConfig(
+      method="gail", ppo=small, action_margin=0.0), pendulum)
+  adversarial.make_adversarial(adversarial.AdversarialConfig(
+      method="airl", ppo=small, action_margin=0.0), envs.make("gymnax/CartPole-v1"))
 
 
 def test_check_config_also_checks_the_generators_ppo_config():

@@ -620,3 +620,9 @@ def test_an_undiscounted_mdp_under_jit_gives_nan_not_numbers():
   # Eagerly the discount is concrete and it is an error, as before.
   with pytest.raises(ValueError, match="discount < 1"):
     dp.occupancy(pi, bad)
+  # A vmapped batch of MDPs: only the undiscounted one comes back NaN.
+  both = jax.tree.map(lambda a, b: jnp.stack([jnp.asarray(a), jnp.asarray(b)]), good, bad)
+  v = np.asarray(jax.jit(jax.vmap(lambda m: dp.soft_value_iteration(
+      reward, m, max_iterations=50).v))(both))
+  assert np.isfinite(v[0]).all() and np.isnan(v[1]).all()
+  np.testing.assert_allclose(v[0], np.asarray(svi(good).v), rtol=1e-12)

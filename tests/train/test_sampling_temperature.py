@@ -20,7 +20,7 @@ from irl_jax.train.state import split_model
 
 CONFIG = ModelConfig(model_type="llama", vocab_size=29, hidden_size=16, num_layers=1, num_heads=2,
                      num_kv_heads=1, head_dim=8, intermediate_size=32, max_position_embeddings=64)
-TAU = 0.5
+TAU = 0.3  # not a power of two: a rounding step on the way would show
 P, M, ROWS = 6, 5, 4  # prompt columns, new tokens, prompts
 
 
@@ -62,16 +62,20 @@ def test_lm_stats_at_a_temperature_are_those_of_the_scaled_logits(policy, chunk,
   np.testing.assert_allclose(np.asarray(stats.log_probs)[keep], (q_ref - v_ref)[keep],
                              rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(stats.v)[keep], v_ref[keep], rtol=1e-5, atol=1e-5)
-  # τ = 1 is the untempered statistics, and τ changes them.
+  # τ changes them.
   plain = lm.lm_stats(policy, ids, seg, pos, chunk_size=chunk, last=last)
   assert np.abs(np.asarray(plain.log_probs)[keep] - np.asarray(stats.log_probs)[keep]).max() > 0.1
 
 
 def test_a_temperature_that_is_not_positive_is_refused(policy):
   b = _prompts()
-  with pytest.raises(ValueError, match="temperature=0"):
-    lm.lm_stats(policy, b["input_ids"], b["segment_ids"], b["positions"], chunk_size=None,
-                temperature=0)
+  for bad in (0, -0.5, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="temperature="):
+      lm.lm_stats(policy, b["input_ids"], b["segment_ids"], b["positions"], chunk_size=None,
+                  temperature=bad)
+  # NumPy scalars are numbers too.
+  lm.lm_stats(policy, b["input_ids"], b["segment_ids"], b["positions"], chunk_size=None,
+              temperature=np.float32(0.7))
   with pytest.raises(ValueError, match=r"config\.objective\.grpo\.temperature=0\.0"):
     objectives.GRPOConfig(temperature=0.0)
   with pytest.raises(ValueError, match=r"config\.objective\.ppo\.temperature"):
