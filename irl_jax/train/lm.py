@@ -80,7 +80,9 @@ def window_stats(hidden, unembedding, logits, input_ids, segment_ids, *,
     stats = losses.chunked_soft_q_stats(hidden, unembedding(), targets,
                                         chunk_size=chunk_size, where=real)
   else:
-    scaled = logits(hidden) if tau == 1 else logits(hidden) / tau
+    scaled = logits(hidden)
+    if tau != 1:
+      scaled = scaled / tau
     stats = losses.soft_q_stats(scaled, targets, where=real)
   if start:
     stats = jax.tree.map(lambda x: jnp.pad(x, ((0, 0), (start, 0))), stats)
