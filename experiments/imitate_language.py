@@ -1,6 +1,6 @@
 """Reproduce "Imitating Language via Scalable Inverse RL" (Wulfmeier et al. 2024) at laptop scale.
 
-    python -m experiments.imitate_language --workdir=/tmp/imitate                     # ~16 min
+    python -m experiments.imitate_language --workdir=/tmp/imitate                     # ~9 min
     python -m experiments.imitate_language --workdir=/tmp/imitate --config.quick=True  # ~1-2 min
     python -m experiments.imitate_language --workdir=/tmp/imitate --config.full_grid=True
 
