@@ -76,10 +76,14 @@ def get_config():
   c.low_temperature = 0.25
   c.reward_gamma = 0.9  # γ of the extracted rewards, the same for every method
 
+  # Step times of finding (5): interleaved rounds of every method's compiled step (False:
+  # only MLE and `main_iq_learn`, the two the finding compares; the others show "–").
+  c.step_time_all_methods = True
+
   # Applied by the runner when `quick` is True.
   c.quick_settings = ml_collections.ConfigDict(dict(
       steps=150, eval_every=50, num_heldout=64, num_eval_prompts=16, num_demonstrations=2000,
-      sweep_steps=100, model=ml_collections.ConfigDict(dict(
+      sweep_steps=100, step_time_all_methods=False, model=ml_collections.ConfigDict(dict(
           hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=192))))
   c.quick_methods = [
       dict(objective="mle"),

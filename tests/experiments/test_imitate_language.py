@@ -33,6 +33,14 @@ def test_quick_config_writes_table_plots_json_and_verdicts(tmp_path):
     assert r["summary"]["entropy_t1"][0] > 0 and r["step_time"] > 0
     # Seeds differ: the vmapped runs are not copies of one another.
     assert len({row["heldout_nll"] for row in r["per_seed"]}) == 5
+  # The quick config times only the two methods finding (5) compares in interleaved rounds;
+  # the online method keeps its training run's step time and shows no ratio.
+  assert saved["methods"]["MLE"]["step_time_over_mle"] == 1.0
+  assert saved["methods"]["IQLearn λ=0.1 γ=0.9"]["step_time_over_mle"] > 0
+  assert "step_time_over_mle" not in saved["methods"]["IQLearn λ=0.1 γ=0.9 online α=0.1"]
+  assert "| IQLearn λ=0.1 γ=0.9 online α=0.1 |" in table
+  assert next(line for line in table.splitlines()
+              if line.startswith("| IQLearn λ=0.1 γ=0.9 online α=0.1 |")).endswith("| – |")
   assert {r["size"] for r in saved["sweep"].values()} == {250}
   verdicts = saved["verdicts"]
   assert [v["finding"][:3] for v in verdicts] == ["(1)", "(2)", "(3)", "(4)", "(5)"]
@@ -44,6 +52,14 @@ def test_quick_config_writes_table_plots_json_and_verdicts(tmp_path):
   rewards = il.token_rewards(trained, results["tokenizer"], "+ 1 2 3\n", "1+2=3\n3+3=6\n#### 6",
                              gamma=0.9)
   assert len(rewards) == len("1+2=3\n3+3=6\n#### 6") + 1 and rewards[-1][0] == "<eos>"
+
+
+def test_step_time_methods_every_method_by_default_and_the_compared_two_when_off():
+  config = get_config()
+  assert il.step_time_methods(config) == list(config.methods)
+  config.step_time_all_methods = False
+  assert [il.method_name(m) for m in il.step_time_methods(config)] == [
+      "MLE", "IQLearn λ=0.1 γ=0.9"]
 
 
 def _results(per_seed_by_method, **extra):
