@@ -34,7 +34,10 @@ timed: forward, backward, global-norm clipping at 1.0 and AdamW (β = 0.9,
   normalised (irl_jax's "grpo" objective with `normaliser="token"`, TRL
   1.16's default `loss_type="dapo"`), forward, backward, clipping and AdamW. Both sides
   unembed only the completion positions (TRL's `logits_to_keep`, irl_jax's
-  `max_new_tokens` window).
+  `max_new_tokens` window). irl_jax runs each group's shared prompt once (the "grpo"
+  objective's `share_prompts`, on by default) where TRL runs it for every completion;
+  `grpo_unshared_step_speedup_vs_trl` times irl_jax with `share_prompts=False`, the
+  same work as TRL.
   Generation, reward scoring and the reference forward pass are not part of
   it: generation speed is a different comparison (`decode_speedup_*` of
   `experiments.benchmarks.models`).
@@ -434,19 +437,24 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
       chunk_size=None).log_probs)(policy, jax.tree.map(jnp.asarray, grpo)), np.float32)
   grpo["sample_old_logps"] = grpo["sample_ref_logps"] = grpo_logps
   # max_new_tokens: the completions' length budget (TRL's max_completion_length), so only the
-  # completion positions are unembedded, as TRL's logits_to_keep does.
-  grpo_objective = registry.get("grpo").build(objectives.GRPOConfig(
+  # completion positions are unembedded, as TRL's logits_to_keep does. num_samples: the
+  # rows are groups of GRPO_GROUP sharing their prompt, which irl_jax runs once per group
+  # (share_prompts, its default); "grpo_unshared" runs every row's prompt, as TRL does.
+  grpo_objectives = {name: registry.get("grpo").build(objectives.GRPOConfig(
       clip_epsilon=GRPO_EPSILON, kl_coef=GRPO_BETA, normaliser="token",
-      max_new_tokens=data["ids"].shape[1] - data["prompt_len"]))
-  policy_side = JaxSide(policy, {"dpo": (dpo_objective, pairs), "grpo": (grpo_objective, grpo)})
+      max_new_tokens=data["ids"].shape[1] - data["prompt_len"], num_samples=GRPO_GROUP,
+      share_prompts=share)) for name, share in (("grpo", True), ("grpo_unshared", False))}
+  policy_side = JaxSide(policy, {"dpo": (dpo_objective, pairs),
+                                 **{name: (o, grpo) for name, o in grpo_objectives.items()}})
   rm = JaxSide(models.from_pretrained(rm_dir),
                {"rm": (registry.get("bradley_terry").build(), pair_batch(data))})
-  ours = {"dpo": [], "grpo": [], "rm": []}
+  ours = {"dpo": [], "grpo": [], "grpo_unshared": [], "rm": []}
 
   def run_ours(n):
     for _ in range(n):
       ours["dpo"].append(policy_side.run("dpo"))
       ours["grpo"].append(policy_side.run("grpo"))
+      ours["grpo_unshared"].append(policy_side.run("grpo_unshared"))
       ours["rm"].append(rm.run("rm"))
 
   run_ours((repeats + 1) // 2)
@@ -491,6 +499,13 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
   rel_grpo_logp = check_parity("GRPO completion-token log-prob", logp_jax, logp_trl)
   rel_grpo_norm = check_parity("GRPO first-step gradient norm", first_grpo["train/grad_norm"],
                                trl_grpo["first_grad_norm"], GRAD_NORM_RTOL)
+  first_unshared = policy_side.first["grpo_unshared"]
+  check_parity("GRPO (prompts unshared) first-step loss", first_unshared["train/loss"],
+               trl_grpo["first_loss"])
+  check_parity("GRPO (prompts unshared) first-step gradient norm",
+               first_unshared["train/grad_norm"], trl_grpo["first_grad_norm"], GRAD_NORM_RTOL)
+  if first_grpo.get("train/prompt_groups_broken", 0.0) != 0.0:
+    raise RuntimeError("GRPO: the benchmark's rows are not groups sharing their prompt.")
   first_rm = rm.first["rm"]
   rel_rm = check_parity("reward-model first-step loss", first_rm["train/loss"],
                         trl_rm["first_loss"])
@@ -498,6 +513,7 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
                              trl_rm["first_grad_norm"], GRAD_NORM_RTOL)
   ctx = {**context(cfg, threads), "trl": trl_dpo["trl_version"], "torch": trl_dpo["torch_version"]}
   med = {"dpo": statistics.median(ours["dpo"]), "grpo": statistics.median(ours["grpo"]),
+         "grpo_unshared": statistics.median(ours["grpo_unshared"]),
          "rm": statistics.median(ours["rm"]),
          "trl_dpo": statistics.median(trl_dpo["times"]),
          "trl_grpo": statistics.median(trl_grpo["times"]),
@@ -531,7 +547,11 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
       {"metric": "reward_model_step_speedup_vs_trl", "value": med["trl_rm"] / med["rm"],
        "unit": "ratio", **ctx},
       {"metric": "grpo_step_speedup_vs_trl", "value": med["trl_grpo"] / med["grpo"],
-       "unit": "ratio", **ctx},
+       "unit": "ratio", "note": "irl_jax runs each group's shared prompt once "
+       "(share_prompts); TRL runs it for every completion", **ctx},
+      {"metric": "grpo_unshared_step_speedup_vs_trl",
+       "value": med["trl_grpo"] / med["grpo_unshared"], "unit": "ratio",
+       "note": "share_prompts=False: every row's prompt runs, the same work as TRL", **ctx},
   ]
   return rows
 

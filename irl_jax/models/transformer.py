@@ -334,6 +334,64 @@ class Transformer(nnx.Module):
     h, cache = self._run(input_ids, jnp.asarray(positions), mask, cache, cache_index)
     return self.logits(h[:, -1:] if last_only else h), cache
 
+  def grouped_prefix_hidden(self, input_ids, *, segment_ids, positions, prefix_len: int,
+                            group_size: int) -> jax.Array:
+    """Final hidden states `[B, T, D]` of rows whose first `prefix_len` columns repeat
+    within consecutive groups of `group_size` rows, with each group's prefix run once.
+
+    The samplers' GRPO groups have this layout (`[prompt | response]` rows, each prompt
+    repeated `num_samples` times, contiguously). The prefix of every group's first row
+    runs through the model once into a KV cache; the cache is repeated `group_size`
+    times and the suffixes (`T − prefix_len` columns of every row) run against it. The
+    result equals `self(input_ids, segment_ids=..., positions=..., return_hidden=True)`
+    at every real position, up to float32 summation order, when the rows hold one
+    segment each (`segment_ids` in {0, 1}) and the prefix columns of `input_ids`,
+    `segment_ids` and `positions` are identical within each group; other rows of a group
+    use the first row's prefix. Padding positions hold unspecified (finite) values.
+    The prefix costs `1/group_size` of its tokens' work, forward and backward.
+
+    Args:
+      input_ids, segment_ids, positions: `[B, T]`, `B` a multiple of `group_size`.
+      prefix_len: static, `0 < prefix_len < T`.
+      group_size: static, `≥ 1`.
+    """
+    input_ids = self._check_ids(input_ids)
+    b, t = input_ids.shape
+    g, p = group_size, prefix_len
+    if not (isinstance(g, int) and g >= 1 and b % g == 0):
+      raise ValueError(f"grouped_prefix_hidden: group_size={g!r} must be a positive int "
+                       f"dividing the {b} rows.")
+    if not (isinstance(p, int) and 0 < p < t):
+      raise ValueError(f"grouped_prefix_hidden: prefix_len={p!r} must be an int in (0, {t}).")
+    segment_ids, positions = jnp.asarray(segment_ids), jnp.asarray(positions)
+    for name, x in (("segment_ids", segment_ids), ("positions", positions)):
+      if x.shape != (b, t):
+        raise ValueError(f"grouped_prefix_hidden: {name} has shape {x.shape}, "
+                         f"expected {(b, t)}.")
+    keys = segment_ids != 0
+    window = self.config.sliding_window
+
+    def causal(q_slot, k_slot, key_mask):
+      mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_mask[:, None, :]
+      if window is not None:
+        mask = mask & ((q_slot[:, None] - k_slot[None, :]) < window)[None]
+      return mask
+
+    # The prefixes, one per group, against a cache of their own length.
+    first = slice(None, None, g)
+    prefix_slots = jnp.arange(p)
+    h_prefix, cache = self._run(
+        input_ids[first, :p], positions[first, :p],
+        causal(prefix_slots, prefix_slots, keys[first, :p]),
+        self.init_cache(b // g, p), 0, allow_remat=True)
+    # Each group's cache serves its `g` rows; the suffixes fill slots [p, T).
+    cache = [{k: jnp.repeat(jnp.pad(v, ((0, 0), (0, t - p), (0, 0), (0, 0))), g, axis=0)
+              for k, v in layer.items()} for layer in cache]
+    h_suffix, _ = self._run(input_ids[:, p:], positions[:, p:],
+                            causal(p + jnp.arange(t - p), jnp.arange(t), keys),
+                            cache, p, allow_remat=True)
+    return jnp.concatenate([jnp.repeat(h_prefix, g, axis=0), h_suffix], axis=1)
+
   # -- internals ----------------------------------------------------------------
 
   def _check_ids(self, input_ids):
@@ -359,7 +417,7 @@ class Transformer(nnx.Module):
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb).astype(self.dtype), jnp.sin(emb).astype(self.dtype)
 
-  def _run(self, input_ids, positions, mask, cache, cache_index):
+  def _run(self, input_ids, positions, mask, cache, cache_index, *, allow_remat=False):
     c = self.config
     # Bad ids are an error where they can be seen (`_check_ids` on concrete
     # ids). Under `jit` they cannot raise: every id outside [0, V), negative
@@ -376,8 +434,10 @@ class Transformer(nnx.Module):
     rope = self._rope(positions)
     new_cache = [] if cache is not None else None
     # Decoding with a cache never runs a backward pass, so it needs no rematerialisation
-    # (and nnx.remat cannot run inside the sampler's while_loop).
-    call = _remat_block_call if self.remat and cache is None else _block_call
+    # (and nnx.remat cannot run inside the sampler's while_loop); a cache that carries
+    # gradients (`grouped_prefix_hidden`) allows it.
+    call = (_remat_block_call if self.remat and (cache is None or allow_remat)
+            else _block_call)
     for i, layer in enumerate(self.layers):
       h, layer_cache = call(layer, h, rope, mask, None if cache is None else cache[i], cache_index)
       if cache is not None:

@@ -31,8 +31,55 @@ def lm_targets(loss_mask):
   return jnp.concatenate([loss_mask[:, 1:], jnp.zeros_like(loss_mask[:, :1])], axis=1)
 
 
+def grouped_prompts(input_ids, segment_ids, positions, *, prompt_len: int, group_size: int):
+  """`[]` bool: the rows form consecutive groups of `group_size` whose first `prompt_len`
+  columns (ids, segment ids and positions) are identical within each group, and every row
+  holds one segment (`segment_ids` in {0, 1}): the samplers' GRPO layout, which
+  `Transformer.grouped_prefix_hidden` computes with each group's prompt run once."""
+  ok = jnp.asarray(True)
+  for x in (input_ids, segment_ids, positions):
+    head = jnp.asarray(x)[:, :prompt_len].reshape(-1, group_size, prompt_len)
+    ok = ok & jnp.all(head == head[:, :1])
+  segment_ids = jnp.asarray(segment_ids)
+  return ok & jnp.all((segment_ids == 0) | (segment_ids == 1))
+
+
+def shares_prompts(model, shape, prompt_groups: tuple[int, int] | None) -> bool:
+  """Static: whether `model_hidden` runs rows of `shape = (B, T)` with each group's prompt
+  once. `prompt_groups = (prompt_len, group_size)`; never for models without
+  `grouped_prefix_hidden`, a `group_size` of 1, one that does not divide `B`, or a
+  `prompt_len` outside `(0, T)`."""
+  if prompt_groups is None:
+    return False
+  p, g = prompt_groups
+  b, t = shape
+  return g > 1 and b % g == 0 and 0 < p < t and hasattr(model, "grouped_prefix_hidden")
+
+
+def model_hidden(model, input_ids, segment_ids, positions, *,
+                 prompt_groups: tuple[int, int] | None = None):
+  """Final hidden states `[B, T, D]` of `model`'s forward pass.
+
+  With `prompt_groups = (prompt_len, group_size)` (static) and `shares_prompts`, each
+  group's prompt runs once (`Transformer.grouped_prefix_hidden`): the caller vouches for
+  the layout (`grouped_prompts` checks it; in a group that breaks it, every row is
+  computed with the group's first prompt). Otherwise the plain forward pass runs.
+  """
+  if shares_prompts(model, jnp.shape(input_ids), prompt_groups):
+    p, g = prompt_groups
+    return model.grouped_prefix_hidden(input_ids, segment_ids=segment_ids,
+                                       positions=positions, prefix_len=p, group_size=g)
+  return model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
+
+
+# The metric of GRPO with shared prompts: 1 when the sample rows are not groups sharing
+# their prompt (the loss is then NaN), per update (micro-batches add).
+PROMPT_GROUPS_BROKEN = "prompt_groups_broken"
+
+
 def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None,
-             last: int | None = None, temperature: float = 1.0):
+             last: int | None = None, temperature: float = 1.0,
+             prompt_groups: tuple[int, int] | None = None):
   """Token statistics `[B, T]` at every position (the last column's target is a dummy).
 
   `stats.q[:, t]` is the logit of `input_ids[:, t+1]` and `stats.v[:, t]` the
@@ -43,8 +90,10 @@ def lm_stats(model, input_ids, segment_ids, positions, *, chunk_size: int | None
   logits of a prompt are never needed when only a response is scored. With
   `temperature` τ, the statistics are those of the logits divided by τ, so
   `log_probs` are the log-probabilities of the distribution a sampler draws from at τ.
+  With `prompt_groups`, groups of rows that share their prompt run it once
+  (`model_hidden`; the caller vouches for the layout).
   """
-  hidden = model(input_ids, segment_ids=segment_ids, positions=positions, return_hidden=True)
+  hidden = model_hidden(model, input_ids, segment_ids, positions, prompt_groups=prompt_groups)
   return window_stats(hidden, model.unembedding, model.logits, input_ids, segment_ids,
                       chunk_size=chunk_size, last=last, temperature=temperature)
 

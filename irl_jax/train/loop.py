@@ -720,6 +720,13 @@ def _train_locked(config, workdir: str, data, task, reward_fn, checker) -> dict[
                f"(train/{lm.TARGETS_BEFORE_RESPONSE}={outside:g}): the objective "
                "scores only the responses of [prompt | response] rows, whose response fills "
                f"the last config.objective.{config.objective.name}.max_new_tokens columns.")
+        broken = float(metrics.get(f"train/{lm.PROMPT_GROUPS_BROKEN}", 0.0))
+        if broken > 0:
+          why += (f" The sample rows are not groups of config.objective."
+                  f"{config.objective.name}.num_samples consecutive rows sharing their prompt "
+                  f"(train/{lm.PROMPT_GROUPS_BROKEN}={broken:g}): share_prompts runs each "
+                  "group's prompt once; set config.objective."
+                  f"{config.objective.name}.share_prompts=False for rows laid out otherwise.")
         raise NonFiniteError(
             f"non-finite loss or gradient at step {step + 1} (loss={metrics['train/loss']}, "
             f"grad_norm={metrics['train/grad_norm']}); {which}, and training "

@@ -32,15 +32,18 @@ import jax.numpy as jnp
 from irl_jax import losses
 from irl_jax.losses import MaskedMean, masked_sum_count
 from irl_jax.train.lm import (
+    PROMPT_GROUPS_BROKEN,
     TARGETS_BEFORE_RESPONSE,
     batch_stats,
     bootstrap_values,
     flatten_responses,
+    grouped_prompts,
     lm_stats,
     lm_targets,
     next_tokens,
     response_window,
     sequence_log_probs,
+    shares_prompts,
     targets_before,
     window_stats,
 )
@@ -414,6 +417,10 @@ class GRPOConfig:
   max_new_tokens: int = 32
   temperature: float = 1.0
   num_samples: int = 4
+  # Each group's prompt runs through the model once (`irl_jax.train.lm.model_hidden`): the
+  # rows must be the samplers' groups of `num_samples` sharing their prompt (the loss is NaN,
+  # and the trainer's error says so, for rows that are not).
+  share_prompts: bool = True
 
   def __post_init__(self):
     if not self.temperature > 0:
@@ -423,34 +430,45 @@ class GRPOConfig:
 
 
 def grpo_objective(*, clip_epsilon: float, kl_coef: float, normaliser="token",
-                   chunk_size: int | None = 0, **sampling):
+                   chunk_size: int | None = 0, share_prompts: bool = True, **sampling):
   """GRPO on sampled groups: `sample_*` tokens with `sample_old_logps`, `sample_ref_logps`
   (`[N, T]`, aligned with the targets) and `sample_advantages [N]`.
 
   With `max_new_tokens` (of the sampling keywords), the rows are the samplers'
   `[prompt | response]` and only the last `max_new_tokens + 1` positions are unembedded
   and scored (`irl_jax.train.lm.response_window`); a target before them makes the loss
-  NaN (see `_response_guard`), never a silently dropped token.
+  NaN (see `_response_guard`), never a silently dropped token. With `share_prompts`,
+  `max_new_tokens` and `num_samples > 1` (and rows a multiple of it), each group of
+  `num_samples` consecutive rows runs its prompt (the first `T − max_new_tokens` columns)
+  once, as the samplers lay groups out; rows that are not such groups make the loss NaN
+  and set the `prompt_groups_broken` metric, never a loss computed from the wrong prompt.
   """
   max_new_tokens = sampling.get("max_new_tokens")
   temperature = sampling.get("temperature", 1.0)
+  group = int(sampling.get("num_samples") or 1)
   chunk = _chunk(chunk_size or 0)
 
   def objective(model, batch, rng):
     del rng
     where = lm_targets(batch["sample_loss_mask"])
-    last = response_window(max_new_tokens, where.shape[1])
-    stats = lm_stats(model, batch["sample_input_ids"], batch["sample_segment_ids"],
-                     batch["sample_positions"], chunk_size=chunk, last=last,
-                     temperature=temperature)
+    t = where.shape[1]
+    last = response_window(max_new_tokens, t)
+    groups = (t - max_new_tokens, group) if share_prompts and last is not None else None
+    rows = (batch["sample_input_ids"], batch["sample_segment_ids"], batch["sample_positions"])
+    stats = lm_stats(model, *rows, chunk_size=chunk, last=last, temperature=temperature,
+                     prompt_groups=groups)
     loss, extras = losses.grpo(
         stats.log_probs, batch["sample_old_logps"], batch["sample_ref_logps"],
         batch["sample_advantages"], where=where, normaliser=normaliser,
         clip_epsilon=clip_epsilon, kl_coef=kl_coef)
     terms, outside = _response_guard(extras.loss_terms, where, last)
-    return terms, {"kl": extras.mean_kl.mean(),
-                   "clip_fraction": extras.clip_fraction.mean(),
-                   "loss_mean": loss, TARGETS_BEFORE_RESPONSE: outside}
+    metrics = {"kl": extras.mean_kl.mean(), "clip_fraction": extras.clip_fraction.mean(),
+               "loss_mean": loss, TARGETS_BEFORE_RESPONSE: outside}
+    if shares_prompts(model, where.shape, groups):
+      broken = ~grouped_prompts(*rows, prompt_len=groups[0], group_size=groups[1])
+      terms = _poison(terms, broken)
+      metrics[PROMPT_GROUPS_BROKEN] = broken.astype(jnp.float32)
+    return terms, metrics
 
   return objective
 
@@ -490,10 +508,14 @@ def _response_guard(terms, where, last: int | None):
   outside = targets_before(where, last)
   if last is None:
     return terms, outside.astype(jnp.float32)
-  # Only the sums: the counts (from the whole `where`, so > 0 here) stay exact.
-  poison = lambda m: m._replace(sum=jnp.where(outside > 0, jnp.nan, m.sum))
-  terms = poison(terms) if isinstance(terms, MaskedMean) else tuple(map(poison, terms))
-  return terms, outside.astype(jnp.float32)
+  return _poison(terms, outside > 0), outside.astype(jnp.float32)
+
+
+def _poison(terms, flag):
+  """The loss terms with NaN sums where `flag` (a `[]` bool) is set. Only the sums: the
+  counts stay exact."""
+  poison = lambda m: m._replace(sum=jnp.where(flag, jnp.nan, m.sum))
+  return poison(terms) if isinstance(terms, MaskedMean) else tuple(map(poison, terms))
 
 
 def _check_ppo_field(name: str, value, low: float, *, strict: bool = False,

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from irl_jax.losses.reductions import MaskedMean, safe_divide
-from irl_jax.train.lm import TARGETS_BEFORE_RESPONSE
+from irl_jax.train.lm import PROMPT_GROUPS_BROKEN, TARGETS_BEFORE_RESPONSE
 from irl_jax.train.state import ModelDef, TrainState
 
 Objective = Callable[[Any, dict, jax.Array], tuple[Any, dict]]
@@ -41,7 +41,7 @@ def _populations(loss) -> tuple[tuple[jax.Array, jax.Array], ...]:
 
 
 # Objective metrics that are counts over the batch: micro-batches add them (the rest are means).
-_COUNTS = ("tokens", TARGETS_BEFORE_RESPONSE)
+_COUNTS = ("tokens", TARGETS_BEFORE_RESPONSE, PROMPT_GROUPS_BROKEN)
 
 
 def _combine_metrics(metrics: dict) -> dict:

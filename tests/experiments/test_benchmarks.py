@@ -67,7 +67,9 @@ def test_peers_benchmark_quick_checks_parity_and_reports_every_ratio():
     assert row["cpu"] and row["torch_threads"] >= 1, name
     assert row.get("target") == peers.TARGETS.get(name), name
   assert by_name["dpo_step_speedup_vs_trl"]["trl"] and by_name["grpo_step_speedup_vs_trl"]["trl"]
-  for name in ("step_time_grpo", "step_time_trl_grpo"):
+  unshared = by_name["grpo_unshared_step_speedup_vs_trl"]
+  assert math.isfinite(unshared["value"]) and unshared["value"] > 0 and "target" not in unshared
+  for name in ("step_time_grpo", "step_time_grpo_unshared", "step_time_trl_grpo"):
     assert math.isfinite(by_name[name]["value"]) and by_name[name]["value"] > 0, name
   # Same work on both sides: the first step's values agree to float32 round-off.
   for name in ("first_step_loss_relative_difference_mle",

@@ -111,7 +111,8 @@ def test_grpo_with_max_new_tokens_is_the_full_objective(policy):
   batch = _grpo_batch(policy)
   (full, _), g_full = _loss_and_grads(objectives.grpo_objective(**hp), policy, batch)
   spec = registry.get("grpo")
-  windowed = spec.build(objectives.GRPOConfig(max_new_tokens=M, **hp))
+  # These rows' prompts all differ: no groups to share (tests/train/test_grpo_shared_prompts.py).
+  windowed = spec.build(objectives.GRPOConfig(max_new_tokens=M, share_prompts=False, **hp))
   (part, metrics), g_part = _loss_and_grads(windowed, policy, batch)
   assert np.isfinite(float(full)) and float(full) != 0.0
   np.testing.assert_allclose(float(part), float(full), rtol=1e-6, atol=1e-7)
