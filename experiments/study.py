@@ -184,16 +184,28 @@ def learner_config(cls, settings, field: str, **extra):
     raise ValueError(f"config.{field}: {e}") from None
 
 
-def cpu_model() -> str:
-  """The CPU's model name (from /proc/cpuinfo on Linux), for every timing figure."""
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+  """The CPU's model name with its family and model numbers (from /proc/cpuinfo on Linux),
+  for every timing figure: a virtual machine's name alone ("AMD EPYC") does not tell CPU
+  generations apart (family 25 is Zen 3/4, family 26 Zen 5)."""
+  fields = {}
   try:
-    with open("/proc/cpuinfo") as f:
+    with open(cpuinfo) as f:
       for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "cpu family", "model") and key not in fields:
+          fields[key] = value.strip()
+        if not line.strip() and fields:
+          break  # the first processor's block is enough
   except OSError:
     pass
-  return platform.processor() or platform.machine()
+  name = fields.get("model name")
+  if not name:
+    return platform.processor() or platform.machine()
+  if "cpu family" in fields and "model" in fields:
+    name += f" (family {fields['cpu family']}, model {fields['model']})"
+  return name
 
 
 def write_json(results: dict, workdir: str, name: str = "results.json") -> str:

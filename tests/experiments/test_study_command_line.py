@@ -59,3 +59,16 @@ def test_a_bad_cpu_devices_names_the_config_field(tmp_path):
   assert proc.returncode != 0
   assert "config.cpu_devices=-2" in proc.stderr
   assert "n must be a positive integer, got -2" in proc.stderr
+
+
+def test_cpu_model_names_the_family_and_model_of_the_first_processor(tmp_path):
+  from experiments.study import cpu_model
+
+  block = "processor\t: {i}\nvendor_id\t: AuthenticAMD\ncpu family\t: {f}\nmodel\t\t: 2\n" \
+          "model name\t: AMD EPYC\nflags\t\t: fpu avx512f\n\n"
+  info = tmp_path / "cpuinfo"
+  info.write_text(block.format(i=0, f=26) + block.format(i=1, f=25))
+  assert cpu_model(str(info)) == "AMD EPYC (family 26, model 2)"
+  info.write_text("processor\t: 0\nmodel name\t: Some CPU\n\n")
+  assert cpu_model(str(info)) == "Some CPU"
+  assert cpu_model(str(tmp_path / "missing"))  # falls back to the platform's name
