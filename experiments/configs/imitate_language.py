@@ -5,8 +5,8 @@
     python -m experiments.imitate_language --workdir=/tmp/imitate --config.full_grid=True
 
 Default: about 9 minutes on 2 CPU cores (5 methods and the small-data runs,
-5 seeds each; 531 s measured, 13-16 minutes in slower sittings of the same
-machine); `--config.quick=True`: 1-2 minutes; `--config.full_grid=True` adds
+5 seeds each; 531 s measured on 2 Zen 5 cores, 13-16 minutes on earlier 2-core
+hosts); `--config.quick=True`: 1-2 minutes; `--config.full_grid=True` adds
 the rest of the λ ∈ {0.01, 0.1, 1} × γ ∈ {0.9, 1} grid (about 1.5-2.5 more
 minutes per method). For the same study from a pretrained checkpoint on
 GSM8K through the sharded trainer, see
