@@ -28,6 +28,7 @@ import numpy as np
 from absl import app
 
 from experiments.benchmarks.common import JSON, QUICK, REPEATS
+from experiments.study import cpu_model
 from irl_jax import models
 
 TARGETS = {"forward": 1.2, "decode": 1.5}
@@ -123,9 +124,11 @@ def bench_family(name: str, quick: bool, repeats: int) -> list[dict]:
 def main(argv):
   del argv
   rows = []
+  cpu = cpu_model()
   for name in ("gpt2", "llama"):
     for row in bench_family(name, QUICK.value, REPEATS.value or 5):
       row["device"] = jax.devices()[0].platform
+      row["cpu"] = cpu
       rows.append(row)
       if JSON.value:
         print(json.dumps(row), flush=True)
