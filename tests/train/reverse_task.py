@@ -51,3 +51,30 @@ def policy_stage_config(objective: str, *, steps: int, eval_every: int = 0,
   c.objective[objective].num_samples = num_samples
   c.model.arch.update(arch)
   return c
+
+
+# The smallest policy (one layer, D=16) for the policy-stage tests of the trainer's guards.
+TINY_ARCH = dict(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
+                 intermediate_size=32)
+
+
+def train_on_edited_samples(config, workdir, monkeypatch, edit):
+  """`loop.train(config)` on this task with each `PolicySampler.sample` output replaced by
+  `edit(out, call)` (`call` counts from 1): rows that break the samplers' layout, for the
+  tests of the objectives' guards and the trainer's errors."""
+  from experiments.tasks import reverse
+  from irl_jax.data import char_tokenizer
+  from irl_jax.train import loop, rollouts
+
+  tok = char_tokenizer(ALPHABET)
+  sample = rollouts.PolicySampler.sample
+  calls = []
+
+  def edited(self, batch, params, **kw):
+    out, stats = sample(self, batch, params, **kw)
+    calls.append(1)
+    return edit(out, len(calls)), stats
+
+  monkeypatch.setattr(rollouts.PolicySampler, "sample", edited)
+  return loop.train(config, str(workdir), data=(ReverseBatches(tok), lambda: iter(()), tok),
+                    reward_fn=lambda t: reverse.make_reward_fn(tok))

@@ -198,32 +198,23 @@ def test_grpo_with_shared_prompts_refuses_rows_that_are_not_groups():
 
 def test_the_trainer_names_share_prompts_when_sample_rows_are_not_groups(tmp_path,
                                                                           monkeypatch):
-  from reverse_task import ALPHABET, ReverseBatches, policy_stage_config
+  from reverse_task import ALPHABET, TINY_ARCH, policy_stage_config, train_on_edited_samples
 
-  from experiments.tasks import reverse
   from irl_jax.data import char_tokenizer
-  from irl_jax.train import loop, rollouts
+  from irl_jax.train import loop
 
-  tok = char_tokenizer(ALPHABET)
-  c = policy_stage_config("grpo", steps=2, max_new_tokens=4, arch=dict(
-      hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
-      intermediate_size=32))
+  c = policy_stage_config("grpo", steps=2, max_new_tokens=4, arch=TINY_ARCH)
   assert c.objective.grpo.share_prompts and c.objective.grpo.num_samples > 1
-  sample = rollouts.PolicySampler.sample
-  calls = []
+  vocab = len(char_tokenizer(ALPHABET))
 
-  def second_prompt_changed(self, batch, params, **kw):  # the second step's rows break it
-    out, stats = sample(self, batch, params, **kw)
-    calls.append(1)
-    if len(calls) == 2:
-      ids = np.array(out["sample_input_ids"])
-      prompt = ids.shape[1] - 4
-      ids[1, prompt - 1] = 3 + (ids[1, prompt - 1] - 2) % (len(tok) - 3)
-      out = {**out, "sample_input_ids": ids}
-    return out, stats
+  def second_prompt_changed(out, call):  # the second step's rows break the groups
+    if call != 2:
+      return out
+    ids = np.array(out["sample_input_ids"])
+    col = ids.shape[1] - 4 - 1  # the prompt's last column, a real token
+    ids[1, col] = 3 + (ids[1, col] - 2) % (vocab - 3)
+    return {**out, "sample_input_ids": ids}
 
-  monkeypatch.setattr(rollouts.PolicySampler, "sample", second_prompt_changed)
   with pytest.raises(loop.NonFiniteError, match=(
       r"at step 2 .*prompt_groups_broken=1\b.*config\.objective\.grpo\.share_prompts=False")):
-    loop.train(c, str(tmp_path / "run"), data=(ReverseBatches(tok), lambda: iter(()), tok),
-               reward_fn=lambda t: reverse.make_reward_fn(tok))
+    train_on_edited_samples(c, tmp_path / "run", monkeypatch, second_prompt_changed)

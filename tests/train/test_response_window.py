@@ -156,29 +156,20 @@ def test_ppo_with_max_new_tokens_is_the_full_objective():
 
 def test_the_trainer_names_max_new_tokens_when_sample_rows_hold_earlier_targets(tmp_path,
                                                                                  monkeypatch):
-  from reverse_task import ALPHABET, ReverseBatches, policy_stage_config
+  from reverse_task import TINY_ARCH, policy_stage_config, train_on_edited_samples
 
-  from experiments.tasks import reverse
-  from irl_jax.data import char_tokenizer
-  from irl_jax.train import loop, rollouts
+  from irl_jax.train import loop
 
-  tok = char_tokenizer(ALPHABET)
-  c = policy_stage_config("grpo", steps=1, max_new_tokens=4, arch=dict(
-      hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
-      intermediate_size=32))
-  sample = rollouts.PolicySampler.sample
+  c = policy_stage_config("grpo", steps=1, max_new_tokens=4, arch=TINY_ARCH)
 
-  def early_target(self, batch, params, **kw):  # a sampler whose rows break the layout
-    out, stats = sample(self, batch, params, **kw)
+  def early_target(out, call):  # sampled rows that break the layout
     mask = np.array(out["sample_loss_mask"])
     mask[0, 1] = True
-    return {**out, "sample_loss_mask": mask}, stats
+    return {**out, "sample_loss_mask": mask}
 
-  monkeypatch.setattr(rollouts.PolicySampler, "sample", early_target)
   with pytest.raises(loop.NonFiniteError,
                      match=r"targets_before_response=1\b.*config\.objective\.grpo\.max_new_tokens"):
-    loop.train(c, str(tmp_path / "run"), data=(ReverseBatches(tok), lambda: iter(()), tok),
-               reward_fn=lambda t: reverse.make_reward_fn(tok))
+    train_on_edited_samples(c, tmp_path / "run", monkeypatch, early_target)
 
 
 def test_the_ppo_guard_counts_and_poisons_too():
@@ -203,30 +194,21 @@ def test_the_ppo_guard_counts_and_poisons_too():
 ])
 def test_the_trainer_counts_earlier_targets_over_micro_and_minibatches(tmp_path, monkeypatch,
                                                                        objective, fields):
-  from reverse_task import ALPHABET, ReverseBatches, policy_stage_config
+  from reverse_task import TINY_ARCH, policy_stage_config, train_on_edited_samples
 
-  from experiments.tasks import reverse
-  from irl_jax.data import char_tokenizer
-  from irl_jax.train import loop, rollouts
+  from irl_jax.train import loop
 
-  tok = char_tokenizer(ALPHABET)
-  c = policy_stage_config(objective, steps=1, max_new_tokens=4, arch=dict(
-      hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
-      intermediate_size=32))
+  c = policy_stage_config(objective, steps=1, max_new_tokens=4, arch=TINY_ARCH)
   c.update_from_flattened_dict(fields)
-  sample = rollouts.PolicySampler.sample
 
-  def early_targets(self, batch, params, **kw):  # two rows in different halves break it
-    out, stats = sample(self, batch, params, **kw)
+  def early_targets(out, call):  # two rows in different halves break it
     mask = np.array(out["sample_loss_mask"])
     mask[0, 1] = mask[-1, 1] = True
-    return {**out, "sample_loss_mask": mask}, stats
+    return {**out, "sample_loss_mask": mask}
 
-  monkeypatch.setattr(rollouts.PolicySampler, "sample", early_targets)
   with pytest.raises(loop.NonFiniteError, match=(
       rf"targets_before_response=2\b.*config\.objective\.{objective}\.max_new_tokens")):
-    loop.train(c, str(tmp_path / "run"), data=(ReverseBatches(tok), lambda: iter(()), tok),
-               reward_fn=lambda t: reverse.make_reward_fn(tok))
+    train_on_edited_samples(c, tmp_path / "run", monkeypatch, early_targets)
 
 
 def test_bootstrap_values_read_the_state_after_each_rows_last_target():
