@@ -487,6 +487,11 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
   # policy checks that both score the same tokens, the gradient norm that both train the
   # same loss.
   first_grpo = policy_side.first["grpo"]
+  # The shared-prompt path ran (its metric is there) on rows that are its groups (0).
+  if first_grpo.get("train/prompt_groups_broken") != 0.0:
+    raise RuntimeError("GRPO: the shared-prompt path did not run on groups sharing their "
+                       "prompt (train/prompt_groups_broken="
+                       f"{first_grpo.get('train/prompt_groups_broken', 'absent')}).")
   expected_grpo = float(-np.sum(grpo["sample_advantages"].astype(np.float64) * lengths)
                         / np.sum(lengths))
   check_parity("GRPO first-step loss against −Σ A·n / Σ n", first_grpo["train/loss"],
@@ -504,8 +509,6 @@ def bench_trl(cfg, model_dir, rm_dir, data, repeats, threads) -> list[dict]:
                trl_grpo["first_loss"])
   check_parity("GRPO (prompts unshared) first-step gradient norm",
                first_unshared["train/grad_norm"], trl_grpo["first_grad_norm"], GRAD_NORM_RTOL)
-  if first_grpo.get("train/prompt_groups_broken", 0.0) != 0.0:
-    raise RuntimeError("GRPO: the benchmark's rows are not groups sharing their prompt.")
   first_rm = rm.first["rm"]
   rel_rm = check_parity("reward-model first-step loss", first_rm["train/loss"],
                         trl_rm["first_loss"])

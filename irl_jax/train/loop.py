@@ -367,14 +367,20 @@ def _vocab_size(model) -> int:
 
 
 def run_fingerprint(config, model) -> dict[str, Any]:
-  """What a checkpoint is for: the resolved model architecture, its dtypes, the objective."""
+  """What a checkpoint is for: the resolved model architecture, its dtypes, the objective
+  (its hyperparameters, except fields marked `metadata={"fingerprint": False}`: settings
+  that change how the loss is computed, not its value)."""
   arch = dataclasses.asdict(_backbone(model).config)
   mc = config.model
+  hp = registry.hyperparameters(config.objective)
+  objective = dataclasses.asdict(hp)
+  for f in dataclasses.fields(hp):
+    if not f.metadata.get("fingerprint", True):
+      objective.pop(f.name)
   return {
       "model": {"architecture": arch, "head": type(model).__name__,
                 "dtype": mc.get("dtype", "float32")},
-      "objective": {"name": config.objective.name,
-                    **dataclasses.asdict(registry.hyperparameters(config.objective))},
+      "objective": {"name": config.objective.name, **objective},
   }
 
 

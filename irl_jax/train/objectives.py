@@ -419,8 +419,10 @@ class GRPOConfig:
   num_samples: int = 4
   # Each group's prompt runs through the model once (`irl_jax.train.lm.model_hidden`): the
   # rows must be the samplers' groups of `num_samples` sharing their prompt (the loss is NaN,
-  # and the trainer's error says so, for rows that are not).
-  share_prompts: bool = True
+  # and the trainer's error says so, for rows that are not). It changes how the loss is
+  # computed, not its value, so it stays out of the checkpoints' fingerprint: runs resume
+  # across it, and from checkpoints made before it existed.
+  share_prompts: bool = dataclasses.field(default=True, metadata={"fingerprint": False})
 
   def __post_init__(self):
     if not self.temperature > 0:
