@@ -153,8 +153,9 @@ def _newton(objective: _LinearObjective, basis, covered, z, mu, *, max_steps: in
   """Damped Newton on `F(Uz) + μ/2·‖z‖²` from `z`; returns `(z, converged)`.
 
   It stops when the Newton decrement `gᵀH⁺g / 2` falls below `tol` (relative to the
-  objective's scale) and the step below `sqrt(eps)·(1 + ‖z‖)`, or after `max_steps`
-  (then `converged` is False). Both are needed: where the objective only flattens
+  objective's scale) and the full Newton step below `sqrt(eps)·(1 + ‖z‖)` (`converged`),
+  or when no step lowers the objective beyond its round-off, or after `max_steps` (then
+  `converged` is False). Both are needed: where the objective only flattens
   towards infinity (separable comparisons) the decrement vanishes while the Newton step
   stays of order one. `covered [d−1, d−1]` is a projector onto the directions the data
   inform (`_covered_directions`); the step lies in that subspace, so a direction no
@@ -215,11 +216,13 @@ def _newton(objective: _LinearObjective, basis, covered, z, mu, *, max_steps: in
 
       t, new, _ = jax.lax.while_loop(worth_doubling, longer, (t, new, jnp.asarray(0)))
     ok = new <= value + slack
-    moved = jnp.linalg.norm(t * step)
-    z = jnp.where(ok, z - t * step, z)
+    z_new = jnp.where(ok, z - t * step, z)
+    # Converged: a vanishing decrement and a vanishing full Newton step (not the
+    # backtracked one: when no step lowers the objective beyond round-off, far out along
+    # a separable direction, the full step is still of order one, and that is no optimum).
     done = ((decrement <= tol * (jnp.abs(value) + 1.0))
-            & (moved <= step_tol * (1.0 + jnp.linalg.norm(z))))
-    return z, jnp.where(ok, new, value), i + 1, ok & ~done, done | ~ok
+            & (jnp.linalg.norm(step) <= step_tol * (1.0 + jnp.linalg.norm(z_new))))
+    return z_new, jnp.where(ok, new, value), i + 1, ok & ~done, done
 
   def cond(carry):
     return (carry[2] < max_steps) & carry[3]
