@@ -78,3 +78,22 @@ def train_on_edited_samples(config, workdir, monkeypatch, edit):
   monkeypatch.setattr(rollouts.PolicySampler, "sample", edited)
   return loop.train(config, str(workdir), data=(ReverseBatches(tok), lambda: iter(()), tok),
                     reward_fn=lambda t: reverse.make_reward_fn(tok))
+
+
+def with_grpo_fields(policy, rows: dict, seed: int = 0) -> dict:
+  """Sampler-layout `rows` plus what the GRPO objective reads: old and reference log-probs
+  a little off the policy's own (so ratios, clipping and the KL are exercised) and random
+  advantages, all as jax arrays."""
+  import jax
+  import jax.numpy as jnp
+
+  from irl_jax.train import lm
+
+  args = (rows["sample_input_ids"], rows["sample_segment_ids"], rows["sample_positions"])
+  logps = np.asarray(lm.lm_stats(policy, *args, chunk_size=None).log_probs)
+  rng = np.random.default_rng(seed + 1)
+  out = dict(rows)
+  out["sample_old_logps"] = logps + rng.normal(0, 0.3, logps.shape).astype(np.float32)
+  out["sample_ref_logps"] = logps + rng.normal(0, 0.3, logps.shape).astype(np.float32)
+  out["sample_advantages"] = rng.normal(size=logps.shape[:1]).astype(np.float32)
+  return jax.tree.map(jnp.asarray, out)

@@ -169,14 +169,9 @@ def test_model_hidden_takes_the_grouped_path_exactly_when_it_applies():
 
 
 def _grpo_batch(policy, b, seed=0):
-  args = _args(b)
-  logps = np.asarray(lm.lm_stats(policy, *args, chunk_size=None).log_probs)
-  rng = np.random.default_rng(seed + 1)
-  b = dict(b)
-  b["sample_old_logps"] = logps + rng.normal(0, 0.3, logps.shape).astype(np.float32)
-  b["sample_ref_logps"] = logps + rng.normal(0, 0.3, logps.shape).astype(np.float32)
-  b["sample_advantages"] = rng.normal(size=(N,)).astype(np.float32)
-  return jax.tree.map(jnp.asarray, b)
+  from reverse_task import with_grpo_fields
+
+  return with_grpo_fields(policy, b, seed)
 
 
 def _loss_and_grads(objective, model, batch):

@@ -85,15 +85,9 @@ def test_windowed_stats_equal_the_full_ones_and_zero_before(policy, chunk):
 
 
 def _grpo_batch(policy, seed=0):
-  b = _rows(seed)
-  args = (b["sample_input_ids"], b["sample_segment_ids"], b["sample_positions"])
-  logps = np.asarray(lm.lm_stats(policy, *args, chunk_size=None).log_probs)
-  rng = np.random.default_rng(seed + 1)
-  # Old log-probs a little off the current ones, so ratios and clipping are exercised.
-  b["sample_old_logps"] = logps + rng.normal(0, 0.3, logps.shape).astype(np.float32)
-  b["sample_ref_logps"] = logps + rng.normal(0, 0.3, logps.shape).astype(np.float32)
-  b["sample_advantages"] = rng.normal(size=(N,)).astype(np.float32)
-  return jax.tree.map(jnp.asarray, b)
+  from reverse_task import with_grpo_fields
+
+  return with_grpo_fields(policy, _rows(seed), seed)
 
 
 def _loss_and_grads(objective, model, batch):
