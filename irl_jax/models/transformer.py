@@ -326,11 +326,8 @@ class Transformer(nnx.Module):
     input_ids = self._check_ids(input_ids)
     t = input_ids.shape[1]
     length = cache[0]["k"].shape[1]
-    q_slot = cache_index + jnp.arange(t)
-    k_slot = jnp.arange(length)
-    mask = (k_slot[None, :] <= q_slot[:, None])[None] & jnp.asarray(key_mask, bool)[:, None, :]
-    if self.config.sliding_window is not None:
-      mask = mask & ((q_slot[:, None] - k_slot[None, :]) < self.config.sliding_window)[None]
+    mask = self._slot_mask(cache_index + jnp.arange(t), jnp.arange(length),
+                           jnp.asarray(key_mask, bool))
     h, cache = self._run(input_ids, jnp.asarray(positions), mask, cache, cache_index)
     return self.logits(h[:, -1:] if last_only else h), cache
 
@@ -369,30 +366,30 @@ class Transformer(nnx.Module):
         raise ValueError(f"grouped_prefix_hidden: {name} has shape {x.shape}, "
                          f"expected {(b, t)}.")
     keys = segment_ids != 0
-    window = self.config.sliding_window
-
-    def causal(q_slot, k_slot, key_mask):
-      mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_mask[:, None, :]
-      if window is not None:
-        mask = mask & ((q_slot[:, None] - k_slot[None, :]) < window)[None]
-      return mask
-
     # The prefixes, one per group, against a cache of their own length.
     first = slice(None, None, g)
     prefix_slots = jnp.arange(p)
     h_prefix, cache = self._run(
         input_ids[first, :p], positions[first, :p],
-        causal(prefix_slots, prefix_slots, keys[first, :p]),
+        self._slot_mask(prefix_slots, prefix_slots, keys[first, :p]),
         self.init_cache(b // g, p), 0, allow_remat=True)
     # Each group's cache serves its `g` rows; the suffixes fill slots [p, T).
     cache = [{k: jnp.repeat(jnp.pad(v, ((0, 0), (0, t - p), (0, 0), (0, 0))), g, axis=0)
               for k, v in layer.items()} for layer in cache]
     h_suffix, _ = self._run(input_ids[:, p:], positions[:, p:],
-                            causal(p + jnp.arange(t - p), jnp.arange(t), keys),
+                            self._slot_mask(p + jnp.arange(t - p), jnp.arange(t), keys),
                             cache, p, allow_remat=True)
     return jnp.concatenate([jnp.repeat(h_prefix, g, axis=0), h_suffix], axis=1)
 
   # -- internals ----------------------------------------------------------------
+
+  def _slot_mask(self, q_slot, k_slot, key_mask) -> jax.Array:
+    """`[B, Q, K]` attention mask over cache slots: causal by slot number, keys where
+    `key_mask [B, K]` holds, and within the sliding window if the model has one."""
+    mask = (k_slot[None, :] <= q_slot[:, None])[None] & key_mask[:, None, :]
+    if self.config.sliding_window is not None:
+      mask = mask & ((q_slot[:, None] - k_slot[None, :]) < self.config.sliding_window)[None]
+    return mask
 
   def _check_ids(self, input_ids):
     input_ids = jnp.asarray(input_ids)
