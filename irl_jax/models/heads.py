@@ -48,9 +48,9 @@ class RewardModel(nnx.Module):
     input_ids = jnp.asarray(input_ids)
     if attention_mask is None:
       attention_mask = jnp.ones(input_ids.shape, bool)
-    h = self.backbone(input_ids, attention_mask=attention_mask, positions=positions,
-                      return_hidden=True)
-    pooled = h[jnp.arange(h.shape[0]), last_token_index(attention_mask)]
+    # The last block runs at the pooled position alone (`Transformer.hidden_at`).
+    pooled = self.backbone.hidden_at(input_ids, last_token_index(attention_mask),
+                                     attention_mask=attention_mask, positions=positions)
     return self.score(pooled)[:, 0].astype(jnp.float32)
 
 

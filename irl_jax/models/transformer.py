@@ -139,15 +139,22 @@ class Attention(nnx.Module):
     self.o = Linear(c.num_heads * hd, d, use_bias=c.out_bias, sharding=("heads", "embed"), **kw)
     self.rope = c.positions == "rope"
 
-  def __call__(self, x, rope, mask, cache=None, cache_index=None):
-    b, t, _ = x.shape
+  def __call__(self, x, rope, mask, cache=None, cache_index=None, queries=None):
+    """Attention of `x [B, T, D]`; with `queries [B, Q]` (positions of `x`), only those
+    positions query (keys and values are all of `x`), `mask` is `[B, Q, S]` and the
+    output `[B, Q, D]`."""
+    b, _, _ = x.shape
     k_heads, g, hd = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
-    q = self.q(x).reshape(b, t, k_heads, g, hd)
-    k = self.k(x).reshape(b, t, k_heads, hd)
-    v = self.v(x).reshape(b, t, k_heads, hd)
+    rows = None if queries is None else jnp.arange(b)[:, None]
+    xq = x if queries is None else x[rows, queries]
+    t = xq.shape[1]
+    q = self.q(xq).reshape(b, t, k_heads, g, hd)
+    k = self.k(x).reshape(b, x.shape[1], k_heads, hd)
+    v = self.v(x).reshape(b, x.shape[1], k_heads, hd)
     if self.rope:
       cos, sin = rope
-      q = q * cos[:, :, None, None] + rotate_half(q) * sin[:, :, None, None]
+      cos_q, sin_q = (cos, sin) if queries is None else (cos[rows, queries], sin[rows, queries])
+      q = q * cos_q[:, :, None, None] + rotate_half(q) * sin_q[:, :, None, None]
       k = k * cos[:, :, None] + rotate_half(k) * sin[:, :, None]
     new_cache = None
     if cache is not None:
@@ -185,12 +192,25 @@ class Block(nnx.Module):
     x = x + h
     return x + self.mlp(self.mlp_norm(x)), new_cache
 
+  def read(self, x, rope, mask, queries):
+    """The block's output `[B, Q, D]` at positions `queries [B, Q]` alone: every position
+    of `x` gives keys and values, only these query and go through the MLP. `mask` is
+    `[B, Q, T]`."""
+    h, _ = self.attn(self.attn_norm(x), rope, mask, queries=queries)
+    x = x[jnp.arange(x.shape[0])[:, None], queries] + h
+    return x + self.mlp(self.mlp_norm(x))
+
 
 def _block_call(block, x, rope, mask, cache, cache_index):
   return block(x, rope, mask, cache, cache_index)
 
 
+def _block_read_call(block, x, rope, mask, queries):
+  return block.read(x, rope, mask, queries)
+
+
 _remat_block_call = nnx.remat(_block_call)
+_remat_block_read_call = nnx.remat(_block_read_call)
 
 
 def segment_positions(segment_ids) -> jax.Array:
@@ -280,27 +300,35 @@ class Transformer(nnx.Module):
       return_hidden: return the final (normed) hidden states instead of logits.
     """
     input_ids = self._check_ids(input_ids)
-    b, t = input_ids.shape
-    key_valid = jnp.ones((b, t), bool) if attention_mask is None else jnp.asarray(
-        attention_mask).astype(bool)
-    if key_valid.shape != (b, t):
-      raise ValueError(f"attention_mask has shape {key_valid.shape}, expected {(b, t)}.")
-    idx = jnp.arange(t)
-    mask = (idx[None, :, None] >= idx[None, None, :]) & key_valid[:, None, :]
-    if segment_ids is not None:
-      segment_ids = jnp.asarray(segment_ids)
-      if segment_ids.shape != (b, t):
-        raise ValueError(f"segment_ids has shape {segment_ids.shape}, expected {(b, t)}.")
-      key_valid = key_valid & (segment_ids != 0)
-      mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :]) & key_valid[:, None, :]
-      if positions is None:
-        positions = segment_positions(segment_ids)
-    if positions is None:
-      positions = padded_positions(key_valid)
-    if self.config.sliding_window is not None:
-      mask = mask & ((idx[:, None] - idx[None, :]) < self.config.sliding_window)[None]
-    h, _ = self._run(input_ids, jnp.asarray(positions), mask, None, None)
+    positions, mask = self._positions_and_mask(input_ids, attention_mask, positions, segment_ids)
+    h, _ = self._run(input_ids, positions, mask, None, None)
     return h if return_hidden else self.logits(h)
+
+  def hidden_at(self, input_ids, index, *, attention_mask=None, positions=None,
+                segment_ids=None) -> jax.Array:
+    """Final (normed) hidden states at positions `index` alone: `[B, D]` for `index [B]`,
+    `[B, Q, D]` for `index [B, Q]`.
+
+    Equal, up to float32 summation order, to `self(..., return_hidden=True)` gathered at
+    `index`, for cheaper: the last block runs its queries, attention output and MLP on
+    these positions only (every position still gives it keys and values), so a reward
+    model's pass skips about `1/num_layers` of the backbone's work, forward and backward.
+    Takes `attention_mask`, `positions` and `segment_ids` as `__call__` does.
+    """
+    input_ids = self._check_ids(input_ids)
+    index = jnp.asarray(index)
+    b, t = input_ids.shape
+    if not jnp.issubdtype(index.dtype, jnp.integer) or index.ndim not in (1, 2) or (
+        index.shape[0] != b):
+      raise ValueError(f"hidden_at: index must be integer [B] or [B, Q] with B={b}, got "
+                       f"shape {index.shape} dtype {index.dtype}.")
+    if not isinstance(index, jax.core.Tracer) and index.size and (
+        int(np.min(np.asarray(index))) < 0 or int(np.max(np.asarray(index))) >= t):
+      raise ValueError(f"hidden_at: index holds a position outside [0, {t}).")
+    queries = index[:, None] if index.ndim == 1 else index
+    positions, mask = self._positions_and_mask(input_ids, attention_mask, positions, segment_ids)
+    h, _ = self._run(input_ids, positions, mask, None, None, read=queries)
+    return h[:, 0] if index.ndim == 1 else h
 
   def init_cache(self, batch: int, length: int, dtype=None) -> Cache:
     """An empty KV cache of `length` slots per row."""
@@ -383,6 +411,29 @@ class Transformer(nnx.Module):
 
   # -- internals ----------------------------------------------------------------
 
+  def _positions_and_mask(self, input_ids, attention_mask, positions, segment_ids):
+    """`__call__`'s position ids `[B, T]` and attention mask `[B, T, T]`."""
+    b, t = input_ids.shape
+    key_valid = jnp.ones((b, t), bool) if attention_mask is None else jnp.asarray(
+        attention_mask).astype(bool)
+    if key_valid.shape != (b, t):
+      raise ValueError(f"attention_mask has shape {key_valid.shape}, expected {(b, t)}.")
+    idx = jnp.arange(t)
+    mask = (idx[None, :, None] >= idx[None, None, :]) & key_valid[:, None, :]
+    if segment_ids is not None:
+      segment_ids = jnp.asarray(segment_ids)
+      if segment_ids.shape != (b, t):
+        raise ValueError(f"segment_ids has shape {segment_ids.shape}, expected {(b, t)}.")
+      key_valid = key_valid & (segment_ids != 0)
+      mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :]) & key_valid[:, None, :]
+      if positions is None:
+        positions = segment_positions(segment_ids)
+    if positions is None:
+      positions = padded_positions(key_valid)
+    if self.config.sliding_window is not None:
+      mask = mask & ((idx[:, None] - idx[None, :]) < self.config.sliding_window)[None]
+    return jnp.asarray(positions), mask
+
   def _slot_mask(self, q_slot, k_slot, key_mask) -> jax.Array:
     """`[B, Q, K]` attention mask over cache slots: causal by slot number, keys where
     `key_mask [B, K]` holds, and within the sliding window if the model has one."""
@@ -414,7 +465,10 @@ class Transformer(nnx.Module):
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb).astype(self.dtype), jnp.sin(emb).astype(self.dtype)
 
-  def _run(self, input_ids, positions, mask, cache, cache_index, *, allow_remat=False):
+  def _run(self, input_ids, positions, mask, cache, cache_index, *, allow_remat=False,
+           read=None):
+    """The blocks and final norm; with `read [B, Q]` (no cache), the last block runs at
+    those positions only and the result is `[B, Q, D]`."""
     c = self.config
     # Bad ids are an error where they can be seen (`_check_ids` on concrete
     # ids). Under `jit` they cannot raise: every id outside [0, V), negative
@@ -435,8 +489,14 @@ class Transformer(nnx.Module):
     # gradients (`grouped_prefix_hidden`) allows it.
     call = (_remat_block_call if self.remat and (cache is None or allow_remat)
             else _block_call)
-    for i, layer in enumerate(self.layers):
+    layers = list(self.layers)
+    if read is not None:
+      layers, last = layers[:-1], layers[-1]
+    for i, layer in enumerate(layers):
       h, layer_cache = call(layer, h, rope, mask, None if cache is None else cache[i], cache_index)
       if cache is not None:
         new_cache.append(layer_cache)
+    if read is not None:
+      read_call = _remat_block_read_call if self.remat else _block_read_call
+      h = read_call(last, h, rope, mask[jnp.arange(h.shape[0])[:, None], read], read)
     return self.final_norm(h), new_cache
