@@ -129,10 +129,14 @@ def window_stats(hidden, unembedding, logits, input_ids, segment_ids, *,
     stats = losses.chunked_soft_q_stats(hidden, unembedding(), targets,
                                         chunk_size=chunk_size, where=real)
   else:
-    scaled = logits(hidden)
+    # Padding rows are zeroed before the unembedding, where they are `D` wide, not `V`:
+    # their logits are then `logits(0)` (finite), the same statistics and gradients come
+    # out at real rows, and no pass over the `[B, T, V]` logits selects rows.
+    scaled = logits(jnp.where(real[..., None], hidden, 0))
     if tau != 1:
       scaled = scaled / tau
-    stats = losses.soft_q_stats(scaled, targets, where=real)
+    q, v = losses.soft_q_stats(scaled, jnp.where(real, targets, 0))
+    stats = losses.TokenStats(q=jnp.where(real, q, 0), v=jnp.where(real, v, 0))
   if start:
     stats = jax.tree.map(lambda x: jnp.pad(x, ((0, 0), (start, 0))), stats)
   return stats
