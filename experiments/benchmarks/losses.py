@@ -53,6 +53,7 @@ from absl import app, flags
 from experiments.benchmarks.common import JSON as _JSON
 from experiments.benchmarks.common import QUICK as _QUICK
 from experiments.benchmarks.common import REPEATS as _REPEATS
+from experiments.benchmarks.common import run_main
 from irl_jax import losses
 
 _CHUNK_SIZE = flags.DEFINE_integer(
@@ -380,4 +381,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_main(main)

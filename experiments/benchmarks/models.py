@@ -25,9 +25,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 
-from experiments.benchmarks.common import JSON, QUICK, REPEATS
+from experiments.benchmarks.common import JSON, QUICK, REPEATS, run_main
+from experiments.host_memory import huge_pages_active
 from experiments.study import cpu_model
 from irl_jax import models
 
@@ -129,6 +129,7 @@ def main(argv):
     for row in bench_family(name, QUICK.value, REPEATS.value or 5):
       row["device"] = jax.devices()[0].platform
       row["cpu"] = cpu
+      row["host_huge_pages"] = huge_pages_active()
       rows.append(row)
       if JSON.value:
         print(json.dumps(row), flush=True)
@@ -141,4 +142,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_main(main)

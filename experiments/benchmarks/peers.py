@@ -106,8 +106,9 @@ from absl import app, flags
 from flax import nnx
 
 from experiments.benchmarks import models as models_bench
-from experiments.benchmarks.common import JSON, QUICK, REPEATS
+from experiments.benchmarks.common import JSON, QUICK, REPEATS, run_main
 from experiments.benchmarks.train import FULL, SMALL, measured_matmul_flops, model_flops_per_token
+from experiments.host_memory import huge_pages_active
 from experiments.study import cpu_model
 from irl_jax import models
 from irl_jax.losses import grpo_advantages
@@ -375,7 +376,8 @@ def context(cfg: dict, threads: int) -> dict:
   return {"cpu": cpu_model(), "device": jax.devices()[0].platform,
           "xla_cpu_devices": len(jax.devices()), "torch_threads": torch_threads(threads),
           "cpu_count": os.cpu_count(), "D": cfg["hidden"], "layers": cfg["layers"],
-          "V": cfg["vocab"], "tokens": cfg["batch"] * cfg["seq"]}
+          "V": cfg["vocab"], "tokens": cfg["batch"] * cfg["seq"],
+          "host_huge_pages": huge_pages_active()}
 
 
 def bench_torch(cfg, model_dir, data, jax_side, repeats, threads) -> list[dict]:
@@ -1077,4 +1079,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_main(main)

@@ -123,10 +123,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 
 from experiments.benchmarks import peers_imitation_adversarial as adv
-from experiments.benchmarks.common import JSON, QUICK, REPEATS
+from experiments.benchmarks.common import JSON, QUICK, REPEATS, run_main
 from experiments.study import cpu_model
 from irl_jax.tabular import dp, irl, learners
 from irl_jax.tabular.mdp import TabularMDP, make_mdp
@@ -724,4 +724,4 @@ def run_adversarial(python: str | None, *, quick: bool, fv) -> list[dict]:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_main(main)

@@ -81,6 +81,7 @@ import jax
 import numpy as np
 import scipy.stats
 
+from experiments.host_memory import huge_pages_active
 from experiments.study import cpu_model
 from irl_jax.control import adversarial, data, envs, experts
 
@@ -386,7 +387,8 @@ def plot(all_curves: dict, path: str) -> None:
 def context() -> dict:
   ctx = {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
          "cpus_available": len(os.sched_getaffinity(0)), "jax": jax.__version__,
-         "device": jax.devices()[0].platform, "loadavg_1m": round(os.getloadavg()[0], 2)}
+         "device": jax.devices()[0].platform, "loadavg_1m": round(os.getloadavg()[0], 2),
+         "host_huge_pages": huge_pages_active()}
   if os.environ.get("XLA_FLAGS"):
     ctx["xla_flags"] = os.environ["XLA_FLAGS"]
   return ctx

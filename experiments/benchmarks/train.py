@@ -26,10 +26,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from flax import nnx
 
-from experiments.benchmarks.common import JSON, QUICK, REPEATS
+from experiments.benchmarks.common import JSON, QUICK, REPEATS, run_main
 from irl_jax.models import ModelConfig, Transformer
 from irl_jax.train import optim, registry
 from irl_jax.train.state import init_train_state, split_model
@@ -143,4 +142,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_main(main)
