@@ -389,9 +389,13 @@ def bench_torch(cfg, model_dir, data, jax_side, repeats, threads) -> list[dict]:
                           GRAD_NORM_RTOL)
   torch_step()
   times = {"torch_mle": [], "mle": [], "iq_learn": []}
-  for r in range(repeats):
-    order = ["torch_mle", "mle", "iq_learn"]
-    for name in order if r % 2 == 0 else order[::-1]:
+  # Each round starts with PyTorch's step, and irl_jax's two steps take turns right after
+  # it, over an even number of rounds: a step that runs right after PyTorch's in the same
+  # process can be slower (the caches and the heap hold PyTorch's data), and this way
+  # each of the two meets that equally often.
+  for r in range(repeats + repeats % 2):
+    order = ["torch_mle", "mle", "iq_learn"] if r % 2 == 0 else ["torch_mle", "iq_learn", "mle"]
+    for name in order:
       times[name].append(timed(torch_step) if name == "torch_mle" else jax_side.run(name))
   med = {k: statistics.median(v) for k, v in times.items()}
   tokens = cfg["batch"] * cfg["seq"]
@@ -1038,7 +1042,8 @@ def run(cfg: dict, repeats: int, skip=(), with_breakdown: bool = False, *,
       for row in models_bench.bench_family(name, cfg is SMALL, repeats):
         # The machine, not the peers model: these rows carry their own model's shape.
         machine = {k: v for k, v in context(cfg, threads).items()
-                   if k in ("cpu", "device", "xla_cpu_devices", "torch_threads", "cpu_count")}
+                   if k in ("cpu", "device", "xla_cpu_devices", "torch_threads", "cpu_count",
+                            "host_huge_pages")}
         rows.append({**row, **machine})
   for r in rows:
     if r["metric"] in TARGETS:
