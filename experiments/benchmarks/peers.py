@@ -107,7 +107,7 @@ from flax import nnx
 
 from experiments.benchmarks import models as models_bench
 from experiments.benchmarks.common import JSON, QUICK, REPEATS, run_main
-from experiments.benchmarks.train import FULL, SMALL, measured_matmul_flops, model_flops_per_token
+from experiments.benchmarks.train import FULL, SMALL, matmul_timer, model_flops_per_token
 from experiments.host_memory import huge_pages_active
 from experiments.study import cpu_model
 from irl_jax import models
@@ -389,17 +389,20 @@ def bench_torch(cfg, model_dir, data, jax_side, repeats, threads) -> list[dict]:
                           GRAD_NORM_RTOL)
   torch_step()
   times = {"torch_mle": [], "mle": [], "iq_learn": []}
+  matmul_times, matmul_timed = [], matmul_timer(cfg["matmul"])
   # Each round starts with PyTorch's step, and irl_jax's two steps take turns right after
   # it, over an even number of rounds: a step that runs right after PyTorch's in the same
   # process can be slower (the caches and the heap hold PyTorch's data), and this way
-  # each of the two meets that equally often.
+  # each of the two meets that equally often. The matmul that MFU is measured against is
+  # timed in every round too (three products), so it sees the machine the steps see.
   for r in range(repeats + repeats % 2):
     order = ["torch_mle", "mle", "iq_learn"] if r % 2 == 0 else ["torch_mle", "iq_learn", "mle"]
     for name in order:
       times[name].append(timed(torch_step) if name == "torch_mle" else jax_side.run(name))
+    matmul_times += [matmul_timed() for _ in range(3)]
   med = {k: statistics.median(v) for k, v in times.items()}
   tokens = cfg["batch"] * cfg["seq"]
-  matmul = measured_matmul_flops(cfg["matmul"], max(repeats, 5))
+  matmul = 2 * cfg["matmul"] ** 3 / statistics.median(matmul_times)
   flops = model_flops_per_token(cfg) * tokens
   ctx = context(cfg, threads)
   rows = [{"metric": f"step_time_{k}", "value": v, "unit": "s", **ctx} for k, v in med.items()]

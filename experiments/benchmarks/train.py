@@ -51,17 +51,25 @@ def model_flops_per_token(cfg: dict) -> float:
   return 6 * matmul_params + attention
 
 
-def measured_matmul_flops(n: int, repeats: int) -> float:
+def matmul_timer(n: int):
+  """A compiled float32 `[n, n]·[n, n]` `jnp.dot`, warmed up; calling it returns the
+  seconds of one product."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   dot = jax.jit(jnp.dot)
   dot(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
+
+  def timed() -> float:
     start = time.perf_counter()
     dot(a, b).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2 * n**3 / statistics.median(times)
+    return time.perf_counter() - start
+
+  return timed
+
+
+def measured_matmul_flops(n: int, repeats: int) -> float:
+  timed = matmul_timer(n)
+  return 2 * n**3 / statistics.median([timed() for _ in range(repeats)])
 
 
 def make_batches(cfg: dict, seed: int = 0):
