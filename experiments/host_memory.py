@@ -26,7 +26,9 @@ glibc reads its tunables when a process starts, so `reexec_with_huge_pages()`
 re-executes the current command with them added, once. Entry points call it before
 their work; it does nothing where it cannot apply (not Linux, no glibc 2.35+,
 transparent huge pages `never`), where `GLIBC_TUNABLES` already sets any of these
-four, or when `IRL_JAX_HUGE_PAGES=0`. Child processes (the peers' virtual
+four, or when `IRL_JAX_HUGE_PAGES=0`. `experiments.train` asks for it only where JAX
+can run on nothing but the CPU (`cpu_only=True`); the benchmarks, which compare CPU
+steps, always. Child processes (the peers' virtual
 environments) inherit the setting, so both sides of a benchmark run with the same
 allocator.
 """
@@ -34,6 +36,7 @@ allocator.
 from __future__ import annotations
 
 import os
+import pkgutil
 import sys
 
 TUNABLES = ("glibc.malloc.arena_max=1", "glibc.malloc.mmap_max=0",
@@ -77,14 +80,43 @@ def huge_pages_active(env=None) -> bool:
   return all(t in have for t in TUNABLES) and thp_mode() in ("always", "madvise")
 
 
-def reexec_with_huge_pages(*, env=None, execve=os.execve, orig_argv=None) -> bool:
+_ACCELERATOR_PLUGINS = ("jax_cuda", "jax_rocm", "libtpu")
+
+
+def may_use_accelerator(env=None, modules=None) -> bool:
+  """Whether JAX in this environment may run on an accelerator: `JAX_PLATFORMS` names
+  another platform than `cpu`, or, with it unset, a CUDA, ROCm or TPU plugin is
+  installed. Reads no more than module names (imports nothing)."""
+  env = os.environ if env is None else env
+  platforms = [p.strip() for p in env.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+  if platforms:
+    return any(p != "cpu" for p in platforms)
+  if modules is None:
+    modules = [m.name for m in pkgutil.iter_modules()]
+    try:
+      import jax_plugins  # namespace package of the PJRT plugins, if any
+
+      modules += [m.name for m in pkgutil.iter_modules(jax_plugins.__path__)]
+    except ImportError:
+      pass
+  return any(name.startswith(prefix) for name in modules
+             for prefix in (*_ACCELERATOR_PLUGINS, "xla_cuda", "xla_rocm"))
+
+
+def reexec_with_huge_pages(*, cpu_only: bool = False, env=None, execve=os.execve,
+                           orig_argv=None) -> bool:
   """Re-execute this command with `TUNABLES` added to `GLIBC_TUNABLES`.
 
-  Returns False (and does nothing) where it does not apply, see the module doc; the
-  real `execve` never returns otherwise. `env`, `execve` and `orig_argv` are for tests.
+  Returns False (and does nothing) where it does not apply, see the module doc, and
+  with `cpu_only` where JAX may run on an accelerator (`may_use_accelerator`: there the
+  host heap matters less and keeping its peak is a cost for nothing); also when the
+  re-execution itself fails. The real `execve` never returns otherwise. `env`,
+  `execve` and `orig_argv` are for tests.
   """
   env = dict(os.environ if env is None else env)
   if env.get(OPT_OUT, "1") == "0" or not sys.platform.startswith("linux"):
+    return False
+  if cpu_only and may_use_accelerator(env):
     return False
   tunables = env.get("GLIBC_TUNABLES", "")
   if any(f"{name}=" in tunables for name in _NAMES):
@@ -93,10 +125,15 @@ def reexec_with_huge_pages(*, env=None, execve=os.execve, orig_argv=None) -> boo
   if version is None or version < (2, 35) or thp_mode() not in ("always", "madvise"):
     return False
   argv = list(sys.orig_argv if orig_argv is None else orig_argv)
-  if not argv:
+  # A script read from standard input cannot be run again.
+  if not argv or not sys.executable or argv[1:2] == ["-"] or (
+      len(argv) == 1 and not sys.stdin.isatty()):
     return False
   env["GLIBC_TUNABLES"] = ":".join([tunables, *TUNABLES] if tunables else TUNABLES)
   sys.stdout.flush()
   sys.stderr.flush()
-  execve(sys.executable, [sys.executable, *argv[1:]], env)
+  try:
+    execve(sys.executable, [sys.executable, *argv[1:]], env)
+  except OSError:
+    return False  # run on, with the default heap
   return True

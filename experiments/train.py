@@ -23,10 +23,16 @@ the data task's `make_reward_fn` (weight `config.reward.program_weight`):
     python -m experiments.train --config=experiments/configs/smoke.py --workdir=/tmp/grpo \
         --config.objective.name=grpo --config.reward.model_path=/path/to/reward_model/export
 
-On Linux the command re-executes itself once with a retained, huge-page-backed heap
-(`experiments.host_memory`: glibc tunables; `IRL_JAX_HUGE_PAGES=0` opts out), which
-spares XLA:CPU's steps the page faults of freshly mapped temporaries.
+On a Linux host where JAX can only use the CPU, the command re-executes itself once
+with a retained, huge-page-backed heap (`experiments.host_memory`: glibc tunables;
+`IRL_JAX_HUGE_PAGES=0` opts out), which spares XLA:CPU's steps the page faults of
+freshly mapped temporaries; the process then keeps its peak host memory until it ends.
 """
+
+if __name__ == "__main__":  # first, before the heavy imports: the re-exec starts afresh
+  from experiments.host_memory import reexec_with_huge_pages
+
+  reexec_with_huge_pages(cpu_only=True)
 
 import json
 
@@ -34,7 +40,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import tasks
-from experiments.host_memory import reexec_with_huge_pages
 from irl_jax.train import loop, rewards
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.")
@@ -57,5 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  reexec_with_huge_pages()
   app.run(main)

@@ -490,6 +490,8 @@ class Transformer(nnx.Module):
     call = (_remat_block_call if self.remat and (cache is None or allow_remat)
             else _block_call)
     layers = list(self.layers)
+    if read is not None and not layers:  # no block: the read positions' embeddings
+      h, read = h[jnp.arange(h.shape[0])[:, None], read], None
     if read is not None:
       layers, last = layers[:-1], layers[-1]
     for i, layer in enumerate(layers):

@@ -62,7 +62,7 @@ def test_reexec_adds_the_tunable_and_keeps_the_command(applies, tunables, want):
 
 @pytest.mark.parametrize("why", ["opted_out", "already_set", "user_chose_off",
                                  "user_chose_arenas", "thp_never", "old_glibc", "no_glibc",
-                                 "not_linux"])
+                                 "not_linux", "accelerator", "stdin_script"])
 def test_reexec_does_nothing_where_it_does_not_apply(applies, monkeypatch, why):
   env = {"PATH": "/bin"}
   if why == "opted_out":
@@ -79,11 +79,46 @@ def test_reexec_does_nothing_where_it_does_not_apply(applies, monkeypatch, why):
     monkeypatch.setattr(host_memory, "glibc_version", lambda: (2, 34))
   elif why == "no_glibc":
     monkeypatch.setattr(host_memory, "glibc_version", lambda: None)
-  else:
+  elif why == "accelerator":
+    env["JAX_PLATFORMS"] = "cuda"
+  elif why == "not_linux":
     monkeypatch.setattr(sys, "platform", "darwin")
+  argv = ["python3", "-"] if why == "stdin_script" else ARGV
   execve = _Exec()
-  assert not host_memory.reexec_with_huge_pages(env=env, execve=execve, orig_argv=ARGV)
+  assert not host_memory.reexec_with_huge_pages(cpu_only=True, env=env, execve=execve,
+                                                orig_argv=argv)
   assert execve.calls == []
+
+
+def test_cpu_only_reexecs_where_jax_has_only_the_cpu_and_the_benchmarks_always(applies):
+  env = {"PATH": "/bin", "JAX_PLATFORMS": "cpu"}
+  execve = _Exec()
+  assert host_memory.reexec_with_huge_pages(cpu_only=True, env=env, execve=execve,
+                                            orig_argv=ARGV)
+  env["JAX_PLATFORMS"] = "cuda,cpu"
+  assert not host_memory.reexec_with_huge_pages(cpu_only=True, env=env, execve=execve,
+                                                orig_argv=ARGV)
+  assert host_memory.reexec_with_huge_pages(env=env, execve=execve, orig_argv=ARGV)
+  assert len(execve.calls) == 2
+
+
+@pytest.mark.parametrize("env,modules,want", [
+    ({"JAX_PLATFORMS": "cpu"}, ["jax_cuda12_plugin"], False),
+    ({"JAX_PLATFORMS": "tpu"}, [], True),
+    ({}, ["numpy", "jax"], False),
+    ({}, ["numpy", "jax_cuda12_plugin"], True),
+    ({}, ["libtpu"], True),
+    ({}, ["xla_cuda12"], True)])
+def test_may_use_accelerator(env, modules, want):
+  assert host_memory.may_use_accelerator(env, modules) is want
+
+
+def test_a_failed_reexec_runs_on(applies):
+  def failing(path, argv, env):
+    raise OSError("exec format error")
+
+  assert not host_memory.reexec_with_huge_pages(env={"PATH": "/bin"}, execve=failing,
+                                                orig_argv=ARGV)
 
 
 CHILD = """
@@ -105,9 +140,10 @@ print(json.dumps({"active": huge_pages_active(), "faults": faults,
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or host_memory.thp_mode() not in (
-    "always", "madvise") or (host_memory.glibc_version() or (0, 0)) < (2, 35),
-    reason="needs Linux, glibc 2.35+ and transparent huge pages")
+# Under transparent huge pages `always` the plain child's temporaries get huge pages too.
+@pytest.mark.skipif(not sys.platform.startswith("linux") or host_memory.thp_mode() != "madvise"
+                    or (host_memory.glibc_version() or (0, 0)) < (2, 35),
+                    reason="needs Linux, glibc 2.35+ and transparent huge pages on madvise")
 def test_the_reexecuted_child_runs_the_same_program_with_far_fewer_page_faults():
   env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "IRL_JAX_HUGE_PAGES")}
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")

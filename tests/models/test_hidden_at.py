@@ -29,6 +29,10 @@ def _rows(layout, seed=0):
   if layout == "right":
     mask = np.arange(T)[None] < np.array([[T], [6], [3], [1]])
     return np.where(mask, ids, 0), {"attention_mask": mask}
+  if layout == "right_positions":  # explicit positions, as the reward-model objective gives
+    mask = np.arange(T)[None] < np.array([[T], [6], [3], [1]])
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0) + np.array([[0], [2], [5], [1]])
+    return np.where(mask, ids, 0), {"attention_mask": mask, "positions": positions}
   if layout == "left":
     mask = np.arange(T)[None] >= np.array([[0], [2], [5], [8]])
     return np.where(mask, ids, 0), {"attention_mask": mask}
@@ -39,7 +43,7 @@ def _rows(layout, seed=0):
 
 
 def _index(kwargs, queries):
-  real = kwargs.get("attention_mask", kwargs.get("segment_ids", None))
+  real = kwargs["attention_mask"] if "attention_mask" in kwargs else kwargs["segment_ids"]
   last = np.asarray(last_token_index(np.asarray(real) > 0))
   if queries == "last":
     return last
@@ -54,6 +58,7 @@ def _index(kwargs, queries):
     ({}, 3, False, "right", "many"),
     (GPT2_LIKE, None, False, "left", "last"),
     (GEMMA_LIKE, None, True, "right", "many"),
+    ({}, None, False, "right_positions", "last"),
 ])
 def test_hidden_at_is_the_forward_pass_gathered(arch, window, remat, layout, queries):
   config = dataclasses.replace(CONFIG, sliding_window=window, **arch)
@@ -101,6 +106,14 @@ def test_hidden_at_in_bfloat16_stays_close_to_float32():
   err = float(jnp.max(jnp.abs(got.astype(jnp.float32) - want)))
   err_full = float(jnp.max(jnp.abs(full_bf16.astype(jnp.float32) - want)))
   assert err <= 2 * err_full + 1e-2
+
+
+def test_hidden_at_without_blocks_reads_the_normed_embeddings():
+  model = models.Transformer(dataclasses.replace(CONFIG, num_layers=0), rngs=nnx.Rngs(0))
+  ids, kwargs = _rows("right")
+  index = jnp.asarray(_index(kwargs, "many"))
+  want = model(jnp.asarray(ids), return_hidden=True, **kwargs)[jnp.arange(B)[:, None], index]
+  np.testing.assert_array_equal(model.hidden_at(jnp.asarray(ids), index, **kwargs), want)
 
 
 def test_hidden_at_does_less_work_than_the_full_pass():

@@ -43,7 +43,8 @@ def test_window_stats_padding_rows_are_zero_and_carry_no_gradient(chunk_size, ta
   q_ref, v_ref, keep = _reference(ids, seg, hidden, w, tau, last)
   # Non-finite hidden states on every padding row: they must not leak.
   poisoned = np.where((seg > 0)[..., None], hidden, np.nan).astype(np.float32)
-  poisoned[0, -1, 0] = np.inf if seg[0, -1] == 0 else poisoned[0, -1, 0]
+  assert seg[1, -1] == 0
+  poisoned[1, -1, 0] = np.inf  # and an infinity on a padding slot
   wj = jnp.asarray(w)
 
   def stats(h, w_):
