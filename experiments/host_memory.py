@@ -28,9 +28,8 @@ their work; it does nothing where it cannot apply (not Linux, no glibc 2.35+,
 transparent huge pages `never`), where `GLIBC_TUNABLES` already sets any of these
 four, or when `IRL_JAX_HUGE_PAGES=0`. `experiments.train` asks for it only where JAX
 can run on nothing but the CPU (`cpu_only=True`); the benchmarks, which compare CPU
-steps, always. Child processes (the peers' virtual
-environments) inherit the setting, so both sides of a benchmark run with the same
-allocator.
+steps, always. Child processes (the peers' virtual environments) inherit the
+setting, so both sides of a benchmark run with the same allocator.
 """
 
 from __future__ import annotations
@@ -125,9 +124,8 @@ def reexec_with_huge_pages(*, cpu_only: bool = False, env=None, execve=os.execve
   if version is None or version < (2, 35) or thp_mode() not in ("always", "madvise"):
     return False
   argv = list(sys.orig_argv if orig_argv is None else orig_argv)
-  # A script read from standard input cannot be run again.
-  if not argv or not sys.executable or argv[1:2] == ["-"] or (
-      len(argv) == 1 and not sys.stdin.isatty()):
+  # A bare interpreter, or a script read from standard input, cannot be run again.
+  if len(argv) < 2 or argv[1] == "-" or not sys.executable:
     return False
   env["GLIBC_TUNABLES"] = ":".join([tunables, *TUNABLES] if tunables else TUNABLES)
   sys.stdout.flush()

@@ -312,7 +312,8 @@ class Transformer(nnx.Module):
     Equal, up to float32 summation order, to `self(..., return_hidden=True)` gathered at
     `index`, for cheaper: the last block runs its queries, attention output and MLP on
     these positions only (every position still gives it keys and values), so a reward
-    model's pass skips about `1/num_layers` of the backbone's work, forward and backward.
+    model's pass skips a little under `1/num_layers` of the backbone's work, forward and
+    backward.
     Takes `attention_mask`, `positions` and `segment_ids` as `__call__` does.
     """
     input_ids = self._check_ids(input_ids)
