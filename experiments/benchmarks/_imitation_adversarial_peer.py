@@ -109,7 +109,9 @@ def run_seed(s: dict, seed: int, trajs) -> dict:
       clip_range=p["clip_eps"], ent_coef=p["ent_coef"], vf_coef=p["vf_coef"],
       max_grad_norm=p["max_grad_norm"], normalize_advantage=p["normalize_advantages"],
       policy_kwargs=dict(net_arch=dict(pi=list(p["hidden"]), vf=list(p["hidden"])),
-                         activation_fn=act, optimizer_kwargs=dict(eps=p["adam_eps"])),
+                         activation_fn=act, optimizer_kwargs=dict(eps=p["adam_eps"]),
+                         **({} if p.get("init_log_std") is None
+                            else {"log_std_init": float(p["init_log_std"])})),
       seed=seed, device="cpu", verbose=0)
   d = s["disc"]
   hidden = tuple(d["hidden"])

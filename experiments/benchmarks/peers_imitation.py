@@ -167,7 +167,7 @@ if "suite" not in flags.FLAGS:
 _define(flags.DEFINE_list, "adv_envs", ["CartPole-v1", "Pendulum-v1"],
         "Environments of the GAIL/AIRL comparison (gymnasium ids).")
 _define(flags.DEFINE_list, "adv_methods", ["gail", "airl"], "Methods of the GAIL/AIRL comparison.")
-_define(flags.DEFINE_integer, "adv_seeds", None, "Seeds per side (default 3, quick 1).")
+_define(flags.DEFINE_integer, "adv_seeds", None, "Seeds per side (default 5, quick 1).")
 _define(flags.DEFINE_integer, "adv_demos", None, "Expert episodes given to both (default 10, "
         "quick 2).")
 _define(flags.DEFINE_bool, "adv_absorbing", False,

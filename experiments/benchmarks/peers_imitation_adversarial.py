@@ -17,7 +17,9 @@ this module holds its logic). For each environment (CartPole-v1, Pendulum-v1):
 - The same generator and discriminator settings where both libraries have them:
   PPO with the expert's settings (`experts.EXPERT_CONFIGS`: environments, rollout
   length, epochs, minibatches, learning rate and its linear annealing, γ, GAE λ,
-  clip, entropy and value coefficients, gradient clip, 64×64 tanh networks) and a
+  clip, entropy and value coefficients, gradient clip, 64×64 tanh networks; for
+  continuous actions, an initial log-std of 0, stable-baselines3's `log_std_init`
+  default, where irl_jax's expert starts at its range's midpoint) and a
   discriminator with 64×64 hidden layers, Adam 3e-4, 4 steps per round of 256
   expert and 256 policy rows (`--quick`: 64), trained on the latest rollout only (imitation's
   default replay capacity is one round). A round is one PPO rollout and update.
@@ -95,8 +97,11 @@ METHODS = ("gail", "airl")
 ENVS = {"CartPole-v1": "gymnax/CartPole-v1", "Pendulum-v1": "gymnax/Pendulum-v1"}
 DISC = dict(hidden=(64, 64), lr=3e-4, updates=4, batch_size=256)
 # absorbing=False: episode ends treated as imitation treats them (module doc).
+# The generator's initial log-std: stable-baselines3's `log_std_init` default (the peer
+# passes it explicitly). irl_jax's own default starts at the log-std range's midpoint.
+GENERATOR_INIT_LOG_STD = 0.0
 FULL = dict(budgets={"CartPole-v1": 200_000, "Pendulum-v1": 500_000}, expert_scale=1.0,
-            seeds=3, demos=10, eval_episodes=16, disc=DISC, absorbing=False)
+            seeds=5, demos=10, eval_episodes=16, disc=DISC, absorbing=False)
 QUICK = dict(budgets={"CartPole-v1": 16_384, "Pendulum-v1": 32_768}, expert_scale=0.25,
              seeds=1, demos=2, eval_episodes=4, disc={**DISC, "batch_size": 64},
              absorbing=False)
@@ -129,7 +134,8 @@ def make_case(name: str, *, budget: int, num_demos: int, expert_scale: float, wo
   expert = experts.train_expert(env, k_expert, expert_config, eval_episodes=32)
   episodes = experts.demonstrations(env, expert, k_demos, num_demos)
   path = str(data.save(episodes, os.path.join(workdir, f"{name}_demos.npz")))
-  generator = dataclasses.replace(config, total_timesteps=budget)
+  generator = dataclasses.replace(config, total_timesteps=budget,
+                                  init_log_std=GENERATOR_INIT_LOG_STD)
   if generator.num_iterations < 1:
     raise ValueError(f"--adv budget for {name}: {budget} steps is less than one PPO round "
                      f"({generator.batch_size} steps)")
@@ -188,7 +194,7 @@ def peer_settings(case: Case, method: str, seeds, *, eval_episodes: int, disc: d
   ppo_settings = {k: getattr(p, k) for k in (
       "num_envs", "num_steps", "update_epochs", "num_minibatches", "gamma", "gae_lambda",
       "clip_eps", "ent_coef", "vf_coef", "max_grad_norm", "normalize_advantages", "lr",
-      "adam_eps", "anneal_lr", "activation")}
+      "adam_eps", "anneal_lr", "activation", "init_log_std")}
   ppo_settings["hidden"] = list(p.hidden)
   return {"env_id": case.name, "method": method, "seeds": [int(s) for s in seeds],
           "total_timesteps": p.num_iterations * p.batch_size, "eval_episodes": eval_episodes,

@@ -57,6 +57,49 @@ def pure(build: Callable[[nnx.Rngs], nnx.Module]) -> PureNet:
   return PureNet(jax.custom_batching.sequential_vmap(init), apply)
 
 
+@jax.custom_jvp
+def dense(x, kernel, bias):
+  """`x @ kernel + bias` for `x[..., in]`, `kernel[in, out]`, `bias[out]`, with a
+  derivative rule that keeps the weight gradient a plain matrix product on the CPU.
+
+  Differentiated as written, the weight gradient `xᵀ·g` contracts the batch axis of
+  both operands, a form that XLA:CPU hands to a generic kernel instead of its fast
+  matrix-multiply library: for a 256-row batch through 64-wide layers that one
+  product took 40 µs against about 5 µs, most of a small network's backward pass. The
+  rule below computes `xᵀ` once in the forward pass behind an optimisation barrier
+  (so that XLA cannot fold the transpose back into the product), which makes the
+  transposed tangent map the ordinary `(xᵀ)·g`. Values and derivatives are those of
+  `x @ kernel + bias`, to all orders and in both modes (`jax.grad`, `jax.jvp`,
+  `jax.hessian`); only the layout of one product differs."""
+  return x @ kernel + bias
+
+
+@dense.defjvp
+def _dense_jvp(primals, tangents):
+  x, kernel, bias = primals
+  dx, dkernel, dbias = tangents
+  y = x @ kernel + bias
+  rows = jnp.reshape(x, (-1, x.shape[-1]))
+  rows_t = jax.lax.optimization_barrier(rows.T)  # [in, M], materialised
+  dy = dx @ kernel + jnp.reshape(rows_t.T @ dkernel, y.shape) + dbias
+  return y, dy
+
+
+class Dense(nnx.Linear):
+  """`nnx.Linear` (the same parameters, `kernel` and `bias`, so checkpoints are
+  interchangeable) whose call is `dense`: the same values and derivatives, with a
+  faster weight gradient on the CPU."""
+
+  def __call__(self, x):
+    x = jnp.asarray(x)
+    if self.bias is None or x.ndim == 0:
+      return super().__call__(x)
+    kernel, bias = self.kernel[...], self.bias[...]
+    if not x.dtype == kernel.dtype == bias.dtype == jnp.float32:
+      return super().__call__(x)  # other dtypes: nnx.Linear's own promotion rules
+    return dense(x, kernel, bias)
+
+
 class MLP(nnx.Module):
   """Dense layers with `activation` between them; orthogonal initialisation (scale √2,
   and `final_scale` on the last layer), zero biases."""
@@ -65,7 +108,7 @@ class MLP(nnx.Module):
                activation: Callable = nnx.tanh, final_scale: float = 1.0):
     sizes = [in_dim, *hidden, out_dim]
     self.layers = nnx.List([
-        nnx.Linear(a, b, rngs=rngs, bias_init=nnx.initializers.zeros,
+        Dense(a, b, rngs=rngs, bias_init=nnx.initializers.zeros,
                    kernel_init=nnx.initializers.orthogonal(
                        final_scale if i == len(sizes) - 2 else np.sqrt(2.0)))
         for i, (a, b) in enumerate(itertools.pairwise(sizes))])
@@ -87,13 +130,32 @@ def squashed_gaussian(mean, std, low, high) -> distrax.Distribution:
   return distrax.Transformed(distrax.MultivariateNormalDiag(mean, std), bijector)
 
 
+def log_std_bias(init_log_std: float, log_std_range: tuple[float, float]) -> float:
+  """The raw log-std output `u` that `Policy` maps to `init_log_std`: the inverse of
+  `log σ = lo + ½(hi − lo)(tanh(u) + 1)`. A `ValueError` names `init_log_std` when it
+  is not strictly inside `log_std_range`."""
+  lo, hi = (float(x) for x in log_std_range)
+  if not lo < init_log_std < hi:
+    raise ValueError(f"init_log_std: {init_log_std!r} must lie strictly inside log_std_range "
+                     f"({lo}, {hi}) (the log-std is squashed into that range).")
+  return float(np.arctanh(2.0 * (init_log_std - lo) / (hi - lo) - 1.0))
+
+
 class Policy(nnx.Module):
   """π(a|s): `Categorical` logits for a discrete `ActionSpec`, a squashed Gaussian
-  (state-dependent log-std clipped to `log_std_range`) for a continuous one."""
+  (state-dependent log-std clipped to `log_std_range`) for a continuous one.
+
+  The log-std head's output `u` is mapped into the range as
+  `log σ = lo + ½(hi − lo)(tanh(u) + 1)`. The last layer starts with small weights
+  (scale 0.01), so the initial log-std is set by that head's bias: at its midpoint
+  `(lo + hi)/2` with `init_log_std=None` (zero bias), otherwise `init_log_std`
+  (`log_std_bias`), e.g. 0.0, a unit standard deviation before the tanh, as
+  stable-baselines3's `log_std_init` and CleanRL's PPO start."""
 
   def __init__(self, obs_dim: int, action: ActionSpec, hidden: Sequence[int] = (64, 64), *,
                rngs: nnx.Rngs, activation: Callable = nnx.tanh,
-               log_std_range: tuple[float, float] = (-5.0, 2.0)):
+               log_std_range: tuple[float, float] = (-5.0, 2.0),
+               init_log_std: float | None = None):
     self.discrete = action.discrete
     if action.discrete:
       self.net = MLP(obs_dim, hidden, int(action.num_actions), rngs=rngs, activation=activation,
@@ -101,6 +163,9 @@ class Policy(nnx.Module):
     else:
       dim = int(np.prod(action.shape))
       self.net = MLP(obs_dim, hidden, 2 * dim, rngs=rngs, activation=activation, final_scale=0.01)
+      if init_log_std is not None:
+        head = self.net.layers[-1]
+        head.bias[...] = head.bias[...].at[dim:].set(log_std_bias(init_log_std, log_std_range))
       # Static (hashable) bounds: part of the graph definition, never trained.
       self.low = tuple(float(x) for x in np.ravel(action.low))
       self.high = tuple(float(x) for x in np.ravel(action.high))

@@ -102,6 +102,38 @@ def sample_action(dist, key, spec: envs.ActionSpec):
   return action, dist.log_prob(action)
 
 
+def permutation(key, n: int) -> jax.Array:
+  """A uniformly random permutation of `range(n)` (int32 `[n]`), for shuffling rows
+  into minibatches; `jax.random.permutation`'s distribution at a fraction of its cost
+  on the CPU.
+
+  XLA:CPU sorts a single unsigned-integer array several times faster than the
+  key-value sort behind `jax.random.permutation` (about 70 µs against 660 µs for
+  2048 rows, 10 times per PPO update, on a 2-core AMD EPYC). So each round sorts one
+  `uint32` array that holds random bits above the `b = ⌈log₂ n⌉` bits of the row's
+  position, and reads the order back from those low bits. After `r` rounds the rows
+  are ordered by the tuple of all rounds' random keys (the last round's first), each
+  `32 − b` bits; two rows tie only when all their keys agree. `r` is the least
+  number of rounds with `r(32 − b) ≥ 2b + 20` bits (2 rounds for 2048 rows), so
+  some pair ties with probability below `n²/2 · 2^−(2b + 20) ≤ 2^−21`: the result
+  is uniform up to that total variation. Beyond `2^24` rows (fewer than 8 random bits
+  a round) it is `jax.random.permutation`."""
+  n = int(n)
+  if n <= 1:
+    return jnp.zeros((n,), jnp.int32)
+  b = (n - 1).bit_length()
+  if b > 24:
+    return jax.random.permutation(key, n).astype(jnp.int32)
+  rounds = -(-(2 * b + 20) // (32 - b))
+  position = jnp.arange(n, dtype=jnp.uint32)
+  perm = None
+  for k in jax.random.split(key, rounds):
+    packed = (jax.random.bits(k, (n,), jnp.uint32) << b) | position
+    order = (jax.lax.sort(packed) & jnp.uint32((1 << b) - 1)).astype(jnp.int32)
+    perm = order if perm is None else perm[order]
+  return perm
+
+
 class EpisodeStats(NamedTuple):
   """Undiscounted environment returns of `N` parallel environments, each `[N]`.
 
@@ -210,8 +242,11 @@ class PPOConfig:
     `update_epochs · num_minibatches · iterations` optimiser steps of `train`.
   reward_scale: multiplies the rewards before GAE (environment or supplied ones).
   hidden, activation: the policy and value MLPs (`ACTIVATIONS` names).
-  log_std_range: the squashed Gaussian's log-std bounds (continuous actions); the
-    initial log-std is their midpoint.
+  log_std_range: the squashed Gaussian's log-std bounds (continuous actions).
+  init_log_std: the policy's initial log-std (before the tanh; continuous actions),
+    strictly inside `log_std_range`; None starts at the range's midpoint (−1.5 for the
+    default range, a standard deviation of 0.22). 0.0 starts at a unit standard
+    deviation, as stable-baselines3's and CleanRL's PPO do.
   """
   num_envs: int = 8
   num_steps: int = 128
@@ -233,6 +268,7 @@ class PPOConfig:
   hidden: tuple[int, ...] = (64, 64)
   activation: str = "tanh"
   log_std_range: tuple[float, float] = (-5.0, 2.0)
+  init_log_std: float | None = None
 
   def __post_init__(self):
     # Sequences given as lists (e.g. from JSON) become tuples: the config stays hashable.
@@ -272,6 +308,8 @@ def _check_config(c: PPOConfig) -> None:
   need(len(c.hidden) >= 1 and all(h >= 1 for h in c.hidden), "hidden",
        "must be a non-empty sequence of positive widths")
   need(c.log_std_range[0] < c.log_std_range[1], "log_std_range", "must be (low, high), low < high")
+  need(c.init_log_std is None or c.log_std_range[0] < c.init_log_std < c.log_std_range[1],
+       "init_log_std", f"must be None or lie strictly inside log_std_range {c.log_std_range}")
   activation_fn(c.activation, "PPOConfig.activation")
 
 
@@ -404,7 +442,7 @@ def make_ppo(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = N
   activation = activation_fn(c.activation, "PPOConfig.activation")
   policy_apply, policy_init = trainable(lambda rngs: networks.Policy(
       obs_dim, spec.action, c.hidden, rngs=rngs, activation=activation,
-      log_std_range=c.log_std_range))
+      log_std_range=c.log_std_range, init_log_std=c.init_log_std))
   value_apply, value_init = trainable(lambda rngs: networks.ValueNet(
       obs_dim, c.hidden, rngs=rngs, activation=activation))
 
@@ -483,7 +521,7 @@ def make_ppo(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = N
       return (optax.apply_updates(params, updates), opt_state), m
 
     def epoch(carry, key):
-      perm = jax.random.permutation(key, c.batch_size)
+      perm = permutation(key, c.batch_size)
       mbs = jax.tree.map(lambda x: jnp.reshape(x[perm], (c.num_minibatches, -1, *x.shape[1:])),
                          data)
       return jax.lax.scan(minibatch, carry, mbs)

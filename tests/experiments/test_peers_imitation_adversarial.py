@@ -123,6 +123,8 @@ def test_irl_jax_half_on_cartpole(cartpole_case):
   s = adv.peer_settings(case, "airl", [0, 1], eval_episodes=2, disc=disc)
   for k, v in s["ppo"].items():
     assert v == (list(getattr(case.ppo, k)) if k == "hidden" else getattr(case.ppo, k)), k
+  # The generator starts at stable-baselines3's log_std_init, which the peer passes on.
+  assert s["ppo"]["init_log_std"] == case.ppo.init_log_std == adv.GENERATOR_INIT_LOG_STD == 0.0
   assert s["total_timesteps"] == n * case.ppo.batch_size and s["disc"]["batch_size"] == 32
   assert data.load(s["demos"]).num_steps == case.episodes.num_steps
   json.dumps(s)
