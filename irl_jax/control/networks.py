@@ -70,34 +70,50 @@ def dense(x, kernel, bias):
   (so that XLA cannot fold the transpose back into the product), which makes the
   transposed tangent map the ordinary `(xᵀ)·g`. Values and derivatives are those of
   `x @ kernel + bias`, to all orders and in both modes (`jax.grad`, `jax.jvp`,
-  `jax.hessian`); only the layout of one product differs."""
+  `jax.hessian`); only the layout of one product differs. Tangents that are known
+  zeros (undifferentiated inputs, such as observations) cost nothing."""
   return x @ kernel + bias
 
 
-@dense.defjvp
 def _dense_jvp(primals, tangents):
   x, kernel, bias = primals
   dx, dkernel, dbias = tangents
   y = x @ kernel + bias
-  rows = jnp.reshape(x, (-1, x.shape[-1]))
-  rows_t = jax.lax.optimization_barrier(rows.T)  # [in, M], materialised
-  dy = dx @ kernel + jnp.reshape(rows_t.T @ dkernel, y.shape) + dbias
+  zero = jax.custom_derivatives.SymbolicZero
+  dy = jnp.zeros_like(y)
+  if not isinstance(dx, zero):
+    dy = dy + dx @ kernel
+  if not isinstance(dkernel, zero):
+    rows = jnp.reshape(x, (-1, x.shape[-1]))
+    rows_t = jax.lax.optimization_barrier(rows.T)  # [in, M], materialised
+    dy = dy + jnp.reshape(rows_t.T @ dkernel, y.shape)
+  if not isinstance(dbias, zero):
+    dy = dy + dbias
   return y, dy
+
+
+dense.defjvp(_dense_jvp, symbolic_zeros=True)
 
 
 class Dense(nnx.Linear):
   """`nnx.Linear` (the same parameters, `kernel` and `bias`, so checkpoints are
-  interchangeable) whose call is `dense`: the same values and derivatives, with a
-  faster weight gradient on the CPU."""
+  interchangeable) whose call on the CPU is `dense`: the same values and derivatives,
+  with a faster weight gradient. Elsewhere, and for anything but float32 inputs and
+  parameters with a bias and `nnx.Linear`'s default dtype, precision and product, it
+  is `nnx.Linear`'s own call."""
 
-  def __call__(self, x):
+  def __call__(self, x, out_sharding=None):
     x = jnp.asarray(x)
-    if self.bias is None or x.ndim == 0:
-      return super().__call__(x)
-    kernel, bias = self.kernel[...], self.bias[...]
-    if not x.dtype == kernel.dtype == bias.dtype == jnp.float32:
-      return super().__call__(x)  # other dtypes: nnx.Linear's own promotion rules
-    return dense(x, kernel, bias)
+    plain = (self.bias is None or x.ndim == 0 or out_sharding is not None
+             or jax.default_backend() != "cpu"
+             or self.dtype not in (None, jnp.float32) or self.precision is not None
+             or self.dot_general is not jax.lax.dot_general
+             or self.preferred_element_type is not None)
+    if not plain:
+      kernel, bias = self.kernel[...], self.bias[...]
+      if x.dtype == kernel.dtype == bias.dtype == jnp.float32:
+        return dense(x, kernel, bias)
+    return super().__call__(x, out_sharding=out_sharding)
 
 
 class MLP(nnx.Module):

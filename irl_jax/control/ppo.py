@@ -119,6 +119,8 @@ def permutation(key, n: int) -> jax.Array:
   is uniform up to that total variation. Beyond `2^24` rows (fewer than 8 random bits
   a round) it is `jax.random.permutation`."""
   n = int(n)
+  if n < 0:
+    raise ValueError(f"permutation: n must be >= 0 (got {n}).")
   if n <= 1:
     return jnp.zeros((n,), jnp.int32)
   b = (n - 1).bit_length()

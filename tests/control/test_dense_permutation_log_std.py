@@ -99,11 +99,19 @@ def test_dense_layer_equals_nnx_linear_for_any_leading_axes(shape):
   g_linear = jax.grad(lambda m: jnp.sum(jnp.sin(m(x))))(linear)
   np.testing.assert_allclose(g_dense.kernel[...], g_linear.kernel[...], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(g_dense.bias[...], g_linear.bias[...], rtol=1e-5, atol=1e-6)
-  # Integer inputs and other dtypes go through nnx.Linear's own promotion.
+  # Integer and bfloat16 inputs, and a bfloat16 layer, go through nnx.Linear's own
+  # promotion rules.
   xi = jnp.arange(5)
   np.testing.assert_allclose(dense(xi), linear(xi), rtol=1e-6)
+  xb = x.astype(jnp.bfloat16)
+  assert dense(xb).dtype == linear(xb).dtype
+  np.testing.assert_array_equal(dense(xb), linear(xb))
+  half = networks.Dense(5, 3, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+  assert half(x).dtype == nnx.Linear(5, 3, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)(x).dtype \
+      == jnp.bfloat16
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's dot forms")
 def test_weight_gradient_is_a_plain_product_in_the_compiled_backward_pass():
   """The point of `dense`: no dot contracts both operands' batch axes (`{0}` and
   `{0}`), the form XLA:CPU runs on its slow generic kernel; the plain product has one."""
@@ -120,6 +128,11 @@ def test_weight_gradient_is_a_plain_product_in_the_compiled_backward_pass():
 
 
 # --- permutation ------------------------------------------------------------------------
+
+
+def test_permutation_of_a_negative_length_raises():
+  with pytest.raises(ValueError, match="n must be >= 0"):
+    ppo.permutation(jax.random.key(0), -1)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 64, 2048, 2049, 70_000])
@@ -166,17 +179,19 @@ def test_init_log_std_sets_the_initial_standard_deviation(init):
                            init_log_std=init)
   obs = jax.random.normal(jax.random.key(0), (64, 3))
   log_std = np.log(np.asarray(policy(obs).distribution.stddev()))
-  # The head's weights start at scale 0.01: the bias sets the log-std up to that.
-  np.testing.assert_allclose(log_std, init, atol=0.05)
+  # The head's weights start at scale 0.01: its bias sets the log-std, up to that.
+  np.testing.assert_allclose(log_std, init, atol=0.15)
   lo, hi = policy.log_std_range
   u = networks.log_std_bias(init, (lo, hi))
   assert lo + 0.5 * (hi - lo) * (np.tanh(u) + 1.0) == pytest.approx(init, abs=1e-12)
+  bias = np.asarray(policy.net.layers[-1].bias[...])
+  np.testing.assert_array_equal(bias, [0.0, np.float32(u)])  # mean half, log-std half
 
 
 def test_init_log_std_none_keeps_the_midpoint_and_the_same_parameters():
   default = networks.Policy(3, PENDULUM.spec.action, (16, 16), rngs=nnx.Rngs(0))
   obs = jax.random.normal(jax.random.key(0), (64, 3))
-  np.testing.assert_allclose(np.log(default(obs).distribution.stddev()), -1.5, atol=0.05)
+  np.testing.assert_allclose(np.log(default(obs).distribution.stddev()), -1.5, atol=0.15)
   shifted = networks.Policy(3, PENDULUM.spec.action, (16, 16), rngs=nnx.Rngs(0),
                             init_log_std=0.0)
   a, b = nnx.state(default, nnx.Param), nnx.state(shifted, nnx.Param)
@@ -205,4 +220,4 @@ def test_ppo_policy_starts_at_init_log_std():
   agent = ppo.make_ppo(config, PENDULUM)
   state = agent.init(jax.random.key(0))
   std = agent.policy_apply(state.params.policy, state.obs).distribution.stddev()
-  np.testing.assert_allclose(np.log(std), 0.0, atol=0.05)
+  np.testing.assert_allclose(np.log(std), 0.0, atol=0.15)
