@@ -27,6 +27,16 @@ evaluated deterministically for `eval_episodes` episodes on a fresh environment.
 CartPole-v1 ends episodes early, so the trainers get
 `allow_variable_horizon=True` (imitation refuses variable horizons otherwise).
 
+With `"absorbing": true` in SETTINGS.json (`--adv_absorbing`) the peer uses
+absorbing states the way imitation's ecosystem provides them, a fixed horizon:
+each environment is wrapped in seals' `AbsorbAfterDoneWrapper` (after a terminal
+step it repeats the last observation with reward 0 and ignores the action) and a
+`TimeLimit` at the environment's episode limit, outside `Monitor`, which still
+records the true episode returns. The demonstrations are padded to that horizon
+the same way (`pad_to_horizon`), every trajectory ends at the horizon (`terminal`
+set, as imitation's own rollouts mark it), and the trainers run with
+`allow_variable_horizon=False`. The absorbing steps count in the step budget.
+
 It prints one line `PEER_RESULT {json}` on stdout (anything else can be ignored).
 """
 
@@ -53,8 +63,22 @@ def _versions():
   return out
 
 
-def load_trajectories(path: str):
-  """irl_jax episodes `.npz` -> list of imitation `TrajectoryWithRew`."""
+def pad_to_horizon(obs, acts, rews, horizon: int):
+  """One episode (`obs` has one more row than `acts`) padded to `horizon` steps as
+  seals' `AbsorbAfterDoneWrapper` records it: the last observation repeated, reward 0;
+  the action, which the wrapper ignores, repeats the episode's last one."""
+  n = len(acts)
+  if n > horizon:
+    raise ValueError(f"an episode of {n} steps is longer than the horizon {horizon}")
+  k = horizon - n
+  return (np.concatenate([obs, np.repeat(obs[-1:], k, axis=0)]),
+          np.concatenate([acts, np.repeat(acts[-1:], k, axis=0)]),
+          np.concatenate([rews, np.zeros(k, rews.dtype)]))
+
+
+def load_trajectories(path: str, horizon: int | None = None):
+  """irl_jax episodes `.npz` -> list of imitation `TrajectoryWithRew`; with `horizon`,
+  each padded to it with absorbing steps (`pad_to_horizon`) and marked terminal."""
   from imitation.data.types import TrajectoryWithRew
 
   with np.load(path, allow_pickle=False) as npz:
@@ -65,10 +89,29 @@ def load_trajectories(path: str):
   for start, end in zip(a["episode_starts"], ends, strict=True):
     obs = np.concatenate([a["obs"][start:end], a["next_obs"][end - 1:end]]).astype(np.float32)
     acts = a["action"][start:end]
-    trajs.append(TrajectoryWithRew(obs=obs, acts=acts, infos=None,
-                                   terminal=bool(a["terminated"][end - 1]),
-                                   rews=a["reward"][start:end].astype(np.float32)))
+    rews = a["reward"][start:end].astype(np.float32)
+    terminal = bool(a["terminated"][end - 1])
+    if horizon is not None:
+      obs, acts, rews = pad_to_horizon(obs, acts, rews, horizon)
+      terminal = True
+    trajs.append(TrajectoryWithRew(obs=obs, acts=acts, infos=None, terminal=terminal,
+                                   rews=rews))
   return trajs
+
+
+def absorbing_wrappers(horizon: int):
+  """`make_vec_env` post-wrappers for `"absorbing"`: absorbing states after the end of
+  an episode, up to a fixed horizon (module doc)."""
+  from gymnasium.wrappers import TimeLimit
+  from seals.util import AbsorbAfterDoneWrapper
+
+  return [lambda env, _: TimeLimit(AbsorbAfterDoneWrapper(env), max_episode_steps=horizon)]
+
+
+def horizon_of(env_id: str) -> int:
+  import gymnasium as gym
+
+  return int(gym.spec(env_id).max_episode_steps)
 
 
 def run_seed(s: dict, seed: int, trajs) -> dict:
@@ -87,8 +130,10 @@ def run_seed(s: dict, seed: int, trajs) -> dict:
   rng = np.random.default_rng(seed)
   torch.manual_seed(seed)
   p = s["ppo"]
+  absorbing = bool(s.get("absorbing", False))
+  pre = absorbing_wrappers(horizon_of(s["env_id"])) if absorbing else []
   venv = make_vec_env(s["env_id"], rng=rng, n_envs=p["num_envs"],
-                      post_wrappers=[lambda env, _: RolloutInfoWrapper(env)])
+                      post_wrappers=[*pre, lambda env, _: RolloutInfoWrapper(env)])
   rollout = p["num_envs"] * p["num_steps"]
   iterations = s["total_timesteps"] // rollout
   lr = p["lr"]
@@ -119,7 +164,7 @@ def run_seed(s: dict, seed: int, trajs) -> dict:
   custom_logger = imit_logger.configure(tmp, format_strs=[])
   common = dict(demonstrations=trajs, demo_batch_size=d["batch_size"],
                 n_disc_updates_per_round=d["updates"], venv=venv, gen_algo=learner,
-                disc_opt_kwargs={"lr": d["lr"]}, allow_variable_horizon=True,
+                disc_opt_kwargs={"lr": d["lr"]}, allow_variable_horizon=not absorbing,
                 log_dir=tmp, custom_logger=custom_logger)
   if s["method"] == "gail":
     net = BasicRewardNet(venv.observation_space, venv.action_space, hid_sizes=hidden,
@@ -160,10 +205,12 @@ def main(path: str) -> dict:
 
   with open(path) as f:
     s = json.load(f)
-  trajs = load_trajectories(s["demos"])
+  trajs = load_trajectories(s["demos"], horizon_of(s["env_id"]) if s.get("absorbing")
+                            else None)
   runs = [run_seed(s, int(seed), trajs) for seed in s["seeds"]]
   return {"versions": _versions(), "torch_threads": torch.get_num_threads(),
-          "num_trajectories": len(trajs), "runs": runs}
+          "num_trajectories": len(trajs), "absorbing": bool(s.get("absorbing", False)),
+          "demo_lengths": sorted({len(t.acts) for t in trajs}), "runs": runs}
 
 
 if __name__ == "__main__":

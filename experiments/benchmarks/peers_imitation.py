@@ -170,9 +170,13 @@ _define(flags.DEFINE_list, "adv_methods", ["gail", "airl"], "Methods of the GAIL
 _define(flags.DEFINE_integer, "adv_seeds", None, "Seeds per side (default 5, quick 1).")
 _define(flags.DEFINE_integer, "adv_demos", None, "Expert episodes given to both (default 10, "
         "quick 2).")
+_define(flags.DEFINE_integer, "adv_steps", None,
+        "Environment steps per run, both sides, every environment of the GAIL/AIRL "
+        "comparison (default 200000 CartPole-v1, 500000 Pendulum-v1; quick 16384, 32768).")
 _define(flags.DEFINE_bool, "adv_absorbing", False,
-        "Run irl_jax's GAIL/AIRL with absorbing states (its library default) instead of "
-        "imitation's treatment of episode ends (no absorbing states).")
+        "Give both sides absorbing states instead of ending returns at terminal steps: "
+        "irl_jax's library default, and in imitation a fixed horizon with seals' "
+        "AbsorbAfterDoneWrapper (demonstrations padded the same way).")
 _define(flags.DEFINE_string, "adv_workdir", None,
         "Where the GAIL/AIRL comparison writes its demonstrations, peer settings, "
         "results.json and curves.png (default: a fresh temporary folder).")
@@ -708,6 +712,10 @@ def run_adversarial(python: str | None, *, quick: bool, fv) -> list[dict]:
   settings["absorbing"] = bool(fv.adv_absorbing)
   if settings["seeds"] < 1 or settings["demos"] < 1:
     sys.exit("peers_imitation: --adv_seeds and --adv_demos must be >= 1.")
+  if fv.adv_steps is not None:
+    if fv.adv_steps < 1:
+      sys.exit(f"peers_imitation: --adv_steps must be >= 1 (got {fv.adv_steps}).")
+    settings["budgets"] = {name: int(fv.adv_steps) for name in settings["budgets"]}
   workdir = fv.adv_workdir or tempfile.mkdtemp(prefix="irl_jax_adv_")
   os.makedirs(workdir, exist_ok=True)
   try:

@@ -28,14 +28,18 @@ this module holds its logic). For each environment (CartPole-v1, Pendulum-v1):
   discriminator sees raw observations, imitation's normalises its inputs
   (`RunningNorm`, its documented setup); irl_jax's Pendulum PPO scales rewards by 0.1
   (`reward_scale`), which stable-baselines3 has no setting for.
-- The same treatment of episode ends: imitation has no absorbing states (a terminal
-  step ends the return; stable-baselines3 bootstraps through time limits), so
-  irl_jax runs with `absorbing=False`, which does the same. One difference stays:
-  imitation marks every generator episode end `done`, time limits included, so its
-  AIRL drops `γ·h(s')` there; irl_jax's keeps it at time limits (it drops it at
-  terminal steps only, as imitation does on the expert's rows). `--adv_absorbing` runs
-  irl_jax's library default instead (absorbing states, Kostrikov et al. 2019), a
-  different algorithm from imitation's; every row records which (`absorbing`).
+- The same treatment of episode ends: imitation's trainers have no absorbing states
+  (a terminal step ends the return; stable-baselines3 bootstraps through time
+  limits), so by default irl_jax runs with `absorbing=False`, which does the same.
+  One difference stays: imitation marks every generator episode end `done`, time
+  limits included, so its AIRL drops `γ·h(s')` there; irl_jax's keeps it at time
+  limits (it drops it at terminal steps only, as imitation does on the expert's
+  rows). `--adv_absorbing` gives both sides absorbing states, each library's own
+  way: irl_jax's library default (Kostrikov et al. 2019: an indicator feature, the
+  absorbing state's value added analytically at a terminal step) and, in imitation,
+  a fixed horizon with seals' `AbsorbAfterDoneWrapper` (the last observation
+  repeated with reward 0 up to the episode limit; the demonstrations padded the
+  same way; those steps count in its budget). Every row records which (`absorbing`).
 
 Measured per (environment, method, seed), `--adv_seeds` seeds each side, one
 learner at a time (no vmap: the comparison is of one training run):
@@ -189,7 +193,8 @@ def irl_jax_runs(case: Case, method: str, seeds, *, eval_episodes: int, disc: di
 # imitation's side (a subprocess in its own venv).
 
 
-def peer_settings(case: Case, method: str, seeds, *, eval_episodes: int, disc: dict) -> dict:
+def peer_settings(case: Case, method: str, seeds, *, eval_episodes: int, disc: dict,
+                  absorbing: bool = False) -> dict:
   p = case.ppo
   ppo_settings = {k: getattr(p, k) for k in (
       "num_envs", "num_steps", "update_epochs", "num_minibatches", "gamma", "gae_lambda",
@@ -198,7 +203,7 @@ def peer_settings(case: Case, method: str, seeds, *, eval_episodes: int, disc: d
   ppo_settings["hidden"] = list(p.hidden)
   return {"env_id": case.name, "method": method, "seeds": [int(s) for s in seeds],
           "total_timesteps": p.num_iterations * p.batch_size, "eval_episodes": eval_episodes,
-          "demos": case.demos_path, "ppo": ppo_settings,
+          "demos": case.demos_path, "ppo": ppo_settings, "absorbing": bool(absorbing),
           "disc": {**disc, "hidden": list(disc["hidden"])}}
 
 
@@ -256,7 +261,7 @@ def final_difference_interval(ours, theirs) -> tuple[float, float]:
 
 def compare(case: Case, method: str, ours: dict, theirs: dict | None, ctx: dict, *,
             absorbing: bool = False) -> list[dict]:
-  """Rows for one (environment, method); `absorbing`: irl_jax's setting, recorded."""
+  """Rows for one (environment, method); `absorbing`: both sides' setting, recorded."""
   base = {"env": case.name, "method": method, "absorbing": bool(absorbing),
           "expert_return": case.expert.mean_return,
           "random_return": case.expert.random_return,
@@ -357,7 +362,10 @@ def run(*, peer_python: str | None, envs_: list[str], methods: list[str], settin
       if peer_python:
         theirs = run_peer(peer_python, peer_settings(
             case, method, seeds, eval_episodes=settings["eval_episodes"],
-            disc=settings["disc"]), workdir)
+            disc=settings["disc"], absorbing=absorbing), workdir)
+        if bool(theirs.get("absorbing", False)) != absorbing:
+          raise PeerFailed(f"the imitation peer ran with absorbing={theirs.get('absorbing')}"
+                           f", asked for {absorbing} ({PEER_SCRIPT})")
         ctx = {**ctx, "torch_threads": theirs["torch_threads"],
                "peer_versions": theirs["versions"]}
       rows += compare(case, method, ours, theirs, ctx, absorbing=absorbing)

@@ -131,8 +131,9 @@ def test_irl_jax_half_on_cartpole(cartpole_case):
 
 
 def test_episode_ends_as_imitation_treats_them_unless_asked(cartpole_case, monkeypatch):
-  """imitation has no absorbing states: the benchmark's irl_jax runs without them
-  unless `absorbing=True` (`--adv_absorbing`), and every row records which."""
+  """imitation's trainers have no absorbing states: the benchmark's irl_jax runs
+  without them unless `absorbing=True` (`--adv_absorbing`), and every row records
+  which."""
   assert adv.FULL["absorbing"] is False and adv.QUICK["absorbing"] is False
   seen = []
 
@@ -187,6 +188,76 @@ def test_peer_reads_the_demonstrations_as_trajectories(cartpole_case, monkeypatc
     assert t.terminal == bool(eps.terminated[start + n - 1])
 
 
+def test_peer_pads_episodes_with_absorbing_steps(cartpole_case, monkeypatch):
+  """`--adv_absorbing`: the peer's demonstrations padded to the horizon as seals'
+  `AbsorbAfterDoneWrapper` records an episode (last observation repeated, reward 0)."""
+  obs = np.arange(8, dtype=np.float32).reshape(4, 2)   # 3 steps, 4 observations
+  acts, rews = np.array([1, 0, 1]), np.ones(3, np.float32)
+  o, a, r = peer.pad_to_horizon(obs, acts, rews, 6)
+  assert (o.shape, a.shape, r.shape) == ((7, 2), (6,), (6,))
+  np.testing.assert_array_equal(o[:4], obs)
+  np.testing.assert_array_equal(o[4:], np.tile(obs[-1], (3, 1)))
+  np.testing.assert_array_equal(a, [1, 0, 1, 1, 1, 1])
+  np.testing.assert_array_equal(r, [1, 1, 1, 0, 0, 0])
+  same = peer.pad_to_horizon(obs, acts, rews, 3)
+  assert all(np.array_equal(x, y) for x, y in zip(same, (obs, acts, rews), strict=True))
+  with pytest.raises(ValueError, match="3 steps is longer than the horizon 2"):
+    peer.pad_to_horizon(obs, acts, rews, 2)
+
+  class Traj(NamedTuple):
+    obs: np.ndarray
+    acts: np.ndarray
+    infos: object
+    terminal: bool
+    rews: np.ndarray
+
+  fake = types.ModuleType("imitation.data.types")
+  fake.TrajectoryWithRew = Traj
+  for name in ("imitation", "imitation.data"):
+    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+  monkeypatch.setitem(sys.modules, "imitation.data.types", fake)
+  eps = cartpole_case.episodes
+  lengths = np.diff(np.append(eps.episode_starts, eps.num_steps))
+  horizon = int(lengths.max()) + 5
+  trajs = peer.load_trajectories(cartpole_case.demos_path, horizon)
+  for t, start, n in zip(trajs, eps.episode_starts, lengths, strict=True):
+    assert len(t.acts) == len(t.rews) == horizon and len(t.obs) == horizon + 1
+    assert t.terminal   # every trajectory ends at the horizon
+    np.testing.assert_array_equal(t.obs[:n], eps.obs[start:start + n])
+    np.testing.assert_array_equal(t.obs[n:], np.tile(eps.next_obs[start + n - 1],
+                                                     (horizon + 1 - n, 1)))
+    np.testing.assert_array_equal(t.rews[:n], eps.reward[start:start + n])
+    assert not t.rews[n:].any()
+
+
+def test_absorbing_reaches_the_peer_and_is_checked(cartpole_case, monkeypatch, tmp_path):
+  """`absorbing` goes to both sides; a peer that ran otherwise is an error, not a row."""
+  asked = []
+  ours = {"compile_s": 1.0, "runs": [_run([100.0], [1.0], [20.0])]}
+  monkeypatch.setattr(adv, "make_case", lambda *a, **k: cartpole_case)
+  monkeypatch.setattr(adv, "irl_jax_runs", lambda *a, absorbing, **k: asked.append(
+      ("irl_jax", absorbing)) or ours)
+  answer = {}
+
+  def fake_peer(python, settings, workdir):
+    asked.append(("imitation", settings["absorbing"]))
+    return {**ours, **answer, "torch_threads": 2, "versions": {}}
+
+  monkeypatch.setattr(adv, "run_peer", fake_peer)
+  settings = dict(adv.QUICK, disc={**adv.DISC, "batch_size": 32}, absorbing=True)
+  answer["absorbing"] = True
+  rows, _ = adv.run(peer_python="py", envs_=["CartPole-v1"], methods=["airl"],
+                    settings=settings, ctx={}, workdir=str(tmp_path))
+  assert asked == [("irl_jax", True), ("imitation", True)]
+  assert rows and all(r["absorbing"] is True for r in rows)
+  answer["absorbing"] = False
+  with pytest.raises(adv.PeerFailed, match="ran with absorbing=False, asked for True"):
+    adv.run(peer_python="py", envs_=["CartPole-v1"], methods=["airl"], settings=settings,
+            ctx={}, workdir=str(tmp_path))
+  s = adv.peer_settings(cartpole_case, "airl", [0], eval_episodes=1, disc=adv.DISC)
+  assert s["absorbing"] is False
+
+
 def test_too_few_demonstration_rows_and_unknown_names(tmp_path):
   with pytest.raises(ValueError, match="--adv_methods: unknown method 'bc'"):
     adv.run(peer_python=None, envs_=["CartPole-v1"], methods=["bc"], settings=adv.QUICK,
@@ -217,3 +288,30 @@ def test_peer_script_imports_neither_jax_nor_irl_jax():
             if isinstance(node, ast.ImportFrom) and node.module}
   assert not names & {"jax", "irl_jax", "flax", "experiments"}
   assert {"imitation", "stable_baselines3", "torch"} <= names
+
+
+def test_command_line_settings_reach_the_comparison(monkeypatch, tmp_path):
+  """`--adv_steps`, `--adv_seeds`, `--adv_demos` and `--adv_absorbing` as `run` gets them."""
+  from experiments.benchmarks import peers_imitation as bench
+
+  got = {}
+
+  def fake_run(*, peer_python, envs_, methods, settings, ctx, workdir, log):
+    got.update(settings)
+    return [], {}
+
+  monkeypatch.setattr(adv, "run", fake_run)
+  monkeypatch.setattr(adv, "plot", lambda curves, path: None)
+  fv = types.SimpleNamespace(adv_seeds=3, adv_demos=4, adv_absorbing=True, adv_steps=4096,
+                             adv_workdir=str(tmp_path), adv_envs=["CartPole-v1"],
+                             adv_methods=["airl"])
+  assert bench.run_adversarial(None, quick=False, fv=fv) == []
+  assert (got["seeds"], got["demos"], got["absorbing"]) == (3, 4, True)
+  assert got["budgets"] == {"CartPole-v1": 4096, "Pendulum-v1": 4096}
+  assert adv.FULL["budgets"] == {"CartPole-v1": 200_000, "Pendulum-v1": 500_000}  # untouched
+  fv.adv_steps = None
+  bench.run_adversarial(None, quick=True, fv=fv)
+  assert got["budgets"] == adv.QUICK["budgets"]
+  fv.adv_steps = 0
+  with pytest.raises(SystemExit, match="--adv_steps must be >= 1"):
+    bench.run_adversarial(None, quick=False, fv=fv)
