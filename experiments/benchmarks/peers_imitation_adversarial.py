@@ -24,10 +24,11 @@ this module holds its logic). For each environment (CartPole-v1, Pendulum-v1):
   expert and 256 policy rows (`--quick`: 64), trained on the latest rollout only (imitation's
   default replay capacity is one round). A round is one PPO rollout and update.
   Where they differ, each keeps its own design: irl_jax's continuous policy is a
-  tanh-squashed Gaussian (stable-baselines3's a clipped Gaussian); irl_jax's
-  discriminator sees raw observations, imitation's normalises its inputs
-  (`RunningNorm`, its documented setup); irl_jax's Pendulum PPO scales rewards by 0.1
-  (`reward_scale`), which stable-baselines3 has no setting for.
+  tanh-squashed Gaussian (stable-baselines3's a clipped Gaussian); irl_jax's Pendulum
+  PPO scales rewards by 0.1 (`reward_scale`), which stable-baselines3 has no setting
+  for. Both discriminators standardise their inputs with running statistics:
+  imitation's `RunningNorm` (its documented setup) on observations and one-hot
+  actions, irl_jax's `disc_normalize` on observations only.
 - The same treatment of episode ends: imitation's trainers have no absorbing states
   (a terminal step ends the return; stable-baselines3 bootstraps through time
   limits), so by default irl_jax runs with `absorbing=False`, which does the same.
@@ -104,6 +105,9 @@ DISC = dict(hidden=(64, 64), lr=3e-4, updates=4, batch_size=256)
 # The generator's initial log-std: stable-baselines3's `log_std_init` default (the peer
 # passes it explicitly). irl_jax's own default starts at the log-std range's midpoint.
 GENERATOR_INIT_LOG_STD = 0.0
+# imitation's discriminator runs with `RunningNorm` on its inputs; irl_jax's with
+# `disc_normalize` (running statistics of the observations).
+DISC_NORMALIZE = True
 FULL = dict(budgets={"CartPole-v1": 200_000, "Pendulum-v1": 500_000}, expert_scale=1.0,
             seeds=5, demos=10, eval_episodes=16, disc=DISC, absorbing=False)
 QUICK = dict(budgets={"CartPole-v1": 16_384, "Pendulum-v1": 32_768}, expert_scale=0.25,
@@ -161,7 +165,7 @@ def irl_jax_runs(case: Case, method: str, seeds, *, eval_episodes: int, disc: di
   adv = adversarial.make_adversarial(adversarial.AdversarialConfig(
       method=method, ppo=case.ppo, disc_hidden=tuple(disc["hidden"]), disc_lr=disc["lr"],
       disc_updates=disc["updates"], disc_batch_size=disc["batch_size"],
-      absorbing=absorbing), case.env)
+      absorbing=absorbing, disc_normalize=DISC_NORMALIZE), case.env)
   demos = data.to_transitions(case.episodes)
   train = jax.jit(adv.train)
   t0 = time.perf_counter()

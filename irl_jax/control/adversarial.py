@@ -28,7 +28,14 @@ expert resets it goes with). Buffered AIRL rows keep the `log π` stored when th
 were sampled.
 
 The discriminator's inputs are the raw observations (and one-hot or raw
-actions), and its objective is `irl_jax.losses`' BCE on logits.
+actions), and its objective is `irl_jax.losses`' BCE on logits. With
+`disc_normalize=True` it sees standardised observations instead: a running mean
+and variance (Chan et al.'s parallel update, population variance, `1e-5` added
+before the square root, as imitation's `RunningNorm`) updated from the
+observations of every discriminator training batch, expert and policy rows
+together, before that step, and left unchanged when rewards are computed. Its
+parameters are then `{"net": ..., "norm": RunningNorm}`; actions and the
+absorbing indicator are not normalised.
 
 Early termination. A learned reward that is negative on the policy's states
 teaches the policy to end its episodes early (CartPole, Acrobot...). With
@@ -71,7 +78,8 @@ class AdversarialConfig:
   Gaussian has no density at the boundary). absorbing: see the module doc.
   disc_replay: policy transitions the discriminator samples from (0: the current
   rollout only; otherwise a ring buffer of the last `disc_replay`, at least one
-  rollout)."""
+  rollout). disc_normalize: standardise the discriminator's observations with running
+  statistics (module doc)."""
   method: str = "gail"
   ppo: ppo.PPOConfig = dataclasses.field(
       default_factory=lambda: ppo.PPOConfig(total_timesteps=200_000))
@@ -86,6 +94,41 @@ class AdversarialConfig:
   action_margin: float = 1e-3
   absorbing: bool = True
   disc_replay: int = 0
+  disc_normalize: bool = False
+
+
+class RunningNorm(NamedTuple):
+  """Running mean and (population) variance of the discriminator's observations and the
+  number of rows behind them (`disc_normalize`)."""
+  count: jax.Array
+  mean: jax.Array
+  var: jax.Array
+
+
+NORM_EPS = 1e-5
+
+
+def running_norm_init(dim: int) -> RunningNorm:
+  return RunningNorm(jnp.zeros((), jnp.float32), jnp.zeros((dim,), jnp.float32),
+                     jnp.ones((dim,), jnp.float32))
+
+
+def running_norm_update(norm: RunningNorm, x) -> RunningNorm:
+  """`norm` merged with the rows of `x[B, dim]` (the parallel mean/variance update);
+  the first batch replaces the initial statistics."""
+  x = jnp.asarray(x, jnp.float32)
+  n_b = jnp.asarray(x.shape[0], jnp.float32)
+  mean_b, var_b = jnp.mean(x, 0), jnp.var(x, 0)
+  total = norm.count + n_b
+  delta = mean_b - norm.mean
+  mean = norm.mean + delta * n_b / total
+  var = (norm.var * norm.count + var_b * n_b + delta ** 2 * norm.count * n_b / total) / total
+  return RunningNorm(total, mean, var)
+
+
+def running_norm_apply(norm: RunningNorm, x):
+  norm = jax.lax.stop_gradient(norm)
+  return (x - norm.mean) / jnp.sqrt(norm.var + NORM_EPS)
 
 
 class AdversarialState(NamedTuple):
@@ -142,6 +185,7 @@ def _check(config: AdversarialConfig):
   need(not (config.absorbing and not config.ppo.gamma < 1.0), "absorbing",
        f"needs ppo.gamma < 1 (the absorbing state's value is r/(1 − γ)); ppo.gamma is "
        f"{config.ppo.gamma}")
+  need(isinstance(config.disc_normalize, bool), "disc_normalize", "must be True or False")
   need(isinstance(config.disc_replay, int) and not isinstance(config.disc_replay, bool)
        and (config.disc_replay == 0 or config.disc_replay >= config.ppo.batch_size),
        "disc_replay", f"must be 0 or an integer >= one rollout, ppo.num_envs × ppo.num_steps = "
@@ -171,36 +215,56 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
              else int(jnp.prod(jnp.asarray(spec.action.shape))))
   feat_dim = obs_dim + (1 if config.absorbing else 0)
   in_dim = feat_dim if config.state_only else feat_dim + act_dim
-  disc_apply, disc_init = ppo.trainable(lambda rngs: networks.Discriminator(
+  net_apply, net_init = ppo.trainable(lambda rngs: networks.Discriminator(
       in_dim, config.disc_hidden, rngs=rngs, obs_dim=feat_dim, potential=airl))
   tx = optax.adam(config.disc_lr)
   gamma = float(config.ppo.gamma)
+  normalize = config.disc_normalize
 
-  def feat(obs, flag=0.0):
-    """Observations with the absorbing-state indicator (when `absorbing`)."""
+  # The discriminator's parameters: the network's, or with `disc_normalize`
+  # {"net": the network's, "norm": RunningNorm}. The optimiser sees the network's only.
+  def net_params(params):
+    return params["net"] if normalize else params
+
+  def with_net(params, net):
+    return {**params, "net": net} if normalize else net
+
+  def disc_apply(params, x, **kw):
+    return net_apply(net_params(params), x, **kw)
+
+  def disc_init(key):
+    net = net_init(key)
+    return {"net": net, "norm": running_norm_init(obs_dim)} if normalize else net
+
+  def feat(params, obs, flag=0.0):
+    """Observations (standardised with `disc_normalize`) with the absorbing-state
+    indicator (when `absorbing`); `flag=1`: the absorbing state, zero observation."""
+    if normalize and flag == 0.0:
+      obs = running_norm_apply(params["norm"], obs)
     if not config.absorbing:
       return obs
     return jnp.concatenate([obs, jnp.full((*obs.shape[:-1], 1), flag, obs.dtype)], -1)
 
-  def inputs(obs, action, flag=0.0):
+  def inputs(params, obs, action, flag=0.0):
     if config.state_only:
-      return feat(obs, flag)
+      return feat(params, obs, flag)
     a = networks.one_hot_actions(action, spec.action) * (1.0 - flag)
-    return jnp.concatenate([feat(obs, flag), a], -1)
+    return jnp.concatenate([feat(params, obs, flag), a], -1)
 
   def g(params, obs, action, flag=0.0):
-    return disc_apply(params, inputs(obs, action, flag))
+    return disc_apply(params, inputs(params, obs, action, flag))
 
   def shaped(params, rows: Transitions, flag=0.0):
     """AIRL's f(s, a, s'); `flag=1`: the absorbing state's self-transition."""
-    h_s = disc_apply(params, feat(rows.obs, flag), method="potential")
+    h_s = disc_apply(params, feat(params, rows.obs, flag), method="potential")
     if config.absorbing:
       # A terminal transition enters the absorbing state and bootstraps from it.
       term = rows.terminated[:, None] if flag == 0.0 else jnp.ones_like(rows.terminated)[:, None]
-      nxt = jnp.where(term, feat(jnp.zeros_like(rows.next_obs), 1.0), feat(rows.next_obs))
+      nxt = jnp.where(term, feat(params, jnp.zeros_like(rows.next_obs), 1.0),
+                      feat(params, rows.next_obs))
       disc_t = jnp.full(rows.reward.shape, gamma, jnp.float32)
     else:
-      nxt = feat(rows.next_obs)
+      nxt = feat(params, rows.next_obs)
       disc_t = gamma * (1.0 - rows.terminated.astype(jnp.float32))
     h_next = disc_apply(params, nxt, method="potential")
     return losses.airl_potential_shaping(g(params, rows.obs, rows.action, flag), h_s, h_next,
@@ -249,8 +313,8 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
     le, lp = le[:expert.reward.shape[0]], lp[:policy.reward.shape[0]]
     gp = jnp.zeros(())
     if config.grad_penalty:
-      xe = inputs(expert.obs, expert.action)
-      xp = inputs(policy.obs, policy.action)
+      xe = inputs(params, expert.obs, expert.action)
+      xp = inputs(params, policy.obs, policy.action)
       gp = losses.gradient_penalty(lambda x: disc_apply(params, x), xe, xp, key,
                                    target=config.grad_penalty_target).mean()
       loss = loss + config.grad_penalty * gp
@@ -275,11 +339,12 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
     disc = disc_init(k_disc)
     p_state = inner.init(k_ppo)
     if not config.disc_replay:
-      return AdversarialState(p_state, disc, tx.init(disc))
+      return AdversarialState(p_state, disc, tx.init(net_params(disc)))
     _, batch = jax.eval_shape(inner.collect, p_state)
     row = jax.eval_shape(ppo.to_transitions, batch)
     replay = jax.tree.map(lambda x: jnp.zeros((config.disc_replay, *x.shape[1:]), x.dtype), row)
-    return AdversarialState(p_state, disc, tx.init(disc), replay, jnp.zeros((), jnp.int32))
+    return AdversarialState(p_state, disc, tx.init(net_params(disc)), replay,
+                            jnp.zeros((), jnp.int32))
 
   def remember(replay: Transitions, count, rows: Transitions):
     """`rows` written into the ring buffer after the `count` rows written before."""
@@ -317,9 +382,14 @@ def make_adversarial(config: AdversarialConfig, env: envs.Env) -> Adversarial:
       expert = sample_rows(demos, k_e, config.disc_batch_size)
       policy = sample_policy(rows, replay, count, k_p)
       lp = expert_log_pi(p_state.params.policy, expert) if airl else None
-      grads, m = jax.grad(disc_loss, has_aux=True)(disc, expert, policy, lp, k_gp)
-      updates, opt = tx.update(grads, opt, disc)
-      return (optax.apply_updates(disc, updates), opt), m
+      if normalize:  # the statistics first take in this step's rows (module doc)
+        disc = {**disc, "norm": running_norm_update(
+            disc["norm"], jnp.concatenate([expert.obs, policy.obs]))}
+      net = net_params(disc)
+      grads, m = jax.grad(lambda n: disc_loss(with_net(disc, n), expert, policy, lp, k_gp),
+                          has_aux=True)(net)
+      updates, opt = tx.update(grads, opt, net)
+      return (with_net(disc, optax.apply_updates(net, updates)), opt), m
 
     (disc, opt), dm = jax.lax.scan(disc_step, (state.disc, state.disc_opt),
                                    jax.random.split(key, config.disc_updates))
