@@ -161,20 +161,26 @@ def test_episode_ends_as_imitation_treats_them_unless_asked(cartpole_case, monke
     assert rows and all(r["absorbing"] is flag for r in rows)
 
 
-def test_peer_reads_the_demonstrations_as_trajectories(cartpole_case, monkeypatch):
-  """The peer's conversion, with a stand-in for imitation's `TrajectoryWithRew`."""
-  class Traj(NamedTuple):
-    obs: np.ndarray
-    acts: np.ndarray
-    infos: object
-    terminal: bool
-    rews: np.ndarray
+class _Traj(NamedTuple):
+  """A stand-in for imitation's `TrajectoryWithRew` (imitation is not installed here)."""
+  obs: np.ndarray
+  acts: np.ndarray
+  infos: object
+  terminal: bool
+  rews: np.ndarray
 
+
+def _fake_imitation_types(monkeypatch):
   fake = types.ModuleType("imitation.data.types")
-  fake.TrajectoryWithRew = Traj
+  fake.TrajectoryWithRew = _Traj
   for name in ("imitation", "imitation.data"):
     monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
   monkeypatch.setitem(sys.modules, "imitation.data.types", fake)
+
+
+def test_peer_reads_the_demonstrations_as_trajectories(cartpole_case, monkeypatch):
+  """The peer's conversion, with a stand-in for imitation's `TrajectoryWithRew`."""
+  _fake_imitation_types(monkeypatch)
   eps = cartpole_case.episodes
   trajs = peer.load_trajectories(cartpole_case.demos_path)
   lengths = eps.episode_lengths if hasattr(eps, "episode_lengths") else np.diff(
@@ -204,18 +210,7 @@ def test_peer_pads_episodes_with_absorbing_steps(cartpole_case, monkeypatch):
   with pytest.raises(ValueError, match="3 steps is longer than the horizon 2"):
     peer.pad_to_horizon(obs, acts, rews, 2)
 
-  class Traj(NamedTuple):
-    obs: np.ndarray
-    acts: np.ndarray
-    infos: object
-    terminal: bool
-    rews: np.ndarray
-
-  fake = types.ModuleType("imitation.data.types")
-  fake.TrajectoryWithRew = Traj
-  for name in ("imitation", "imitation.data"):
-    monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-  monkeypatch.setitem(sys.modules, "imitation.data.types", fake)
+  _fake_imitation_types(monkeypatch)
   eps = cartpole_case.episodes
   lengths = np.diff(np.append(eps.episode_starts, eps.num_steps))
   horizon = int(lengths.max()) + 5
