@@ -1,7 +1,11 @@
-"""Imitation and IRL benchmark on the gymnax laptop suite (see the config's docstring).
+"""Imitation and IRL benchmark: the gymnax laptop suite and the Brax scale-out suite.
 
     python -m experiments.control_benchmark --workdir=/tmp/control_benchmark
     python -m experiments.control_benchmark --workdir=/tmp/control_benchmark --config.quick=True
+    python -m experiments.control_benchmark --workdir=/tmp/control_benchmark_brax \
+        --config=experiments/configs/control_benchmark_brax.py
+
+(see the config modules' docstrings).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 
 # XLA's CPU runtime can wedge (every thread asleep, forever) when it runs these large
 # vmapped scans with multi-threaded Eigen: seen here on AIRL's 15-run CartPole program in
@@ -31,10 +36,34 @@ import matplotlib.pyplot as plt
 LABELS = {"bc": "BC", "gail": "GAIL", "airl": "AIRL", "iq_offline": "IQ-Learn (offline)",
           "iq_online": "IQ-Learn (online)"}
 IRL = ("gail", "airl", "iq_offline", "iq_online")
+COLORS = {m: f"C{i}" for i, m in enumerate(LABELS)}  # one colour per method in both panels
+
+
+ENV_OPTIONS = ("backend", "episode_length")  # `envs.make` keywords, Brax only
 
 
 def short(env_name: str) -> str:
   return env_name.split("/", 1)[1]
+
+
+def env_options(config, env_name: str) -> dict:
+  """`config.env_options.<short name>` (Brax's physics backend and time limit), checked."""
+  options = config.get("env_options") or {}
+  opts = options.get(short(env_name), {})
+  opts = dict(opts.to_dict() if hasattr(opts, "to_dict") else opts)
+  field = f"config.env_options.{short(env_name)}"
+  unknown = sorted(set(opts) - set(ENV_OPTIONS))
+  if unknown:
+    raise ValueError(f"{field}: unknown option(s) {unknown}; known: {list(ENV_OPTIONS)}.")
+  if opts and not env_name.startswith("brax/"):
+    raise ValueError(f"{field}: {sorted(opts)} apply to Brax environments only, not {env_name!r}.")
+  if "episode_length" in opts:
+    study.positive_int(opts["episode_length"], f"env_options.{short(env_name)}.episode_length")
+  return opts
+
+
+def make_env(config, env_name: str, params: dict | None = None) -> envs.Env:
+  return envs.make(env_name, params=params, **env_options(config, env_name))
 
 
 def make_method(method: str, config, env, expert_ppo):
@@ -78,7 +107,7 @@ def make_method(method: str, config, env, expert_ppo):
 
 
 def run_env(config, env_name: str, key, log=print) -> dict:
-  env = envs.make(env_name)
+  env = make_env(config, env_name)
   k_expert, k_demos, k_runs, k_eval = jax.random.split(key, 4)
   ppo_config = experts.EXPERT_CONFIGS[env_name]
   ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
@@ -126,8 +155,10 @@ def run_env(config, env_name: str, key, log=print) -> dict:
       x = np.asarray(x).reshape(-1, np.asarray(x).shape[-1])[0]
       y = np.asarray(y)  # [D, S, iterations]
       row["curve_steps"] = x.tolist()
-      row["curve_normalised"] = np.nanmean(np.asarray(experts.normalised_return(y, expert)),
-                                           axis=1).tolist()
+      with warnings.catch_warnings():  # rounds before any episode has ended: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        row["curve_normalised"] = np.nanmean(
+            np.asarray(experts.normalised_return(y, expert)), axis=1).tolist()
     out["methods"][method] = row
     log(f"  {LABELS[method]:20s} normalised return by demos "
         + ", ".join(f"{n}: {study.fmt_pm(row['by_demos'][str(n)], 2)}" for n in counts)
@@ -145,8 +176,8 @@ def run_transfer(config, env_name: str, expert, episodes, key, log=print) -> dic
   baseline. Scale: 0 is uniform random play on the changed task, 1 a PPO expert trained
   there on the true reward. All seeds are one vmapped program per step."""
   t = config.transfer
-  source = envs.make(env_name)
-  target = envs.make(env_name, params=t.params.to_dict())
+  source = make_env(config, env_name)
+  target = make_env(config, env_name, params=t.params.to_dict())
   ppo_config = experts.EXPERT_CONFIGS[env_name]
   ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
       ppo_config.total_timesteps * config.expert_steps_scale))
@@ -237,8 +268,12 @@ def run(config, workdir: str, *, log=print) -> dict:
   if config.num_seeds < 2:
     raise ValueError(f"config.num_seeds must be >= 2 for intervals, got {config.num_seeds}.")
   for name in config.envs:
+    if name not in experts.EXPERT_CONFIGS:
+      raise ValueError(f"config.envs: no expert settings for {name!r} (known: "
+                       f"{sorted(experts.EXPERT_CONFIGS)}).")
     if short(name) not in config.env_steps:
       raise ValueError(f"config.env_steps has no budget for {name!r}.")
+    env_options(config, name)
   if config.transfer.enabled and config.transfer.env not in config.envs:
     raise ValueError(f"config.transfer.env {config.transfer.env!r} is not one of config.envs "
                      f"{tuple(config.envs)}.")
@@ -310,20 +345,22 @@ def plot_results(results, config, workdir) -> None:
   for j, env_name in enumerate(names):
     r = results["envs"][env_name]
     ax = axes[0, j]
-    for m in r["methods"].values():
+    for name, m in r["methods"].items():
       counts = [int(n) for n in m["by_demos"]]
-      study.errorbars(ax, counts, [m["by_demos"][str(n)] for n in counts], label=m["label"])
+      study.errorbars(ax, counts, [m["by_demos"][str(n)] for n in counts], label=m["label"],
+                      color=COLORS[name])
     ax.set_xscale("log")
     ax.set_xlabel("expert trajectories")
     ax.set_ylabel("expert-normalised return")
     ax.set_title(short(env_name))
     ax.legend(fontsize=7)
     ax = axes[1, j]
-    for m in r["methods"].values():
+    for name, m in r["methods"].items():
       if "curve_steps" not in m:
         continue
       curves = np.asarray(m["curve_normalised"])
-      ax.plot(m["curve_steps"], curves[-1], label=f"{m['label']} ({list(m['by_demos'])[-1]})")
+      ax.plot(m["curve_steps"], curves[-1], label=f"{m['label']} ({list(m['by_demos'])[-1]})",
+              color=COLORS[name])
     ax.set_xlabel("environment steps")
     ax.set_ylabel("expert-normalised return (training)")
     ax.legend(fontsize=7)

@@ -34,6 +34,9 @@ def get_config():
   c.env_steps = ml_collections.ConfigDict({
       "CartPole-v1": 200_000, "Acrobot-v1": 300_000, "Pendulum-v1": 500_000,
       "MountainCarContinuous-v0": 300_000})
+  # `envs.make` options per environment (short name -> backend, episode_length): Brax
+  # only (`control_benchmark_brax.py`).
+  c.env_options = ml_collections.ConfigDict()
   c.expert_steps_scale = 1.0  # multiplies the experts' PPO budgets (quick: smaller)
   c.bc = ml_collections.ConfigDict(dict(num_steps=2000, batch_size=256, learning_rate=1e-3))
   c.iq_offline = ml_collections.ConfigDict(dict(num_steps=3000, batch_size=256,

@@ -4,8 +4,10 @@
     expert = experts.train_expert(env, jax.random.key(0))
     demos = experts.demonstrations(env, expert, jax.random.key(1), num_episodes=25)
 
-`EXPERT_CONFIGS` holds the PPO settings used for the laptop suite (measured on
-a 2-core AMD EPYC CPU: CartPole and Acrobot in about 5 s, Pendulum in about 20 s).
+`EXPERT_CONFIGS` holds the PPO settings used for the laptop suite and for Brax's
+inverted pendulum (measured on a 2-core AMD EPYC CPU: CartPole and Acrobot in about
+5 s, Pendulum in about 20 s, Brax's inverted pendulum, `positional` physics, in about
+35 s).
 Demonstrations are sampled from the expert's stochastic policy, with
 `log π(a|s)` stored, into an `irl_jax.control.data.Episodes` dataset.
 """
@@ -26,6 +28,10 @@ EXPERT_CONFIGS = {
     "gymnax/Pendulum-v1": ppo.PPOConfig(
         total_timesteps=1_000_000, num_envs=16, num_steps=128, update_epochs=10,
         num_minibatches=8, lr=1e-3, gamma=0.95, ent_coef=0.0, reward_scale=0.1),
+    # Brax (the scale-out suite), with its 1000-step time limit: `envs.make`'s default.
+    "brax/inverted_pendulum": ppo.PPOConfig(
+        total_timesteps=200_000, num_envs=16, num_steps=128, update_epochs=10,
+        num_minibatches=8, lr=3e-4, init_log_std=0.0),
 }
 # Not MountainCarContinuous-v0: PPO (entropy bonus 0.05, or γ = 0.999 with a wide
 # log-std range) ends at the do-nothing policy, return ≈ 0, after 500k steps; its
