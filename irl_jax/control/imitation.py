@@ -49,11 +49,18 @@ from irl_jax.tabular.irl import iq_learn_control
 class Learner(NamedTuple):
   """`init(key) -> params`; `train(key, demos, ...) -> (params, metrics)` (metrics
   stacked over steps); `act(params, key, obs) -> action` (sampled) and
-  `mode(params, obs) -> action` (deterministic)."""
+  `mode(params, obs) -> action` (deterministic).
+
+  `start(key, demos, env=None) -> (carry, keys)` and `body(carry, key, demos, env=None)
+  -> (carry, metrics)` are `train`'s scan, for `irl_jax.control.runner.run`
+  (checkpointed, resumable runs): `train` is `lax.scan(body, *start(...))` and returns
+  `carry.params`. Online IQ-Learn needs `env`; bind it with `functools.partial`."""
   init: Callable
   train: Callable
   act: Callable
   mode: Callable
+  start: Callable
+  body: Callable
 
 
 def sample_rows(data: Transitions, key, n: int) -> Transitions:
@@ -120,6 +127,12 @@ class BCParams(NamedTuple):
   norm: ObsNorm
 
 
+class BCCarry(NamedTuple):
+  """The carry of BC's scan (`Learner.start`/`body`)."""
+  params: BCParams
+  opt_state: Any
+
+
 def make_bc(config: BCConfig, spec: EnvSpec) -> Learner:
   _check(config, "learning_rate", "batch_size", "num_steps")
   policy = networks.Policy(spec.obs_shape[0], spec.action, config.hidden, rngs=nnx.Rngs(0))
@@ -153,27 +166,32 @@ def make_bc(config: BCConfig, spec: EnvSpec) -> Learner:
              else dist.entropy()).mean()
     return nll.mean() - config.entropy_coef * ent, {"bc/nll": nll.mean()}
 
-  def train(key, demos: Transitions):
+  def start(key, demos: Transitions, env=None):
+    del env
     k_init, key = jax.random.split(key)
     params = init(k_init, obs_norm(demos, config.normalize_obs))
+    return BCCarry(params, tx.init(params.policy)), jax.random.split(key, config.num_steps)
 
-    def step(carry, key):
-      policy, opt = carry
-      k_batch, k_loss = jax.random.split(key)
-      (_, m), g = jax.value_and_grad(loss_fn, has_aux=True)(
-          policy, params.norm, sample_rows(demos, k_batch, config.batch_size), k_loss)
-      updates, opt = tx.update(g, opt, policy)
-      return (optax.apply_updates(policy, updates), opt), m
+  def body(carry: BCCarry, key, demos: Transitions, env=None):
+    del env
+    policy, norm = carry.params.policy, carry.params.norm
+    k_batch, k_loss = jax.random.split(key)
+    (_, m), g = jax.value_and_grad(loss_fn, has_aux=True)(
+        policy, norm, sample_rows(demos, k_batch, config.batch_size), k_loss)
+    updates, opt = tx.update(g, carry.opt_state, policy)
+    return BCCarry(carry.params._replace(policy=optax.apply_updates(policy, updates)), opt), m
 
-    (policy, _), metrics = jax.lax.scan(step, (params.policy, tx.init(params.policy)),
-                                        jax.random.split(key, config.num_steps))
-    return params._replace(policy=policy), metrics
+  def train(key, demos: Transitions):
+    carry, keys = start(key, demos)
+    carry, metrics = jax.lax.scan(lambda c, k: body(c, k, demos), carry, keys)
+    return carry.params, metrics
 
   del template
   return Learner(
       init, train,
       lambda params, key, obs: apply(params.policy, params.norm(obs)).sample(seed=key),
-      lambda params, obs: apply(params.policy, params.norm(obs), method="mode"))
+      lambda params, obs: apply(params.policy, params.norm(obs), method="mode"),
+      start, body)
 
 
 # ----------------------------------------------------------------------------- IQ-Learn
@@ -212,6 +230,23 @@ class IQState(NamedTuple):
   actor_opt: Any
   target: Any
   norm: ObsNorm
+
+
+class IQCarry(NamedTuple):
+  """The carry of offline IQ-Learn's scan (`Learner.start`/`body`)."""
+  params: IQState
+
+
+class IQOnlineCarry(NamedTuple):
+  """The carry of online IQ-Learn's scan: the learner, its `num_envs` environments,
+  their current observations, the replay of its own transitions, each environment's
+  running return and the return of its last finished episode (NaN before one ends)."""
+  params: IQState
+  env_state: Any
+  obs: jax.Array
+  replay: Any
+  episode_return: jax.Array
+  last_return: jax.Array
 
 
 def _absorbing(obs, flag):
@@ -362,18 +397,33 @@ def make_iq_learn(config: IQLearnConfig, spec: EnvSpec) -> Learner:
       return jnp.argmax(q_apply(params.critic, features(obs, params.norm))[..., 0, :], -1)
     return pi_apply(params.actor, features(obs, params.norm), method="mode")
 
-  def train_offline(key, demos: Transitions):
+  def start_offline(key, demos: Transitions):
     k_init, key = jax.random.split(key)
-    half = config.batch_size
+    return (IQCarry(init(k_init, obs_norm(demos, config.normalize_obs))),
+            jax.random.split(key, config.num_steps))
 
-    def step(state, key):
-      k_b, k_u = jax.random.split(key)
-      return update(state, sample_rows(demos, k_b, half), None, k_u)
+  def body_offline(carry: IQCarry, key, demos: Transitions):
+    k_b, k_u = jax.random.split(key)
+    state, m = update(carry.params, sample_rows(demos, k_b, config.batch_size), None, k_u)
+    return IQCarry(state), m
 
-    return jax.lax.scan(step, init(k_init, obs_norm(demos, config.normalize_obs)),
-                        jax.random.split(key, config.num_steps))
+  def collect(env, state, env_state, obs, replay, key, random):
+    n_env = config.num_envs
 
-  def train_online(key, demos: Transitions, env):
+    def one(key, es, o):
+      k_a, k_s = jax.random.split(key)
+      a = jax.lax.cond(random, lambda: _random_action(spec, k_a),
+                       lambda: act(state, k_a, o))
+      es, s = env.step(k_s, es, a)
+      return es, s, a
+
+    env_state, steps, actions = jax.vmap(one)(jax.random.split(key, n_env), env_state, obs)
+    rows = Transitions(obs, actions, steps.reward, steps.final_obs, steps.terminated,
+                       steps.truncated, jnp.full(steps.reward.shape, jnp.nan),
+                       jnp.ones(steps.reward.shape, jnp.float32))
+    return env_state, steps.obs, _add(replay, rows), steps
+
+  def start_online(key, demos: Transitions, env):
     n_env, size = config.num_envs, config.replay_size
     k_init, k_env, key = jax.random.split(key, 3)
     state = init(k_init, obs_norm(demos, config.normalize_obs))
@@ -381,64 +431,63 @@ def make_iq_learn(config: IQLearnConfig, spec: EnvSpec) -> Learner:
     replay = _empty_replay(spec, size)
     warm = -(-config.warmup_env_steps // n_env)
 
-    def collect(state, env_state, obs, replay, key, random):
-      def one(key, es, o):
-        k_a, k_s = jax.random.split(key)
-        a = jax.lax.cond(random, lambda: _random_action(spec, k_a),
-                         lambda: act(state, k_a, o))
-        es, s = env.step(k_s, es, a)
-        return es, s, a
-
-      env_state, steps, actions = jax.vmap(one)(jax.random.split(key, n_env), env_state, obs)
-      rows = Transitions(obs, actions, steps.reward, steps.final_obs, steps.terminated,
-                         steps.truncated, jnp.full(steps.reward.shape, jnp.nan),
-                         jnp.ones(steps.reward.shape, jnp.float32))
-      return env_state, steps.obs, _add(replay, rows), steps
-
     def warmup(carry, key):
       env_state, obs, replay = carry
-      env_state, obs, replay, _ = collect(state, env_state, obs, replay, key, True)
+      env_state, obs, replay, _ = collect(env, state, env_state, obs, replay, key, True)
       return (env_state, obs, replay), None
 
     (env_state, obs, replay), _ = jax.lax.scan(warmup, (env_state, obs, replay),
                                                jax.random.split(key, warm))
     key = jax.random.fold_in(key, 1)
+    carry = IQOnlineCarry(state, env_state, obs, replay, jnp.zeros((n_env,), jnp.float32),
+                          jnp.full((n_env,), jnp.nan, jnp.float32))
+    return carry, jax.random.split(key, config.num_steps)
 
-    def step(carry, key):
-      state, env_state, obs, replay, ret, done_ret = carry
-      k_c, k_b, k_p, k_u = jax.random.split(key, 4)
+  def body_online(carry: IQOnlineCarry, key, demos: Transitions, env):
+    state = carry.params
+    k_c, k_b, k_p, k_u = jax.random.split(key, 4)
 
-      def env_step(c, k):
-        es, o, rep, ret, done_ret = c
-        es, o, rep, s = collect(state, es, o, rep, k, False)
-        ret = ret + s.reward
-        done_ret = jnp.where(s.done, ret, done_ret)
-        ret = jnp.where(s.done, 0.0, ret)
-        return (es, o, rep, ret, done_ret), None
+    def env_step(c, k):
+      es, o, rep, ret, done_ret = c
+      es, o, rep, s = collect(env, state, es, o, rep, k, False)
+      ret = ret + s.reward
+      done_ret = jnp.where(s.done, ret, done_ret)
+      ret = jnp.where(s.done, 0.0, ret)
+      return (es, o, rep, ret, done_ret), None
 
-      (env_state, obs, replay, ret, done_ret), _ = jax.lax.scan(
-          env_step, (env_state, obs, replay, ret, done_ret),
-          jax.random.split(k_c, config.env_steps_per_update))
-      half = config.batch_size // 2
-      state, m = update(state, sample_rows(demos, k_b, half),
-                        sample_rows(replay.data, k_p, half), k_u)
-      m = {**m, "iq/episode_return": done_ret.mean()}
-      return (state, env_state, obs, replay, ret, done_ret), m
+    (env_state, obs, replay, ret, done_ret), _ = jax.lax.scan(
+        env_step, (carry.env_state, carry.obs, carry.replay, carry.episode_return,
+                   carry.last_return),
+        jax.random.split(k_c, config.env_steps_per_update))
+    half = config.batch_size // 2
+    state, m = update(state, sample_rows(demos, k_b, half),
+                      sample_rows(replay.data, k_p, half), k_u)
+    m = {**m, "iq/episode_return": done_ret.mean()}
+    return IQOnlineCarry(state, env_state, obs, replay, ret, done_ret), m
 
-    zeros = jnp.zeros((n_env,), jnp.float32)
-    (state, *_), metrics = jax.lax.scan(
-        step, (state, env_state, obs, replay, zeros, jnp.full((n_env,), jnp.nan)),
-        jax.random.split(key, config.num_steps))
-    return state, metrics
+  def _env(env):
+    if config.online and env is None:
+      raise ValueError("IQLearnConfig.online=True: train(key, demos, env) needs the env "
+                       "(for `start`/`body`, bind it: functools.partial(learner.start, "
+                       "env=env)).")
+    return env
+
+  def start(key, demos: Transitions, env: envs_lib.Env | None = None):
+    if config.online:
+      return start_online(key, demos, _env(env))
+    return start_offline(key, demos)
+
+  def body(carry, key, demos: Transitions, env: envs_lib.Env | None = None):
+    if config.online:
+      return body_online(carry, key, demos, _env(env))
+    return body_offline(carry, key, demos)
 
   def train(key, demos: Transitions, env: envs_lib.Env | None = None):
-    if config.online:
-      if env is None:
-        raise ValueError("IQLearnConfig.online=True: train(key, demos, env) needs the env.")
-      return train_online(key, demos, env)
-    return train_offline(key, demos)
+    carry, keys = start(key, demos, env)
+    carry, metrics = jax.lax.scan(lambda c, k: body(c, k, demos, env), carry, keys)
+    return carry.params, metrics
 
-  return Learner(init, train, act, mode)
+  return Learner(init, train, act, mode, start, body)
 
 
 # ----------------------------------------------------------------------------- replay

@@ -207,6 +207,11 @@ class Learner(NamedTuple):
   data: IQL/TD3+BC/AWAC take `(transitions,)`; IPL takes `(preferences,
   transitions=None)`; the reward model `(preferences,)`; reward model + IQL
   `(preferences, transitions)`.
+  start(key, *data) -> (state, keys), body(state, key, *data) -> (state, metrics):
+    `train`'s scan (`train` is `lax.scan(body, *start(key, *data))`), for
+    `irl_jax.control.runner.run` (checkpointed, resumable runs). None for reward
+    model + IQL, which is two scans: run the reward model's, relabel with
+    `relabel`, then IQL's.
   """
   name: str
   config: Any
@@ -218,6 +223,8 @@ class Learner(NamedTuple):
   act: Callable
   reward: Callable | None = None
   apply: Mapping[str, Callable] | None = None
+  start: Callable | None = None
+  body: Callable | None = None
 
 
 # --- configs -----------------------------------------------------------------------------
@@ -721,18 +728,22 @@ def _make_learner(name, config, spec, init, make_sampler, update, act, reward=No
   def sample(key, *data):
     return make_sampler(*data)(key)
 
-  def train(key, *data):
-    draw = make_sampler(*data)  # first: it rejects an all-padding dataset
+  def start(key, *data):
+    make_sampler(*data)  # first: it rejects an all-padding dataset
     k_init, k_loop = jax.random.split(key)
-    state = init(k_init, *data)
+    return init(k_init, *data), jax.random.split(k_loop, config.num_steps)
 
-    def body(state, key):
-      return update(state, draw(key))
+  def body(state, key, *data):
+    return update(state, make_sampler(*data)(key))
 
-    return jax.lax.scan(body, state, jax.random.split(k_loop, config.num_steps))
+  def train(key, *data):
+    state, keys = start(key, *data)
+    draw = make_sampler(*data)  # built once, outside the loop; `body` draws the same rows
+    return jax.lax.scan(lambda s, k: update(s, draw(k)), state, keys)
 
   apply = {role: net.apply for role, net in (nets or {}).items()}
-  return Learner(name, config, spec, init, sample, update, train, act, reward, apply)
+  return Learner(name, config, spec, init, sample, update, train, act, reward, apply,
+                 start, body)
 
 
 def _norm_from(config, spec, transitions) -> ObsNorm:

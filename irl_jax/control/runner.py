@@ -2,9 +2,10 @@
 
 A control learner's `train(key, *data)` is one `lax.scan`; for a long run you
 want it in pieces, with metrics written as it goes and a checkpoint to resume
-from. Learners that expose their scan as `start(key, *data) -> (carry, xs)` and
-`body(carry, x, *data) -> (carry, metrics)` (`ppo.make_ppo`,
-`adversarial.make_adversarial`) run here:
+from. Learners expose their scan as `start(key, *data) -> (carry, xs)` and
+`body(carry, x, *data) -> (carry, metrics)` (PPO, SAC, GAIL/AIRL, BC, IQ-Learn and
+the offline learners; online IQ-Learn's `env` is bound with `functools.partial`)
+and run here:
 
     learner = adversarial.make_adversarial(config, env)
     state, metrics = runner.run(learner.start, learner.body, key, demos,

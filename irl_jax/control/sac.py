@@ -197,6 +197,8 @@ class SAC:
   update_target: Callable  # state -> state
   critic_step: Callable    # (state, loss_fn) -> (state, metrics)   (a custom critic loss)
   train: Callable          # (key, reward_params=None) -> (state, metrics)
+  start: Callable          # key -> (state after warm-up, xs): `train`'s scan, for `runner`
+  body: Callable           # (state, x, reward_params=None) -> (state, metrics)
   act: Callable            # (params, key, obs) -> (action, log_prob)
   mode: Callable           # (params, obs) -> action
   policy_apply: Callable   # (actor_params, obs) -> distrax distribution
@@ -423,27 +425,30 @@ def make_sac(config: SACConfig, env: envs.Env, *, reward_fn: Callable | None = N
     state = update_target(state)
     return state._replace(update_step=state.update_step + 1), m_critic | m_actor
 
-  def train(key, reward_params=None) -> tuple[SACState, dict]:
+  def start(key):
     state = init(key)
     state, _ = jax.lax.scan(lambda s, _: (collect(s, uniform=True)[0], None), state, None,
                             length=c.warmup_iterations)
+    return state, jnp.arange(c.num_iterations)
 
+  def body(state: SACState, _, reward_params=None):
     def gradient_step(state, _):
       state, batch = sample(state)
       rewards = (None if reward_fn is None
                  else reward_fn(reward_params, batch.obs, batch.action, batch.next_obs))
       return update(state, batch, rewards)
 
-    def iteration(state, _):
-      state, _ = collect(state)
-      state, m = jax.lax.scan(gradient_step, state, None, length=c.updates_per_step)
-      metrics = jax.tree.map(jnp.mean, m)
-      metrics["recent_return"] = jnp.nanmean(state.episodes.last)
-      metrics["num_episodes"] = jnp.sum(state.episodes.count)
-      metrics["env_steps"] = state.step
-      return state, metrics
+    state, _ = collect(state)
+    state, m = jax.lax.scan(gradient_step, state, None, length=c.updates_per_step)
+    metrics = jax.tree.map(jnp.mean, m)
+    metrics["recent_return"] = jnp.nanmean(state.episodes.last)
+    metrics["num_episodes"] = jnp.sum(state.episodes.count)
+    metrics["env_steps"] = state.step
+    return state, metrics
 
-    return jax.lax.scan(iteration, state, None, length=c.num_iterations)
+  def train(key, reward_params=None) -> tuple[SACState, dict]:
+    state, xs = start(key)
+    return jax.lax.scan(lambda s, x: body(s, x, reward_params), state, xs)
 
   def evaluate(params: SACParams, key, num_episodes: int, deterministic: bool = True):
     if deterministic:
@@ -453,8 +458,9 @@ def make_sac(config: SACConfig, env: envs.Env, *, reward_fn: Callable | None = N
     return envs.episode_returns(env, policy, key, num_episodes)
 
   return SAC(config, env, target_entropy, init, collect, sample, update, update_critic,
-             update_actor, update_target, critic_step, train, act, mode, policy_apply, q_apply,
-             soft_value, evaluate, buffer, SACOptState(actor_opt, critic_opt, alpha_opt))
+             update_actor, update_target, critic_step, train, start, body, act, mode,
+             policy_apply, q_apply, soft_value, evaluate, buffer,
+             SACOptState(actor_opt, critic_opt, alpha_opt))
 
 
 def make_train(config: SACConfig, env: envs.Env, *, reward_fn: Callable | None = None):

@@ -1,0 +1,176 @@
+"""Checkpointed, resumable runs of BC, IQ-Learn (offline and online), SAC and the offline-RL
+learners through `irl_jax.control.runner`: each learner's `start`/`body` is its `train`'s
+scan, so a run in chunks ends with exactly `train`'s state and metrics, and a run
+interrupted after a checkpoint resumes to the uninterrupted result bit for bit."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from irl_jax.control import envs, imitation, offline, runner, sac
+from irl_jax.control.types import Transitions
+from irl_jax.train.metrics import MetricWriter
+
+STEPS = 6  # iterations of every run below: a chunk of 4 and one of 2
+
+
+def uniform_transitions(env, key, num_envs=4, steps=32) -> Transitions:
+  """Transitions of uniformly random actions (any data will do: the runs are compared
+  with each other, not scored)."""
+  spec = env.spec
+
+  def act(k, obs):
+    del obs
+    if spec.action.discrete:
+      return jax.random.randint(k, (), 0, spec.action.num_actions), jnp.zeros(())
+    return jax.random.uniform(k, spec.action.shape, minval=jnp.asarray(spec.action.low),
+                              maxval=jnp.asarray(spec.action.high)), jnp.zeros(())
+
+  state, obs = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+  _, _, r = jax.vmap(lambda s, o, k: envs.rollout(env, act, s, o, k, steps))(
+      state, obs, jax.random.split(jax.random.fold_in(key, 1), num_envs))
+  r = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), r)
+  return Transitions(r.obs, r.action, r.reward, r.next_obs, r.terminated, r.truncated,
+                     r.log_prob, jnp.ones_like(r.reward))
+
+
+def uniform_preferences(env, key, num_pairs=8, length=4) -> offline.Preferences:
+  """Pairs of random segments, labelled by their true returns."""
+  t = uniform_transitions(env, key, num_envs=2 * num_pairs, steps=length)
+  pairs = jax.tree.map(lambda x: x.reshape((num_pairs, 2, length, *x.shape[1:])), t)
+  returns = pairs.reward.sum(-1)
+  return offline.Preferences(pairs.obs, pairs.action, pairs.next_obs, pairs.terminated,
+                             jnp.ones((num_pairs, 2, length), bool),
+                             (returns[:, 1] > returns[:, 0]).astype(jnp.float32))
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+  env = envs.make("gymnax/CartPole-v1")
+  return env, uniform_transitions(env, jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+  env = envs.make("gymnax/Pendulum-v1")
+  return env, uniform_transitions(env, jax.random.key(1))
+
+
+def make_case(name, cartpole, pendulum):
+  """`(start, body, train, data)` of one small learner; `train(key, *data)`."""
+  if name == "bc":
+    env, demos = cartpole
+    bc = imitation.make_bc(imitation.BCConfig(hidden=(16,), batch_size=16, num_steps=STEPS),
+                           env.spec)
+    return bc.start, bc.body, bc.train, (demos,)
+  if name == "iq_offline":
+    env, demos = pendulum  # continuous: the SAC-style critic and actor
+    iq = imitation.make_iq_learn(imitation.IQLearnConfig(
+        hidden=(16,), batch_size=16, num_steps=STEPS), env.spec)
+    return iq.start, iq.body, iq.train, (demos,)
+  if name == "iq_online":
+    env, demos = cartpole
+    iq = imitation.make_iq_learn(imitation.IQLearnConfig(
+        online=True, hidden=(16,), batch_size=16, num_steps=STEPS, num_envs=2,
+        replay_size=64, warmup_env_steps=8), env.spec)
+    return (functools.partial(iq.start, env=env), functools.partial(iq.body, env=env),
+            functools.partial(iq.train, env=env), (demos,))
+  if name == "sac":
+    env, _ = pendulum
+    learner = sac.make_sac(sac.SACConfig(
+        num_envs=2, total_timesteps=64 + 2 * STEPS, learning_starts=64, batch_size=32,
+        buffer_size=128, hidden=(16,), updates_per_step=2), env)
+    return learner.start, learner.body, learner.train, ()
+  env, transitions = pendulum
+  if name in ("ipl_iql", "ipl_awac", "reward_model"):
+    prefs = uniform_preferences(env, jax.random.key(2))
+    make = {"ipl_iql": offline.make_ipl_iql, "ipl_awac": offline.make_ipl_awac,
+            "reward_model": offline.make_reward_model}[name]
+    config = {"num_steps": STEPS, "pref_batch_size": 4, "hidden": (16,)}
+    if name == "reward_model":
+      learner = make(config, env.spec)
+      return learner.start, learner.body, learner.train, (prefs,)
+    learner = make({**config, "batch_size": 16}, env.spec)
+    return learner.start, learner.body, learner.train, (prefs, transitions)
+  make = {"iql": offline.make_iql, "td3_bc": offline.make_td3_bc, "awac": offline.make_awac}
+  learner = make[name]({"num_steps": STEPS, "batch_size": 16, "hidden": (16,)}, env.spec)
+  return learner.start, learner.body, learner.train, (transitions,)
+
+
+def assert_same(a, b):
+  a, b = runner.storable(a), runner.storable(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+CASES = ("bc", "iq_offline", "iq_online", "sac", "iql", "td3_bc", "awac", "ipl_iql", "ipl_awac",
+         "reward_model")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_chunked_run_equals_train(name, cartpole, pendulum, tmp_path):
+  start, body, train, data = make_case(name, cartpole, pendulum)
+  key = jax.random.key(7)
+  want, want_metrics = jax.jit(train)(key, *data)
+  carry, got_metrics = runner.run(start, body, key, *data, workdir=str(tmp_path), chunk=4,
+                                  save_every=4)
+  # `train` returns the learner's parameters; BC and IQ-Learn carry more (the optimiser,
+  # the online learner's environments and replay) and keep the parameters in `.params`.
+  got = carry.params if name in ("bc", "iq_offline", "iq_online") else carry
+  assert_same(got, want)
+  assert set(got_metrics) == set(want_metrics)
+  for k in want_metrics:
+    np.testing.assert_array_equal(got_metrics[k], np.asarray(want_metrics[k]), err_msg=k)
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in lines] == list(range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("name", ("iq_online", "sac", "bc"))
+def test_interrupted_run_resumes_exactly(name, cartpole, pendulum, tmp_path, monkeypatch):
+  start, body, _, data = make_case(name, cartpole, pendulum)
+  key = jax.random.key(11)
+  whole, whole_metrics = runner.run(start, body, key, *data, workdir=str(tmp_path / "whole"),
+                                    chunk=2, save_every=2)
+  original = MetricWriter.write
+
+  def crash_at_5(self, step, scalars):
+    if step == 5:
+      raise KeyboardInterrupt("simulated interruption")
+    original(self, step, scalars)
+
+  monkeypatch.setattr(MetricWriter, "write", crash_at_5)
+  with pytest.raises(KeyboardInterrupt):
+    runner.run(start, body, key, *data, workdir=str(tmp_path / "cut"), chunk=2, save_every=2,
+               fingerprint={"learner": name})
+  monkeypatch.setattr(MetricWriter, "write", original)
+  logs = []
+  got, got_metrics = runner.run(start, body, key, *data, workdir=str(tmp_path / "cut"),
+                                chunk=2, save_every=2, fingerprint={"learner": name},
+                                log=logs.append)
+  assert logs == [f"runner: resumed {tmp_path / 'cut'} at iteration 4 of {STEPS}"]
+  assert_same(got, whole)  # every leaf of the carry: replay, environments, keys, optimiser
+  for k in whole_metrics:
+    np.testing.assert_array_equal(got_metrics[k], whole_metrics[k][4:], err_msg=k)
+  steps = [json.loads(line)["step"]
+           for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+  assert steps == list(range(1, STEPS + 1))
+
+
+def test_online_iq_learn_needs_the_environment(cartpole):
+  env, demos = cartpole
+  iq = imitation.make_iq_learn(imitation.IQLearnConfig(
+      online=True, hidden=(16,), batch_size=16, num_steps=2, num_envs=2, replay_size=64,
+      warmup_env_steps=8), env.spec)
+  with pytest.raises(ValueError, match=r"online=True: .* needs the env .*functools\.partial"):
+    iq.start(jax.random.key(0), demos)
+
+
+def test_reward_model_iql_has_no_single_scan():
+  spec = envs.make("gymnax/Pendulum-v1").spec
+  learner = offline.make_reward_model_iql({}, spec)
+  assert learner.start is None and learner.body is None
+  assert offline.make_ipl_iql({}, spec).start is not None
