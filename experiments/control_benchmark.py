@@ -40,6 +40,7 @@ COLORS = {m: f"C{i}" for i, m in enumerate(LABELS)}  # one colour per method in 
 
 
 ENV_OPTIONS = ("backend", "episode_length")  # `envs.make` keywords, Brax only
+BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
 
 
 def short(env_name: str) -> str:
@@ -50,8 +51,12 @@ def env_options(config, env_name: str) -> dict:
   """`config.env_options.<short name>` (Brax's physics backend and time limit), checked."""
   options = config.get("env_options") or {}
   opts = options.get(short(env_name), {})
-  opts = dict(opts.to_dict() if hasattr(opts, "to_dict") else opts)
   field = f"config.env_options.{short(env_name)}"
+  if hasattr(opts, "to_dict"):
+    opts = opts.to_dict()
+  if not isinstance(opts, dict):
+    raise ValueError(f"{field} must map options {list(ENV_OPTIONS)} to values, got {opts!r}.")
+  opts = dict(opts)
   unknown = sorted(set(opts) - set(ENV_OPTIONS))
   if unknown:
     raise ValueError(f"{field}: unknown option(s) {unknown}; known: {list(ENV_OPTIONS)}.")
@@ -59,7 +64,48 @@ def env_options(config, env_name: str) -> dict:
     raise ValueError(f"{field}: {sorted(opts)} apply to Brax environments only, not {env_name!r}.")
   if "episode_length" in opts:
     study.positive_int(opts["episode_length"], f"env_options.{short(env_name)}.episode_length")
+  if "backend" in opts and opts["backend"] not in BRAX_BACKENDS:
+    raise ValueError(f"{field}.backend must be one of {list(BRAX_BACKENDS)}, got "
+                     f"{opts['backend']!r}.")
   return opts
+
+
+def check_config(config) -> None:
+  """Every field `run` uses, checked before anything trains (a `ValueError` names it)."""
+  if config.num_seeds < 2:
+    raise ValueError(f"config.num_seeds must be >= 2 for intervals, got {config.num_seeds}.")
+  for n in config.num_demos:
+    study.positive_int(n, "num_demos")
+  for m in config.methods:
+    if m not in LABELS:
+      raise ValueError(f"config.methods: unknown method {m!r}; known: {sorted(LABELS)}.")
+  for name in config.envs:
+    if name not in experts.EXPERT_CONFIGS:
+      raise ValueError(f"config.envs: no expert settings for {name!r} (known: "
+                       f"{sorted(experts.EXPERT_CONFIGS)}).")
+    if short(name) not in config.env_steps:
+      raise ValueError(f"config.env_steps has no budget for {name!r}.")
+    env_options(config, name)
+  stray = sorted(set(config.get("env_options") or {}) - {short(n) for n in config.envs})
+  if stray:
+    raise ValueError(f"config.env_options: {stray} name no environment of config.envs "
+                     f"{tuple(config.envs)}.")
+  if config.transfer.enabled and config.transfer.env not in config.envs:
+    raise ValueError(f"config.transfer.env {config.transfer.env!r} is not one of config.envs "
+                     f"{tuple(config.envs)}.")
+  if config.transfer.enabled and not 1 <= config.transfer.num_demos <= max(config.num_demos):
+    raise ValueError(f"config.transfer.num_demos must be in [1, {max(config.num_demos)}] "
+                     f"(the demonstrations collected), got {config.transfer.num_demos}.")
+  # The methods' own settings: build each learner once (cheap, nothing trains).
+  fields = {"bc": "bc", "iq_offline": "iq_offline", "iq_online": "iq_online",
+            "gail": "adversarial", "airl": "adversarial"}
+  for name in config.envs:
+    env = make_env(config, name)
+    for m in config.methods:
+      try:
+        make_method(m, config, env, experts.EXPERT_CONFIGS[name])
+      except (TypeError, ValueError) as e:
+        raise ValueError(f"config.{fields[m]}: {e}") from e
 
 
 def make_env(config, env_name: str, params: dict | None = None) -> envs.Env:
@@ -265,21 +311,7 @@ def verdicts(results, config) -> list[dict]:
 
 def run(config, workdir: str, *, log=print) -> dict:
   config = study.resolve_quick(config)
-  if config.num_seeds < 2:
-    raise ValueError(f"config.num_seeds must be >= 2 for intervals, got {config.num_seeds}.")
-  for name in config.envs:
-    if name not in experts.EXPERT_CONFIGS:
-      raise ValueError(f"config.envs: no expert settings for {name!r} (known: "
-                       f"{sorted(experts.EXPERT_CONFIGS)}).")
-    if short(name) not in config.env_steps:
-      raise ValueError(f"config.env_steps has no budget for {name!r}.")
-    env_options(config, name)
-  if config.transfer.enabled and config.transfer.env not in config.envs:
-    raise ValueError(f"config.transfer.env {config.transfer.env!r} is not one of config.envs "
-                     f"{tuple(config.envs)}.")
-  if config.transfer.enabled and not 1 <= config.transfer.num_demos <= max(config.num_demos):
-    raise ValueError(f"config.transfer.num_demos must be in [1, {max(config.num_demos)}] "
-                     f"(the demonstrations collected), got {config.transfer.num_demos}.")
+  check_config(config)
   results = {"config": config.to_dict(), "cpu": study.cpu_model(),
              "device": str(jax.devices()[0]), "envs": {}}
   key = jax.random.key(config.seed)

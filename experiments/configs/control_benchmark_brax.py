@@ -20,7 +20,7 @@ At accelerator scale, raise the budgets and seeds from the command line, e.g.
 `experts.EXPERT_CONFIGS` (the benchmark names the missing ones) and a budget in
 `env_steps`. `quick`: BC, GAIL and offline IQ-Learn only (the others compile for half a
 minute each with Brax's physics inside), 2 seeds, demonstration counts 1 and 5, small
-budgets, about a minute and a half on 2 CPU cores.
+budgets, about two minutes on 2 CPU cores.
 """
 
 import ml_collections

@@ -208,10 +208,11 @@ class Learner(NamedTuple):
   transitions=None)`; the reward model `(preferences,)`; reward model + IQL
   `(preferences, transitions)`.
   start(key, *data) -> (state, keys), body(state, key, *data) -> (state, metrics):
-    `train`'s scan (`train` is `lax.scan(body, *start(key, *data))`), for
-    `irl_jax.control.runner.run` (checkpointed, resumable runs). None for reward
-    model + IQL, which is two scans: run the reward model's, relabel with
-    `relabel`, then IQL's.
+    `train`'s scan (`train` computes `lax.scan(body, *start(key, *data))`, with its
+    sampler built once outside the loop), for `irl_jax.control.runner.run`
+    (checkpointed, resumable runs), which checks the data first
+    (`start.check_data`). None for reward model + IQL, which is two scans: run the
+    reward model's, relabel with `relabel`, then IQL's.
   """
   name: str
   config: Any
@@ -728,10 +729,15 @@ def _make_learner(name, config, spec, init, make_sampler, update, act, reward=No
   def sample(key, *data):
     return make_sampler(*data)(key)
 
+  def check_data(*data):
+    make_sampler(*data)  # rejects an all-padding dataset (when the data are concrete)
+
   def start(key, *data):
-    make_sampler(*data)  # first: it rejects an all-padding dataset
+    check_data(*data)
     k_init, k_loop = jax.random.split(key)
     return init(k_init, *data), jax.random.split(k_loop, config.num_steps)
+
+  start.check_data = check_data  # `runner.run` calls it on the concrete data, before jit
 
   def body(state, key, *data):
     return update(state, make_sampler(*data)(key))

@@ -540,7 +540,8 @@ def make_ppo(config: PPOConfig, env: envs.Env, *, reward_fn: Callable | None = N
     r = reward_fn(reward_params, flat.obs, flat.action, flat.next_obs)
     return jnp.reshape(r, batch.reward.shape)
 
-  def start(key):
+  def start(key, reward_params=None):
+    del reward_params  # `body`'s data, passed to both by `runner.run`
     return init(key), jnp.arange(c.num_iterations)
 
   def body(state, _, reward_params=None):

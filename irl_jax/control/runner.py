@@ -87,6 +87,8 @@ def run(start: Callable, body: Callable, key, *data, workdir: str, chunk: int = 
 
   Args:
     start, body: the learner's scan (see the module docstring); `data` goes to both.
+      When `start` has a `check_data(*data)` attribute (the offline learners' do), it
+      is called first on the concrete data, whose errors `jax.jit` would not see.
     key: the run's PRNG key (the same key `train` takes).
     workdir: metrics.jsonl, tensorboard/ and checkpoints/ live here; a run found there
       is resumed.
@@ -106,6 +108,9 @@ def run(start: Callable, body: Callable, key, *data, workdir: str, chunk: int = 
   if save_every % chunk:
     raise ValueError(f"runner.run: save_every ({save_every}) must be a multiple of chunk "
                      f"({chunk}): checkpoints are taken between chunks")
+  check = getattr(start, "check_data", None)
+  if check is not None:  # checks that need concrete data (jit would skip them)
+    check(*data)
   carry, xs = jax.jit(start)(key, *data)
   total = int(jax.tree.leaves(xs)[0].shape[0])
   ckpts = Checkpoints(os.path.join(workdir, "checkpoints"), save_every=save_every,

@@ -197,7 +197,8 @@ class SAC:
   update_target: Callable  # state -> state
   critic_step: Callable    # (state, loss_fn) -> (state, metrics)   (a custom critic loss)
   train: Callable          # (key, reward_params=None) -> (state, metrics)
-  start: Callable          # key -> (state after warm-up, xs): `train`'s scan, for `runner`
+  start: Callable          # (key, reward_params=None) -> (state after warm-up, xs): `train`'s
+  #                          scan, for `runner`
   body: Callable           # (state, x, reward_params=None) -> (state, metrics)
   act: Callable            # (params, key, obs) -> (action, log_prob)
   mode: Callable           # (params, obs) -> action
@@ -425,7 +426,8 @@ def make_sac(config: SACConfig, env: envs.Env, *, reward_fn: Callable | None = N
     state = update_target(state)
     return state._replace(update_step=state.update_step + 1), m_critic | m_actor
 
-  def start(key):
+  def start(key, reward_params=None):
+    del reward_params  # `body`'s data, passed to both by `runner.run`
     state = init(key)
     state, _ = jax.lax.scan(lambda s, _: (collect(s, uniform=True)[0], None), state, None,
                             length=c.warmup_iterations)

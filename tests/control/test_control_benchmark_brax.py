@@ -2,13 +2,13 @@
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
 pytest.importorskip("brax")
 
 from experiments import control_benchmark
-from experiments.configs import control_benchmark as gymnax_cfg
 from experiments.configs import control_benchmark_brax as cfg
 
 
@@ -47,27 +47,61 @@ def test_control_benchmark_brax_quick(tmp_path):
   assert f"**{v['verdict']}**" in table
 
 
-def test_control_benchmark_env_options_errors(tmp_path):
-  config = cfg.get_config()
+def _fails(config, tmp_path, match):
+  with pytest.raises(ValueError, match=match):
+    control_benchmark.run(config, str(tmp_path))
+
+
+def test_control_benchmark_config_errors_come_before_any_training(tmp_path, monkeypatch):
+  def no_training(*args, **kwargs):
+    raise AssertionError("an expert was trained before the config was checked")
+
+  monkeypatch.setattr(control_benchmark.experts, "train_expert", no_training)
+
+  def two_envs():  # the bad field is on the second environment
+    config = cfg.get_config()
+    config.envs = ("gymnax/CartPole-v1", "brax/inverted_pendulum")
+    config.env_steps["CartPole-v1"] = 1000
+    return config
+
+  config = two_envs()
   config.env_options.inverted_pendulum.frames = 3
-  with pytest.raises(ValueError, match=r"config\.env_options\.inverted_pendulum: unknown "
-                                       r"option\(s\) \['frames'\]"):
-    control_benchmark.run(config, str(tmp_path))
-  config = cfg.get_config()
+  _fails(config, tmp_path, r"config\.env_options\.inverted_pendulum: unknown option\(s\) "
+                           r"\['frames'\]")
+  config = two_envs()
   config.env_options.inverted_pendulum.episode_length = 0
-  with pytest.raises(ValueError, match=r"config\.env_options\.inverted_pendulum\.episode_length "
-                                       "must be a positive integer, got 0"):
-    control_benchmark.run(config, str(tmp_path))
+  _fails(config, tmp_path, r"config\.env_options\.inverted_pendulum\.episode_length must be "
+                           "a positive integer, got 0")
+  config = two_envs()
+  config.env_options.inverted_pendulum.backend = "mjxx"
+  _fails(config, tmp_path, r"config\.env_options\.inverted_pendulum\.backend must be one of "
+                           r"\['generalized', 'positional', 'spring', 'mjx'\], got 'mjxx'")
+  config = two_envs()
+  config.env_options.hopper = {"backend": "mjx"}
+  _fails(config, tmp_path, r"config\.env_options: \['hopper'\] name no environment")
+  config = two_envs()
+  config.env_options = ml_collections.ConfigDict({"inverted_pendulum": "mjx"})
+  _fails(config, tmp_path, r"config\.env_options\.inverted_pendulum must map options")
   # gymnax environments take no Brax options.
-  config = gymnax_cfg.get_config()
-  config.env_options = {"CartPole-v1": {"backend": "mjx"}}
-  with pytest.raises(ValueError, match=r"config\.env_options\.CartPole-v1: \['backend'\] "
-                                       "apply to Brax environments only"):
-    control_benchmark.run(config, str(tmp_path))
-  # An environment without expert settings is named before anything trains.
-  config = cfg.get_config()
-  config.envs = ("brax/hopper",)
-  config.env_steps = {"hopper": 1000}
-  with pytest.raises(ValueError, match=r"config\.envs: no expert settings for 'brax/hopper'"):
-    control_benchmark.run(config, str(tmp_path))
-  assert not (tmp_path / "results.json").exists()
+  config = two_envs()
+  config.env_options["CartPole-v1"] = {"backend": "mjx"}
+  _fails(config, tmp_path, r"config\.env_options\.CartPole-v1: \['backend'\] apply to Brax "
+                           "environments only")
+  # An environment without expert settings is named.
+  config = two_envs()
+  config.envs = ("gymnax/CartPole-v1", "brax/hopper")
+  config.env_steps.hopper = 1000
+  _fails(config, tmp_path, r"config\.envs: no expert settings for 'brax/hopper'")
+  # The methods and their settings.
+  config = two_envs()
+  config.methods = ("bc", "dagger")
+  _fails(config, tmp_path, r"config\.methods: unknown method 'dagger'")
+  config = two_envs()
+  config.bc.momentum = 0.9
+  _fails(config, tmp_path, r"config\.bc: .*unexpected keyword argument 'momentum'")
+  config = two_envs()
+  config.adversarial.disc_lr = -1.0
+  _fails(config, tmp_path, r"config\.adversarial: .*disc_lr")
+  config = two_envs()
+  config.num_demos = (0, 5)
+  _fails(config, tmp_path, r"config\.num_demos must be a positive integer, got 0")

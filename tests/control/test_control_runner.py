@@ -75,7 +75,8 @@ def test_interrupted_run_resumes_exactly(env, reference, tmp_path, monkeypatch):
   # A finished run called again does nothing more and returns the final state.
   again, m = runner.run(learner.start, learner.body, jax.random.key(3), workdir=str(tmp_path),
                         chunk=2, save_every=2, fingerprint={"ppo": "small"})
-  assert_same(again, state) and m == {}
+  assert_same(again, state)
+  assert m == {}
   # Another configuration in the same workdir is refused, naming the field.
   with pytest.raises(ConfigMismatchError, match="ppo"):
     runner.run(learner.start, learner.body, jax.random.key(3), workdir=str(tmp_path),

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from irl_jax.control import envs, imitation, offline, runner, sac
+from irl_jax.control import envs, imitation, offline, ppo, runner, sac
 from irl_jax.control.types import Transitions
 from irl_jax.train.metrics import MetricWriter
 
@@ -160,13 +160,60 @@ def test_interrupted_run_resumes_exactly(name, cartpole, pendulum, tmp_path, mon
   assert steps == list(range(1, STEPS + 1))
 
 
+def speed_reward(reward_params, obs, action, next_obs):
+  """A learned-reward stand-in: `reward_params` times the pendulum's angular speed."""
+  del action, obs
+  return reward_params * jnp.abs(next_obs[..., 2])
+
+
+@pytest.mark.parametrize("name", ("sac", "ppo"))
+def test_runs_with_a_learned_reward_pass_its_parameters(name, pendulum, tmp_path):
+  env, _ = pendulum
+  if name == "sac":
+    learner = sac.make_sac(sac.SACConfig(
+        num_envs=2, total_timesteps=64 + 2 * STEPS, learning_starts=64, batch_size=32,
+        buffer_size=128, hidden=(16,)), env, reward_fn=speed_reward)
+  else:
+    learner = ppo.make_ppo(ppo.PPOConfig(num_envs=2, num_steps=8, total_timesteps=16 * STEPS,
+                                         update_epochs=1, num_minibatches=2, hidden=(16,)),
+                           env, reward_fn=speed_reward)
+  key = jax.random.key(5)
+  scale = jnp.float32(3.0)
+  want, want_metrics = jax.jit(learner.train)(key, scale)
+  got, got_metrics = runner.run(learner.start, learner.body, key, scale, workdir=str(tmp_path),
+                                chunk=4, save_every=4)
+  assert_same(got, want)
+  for k in want_metrics:
+    np.testing.assert_array_equal(got_metrics[k], np.asarray(want_metrics[k]), err_msg=k)
+  # The parameters matter: another scale trains differently.
+  other, _ = jax.jit(learner.train)(key, jnp.float32(0.0))
+  assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+      jax.tree.leaves(runner.storable(other.params)),
+      jax.tree.leaves(runner.storable(want.params)), strict=True))
+
+
+def test_all_padding_data_is_refused_before_anything_runs(pendulum, tmp_path):
+  env, transitions = pendulum
+  learner = offline.make_iql({"num_steps": STEPS, "batch_size": 16, "hidden": (16,)}, env.spec)
+  padding = transitions._replace(weight=jnp.zeros_like(transitions.weight))
+  with pytest.raises(ValueError, match=r"iql: `transitions\.weight` has no row with weight > 0"):
+    runner.run(learner.start, learner.body, jax.random.key(0), padding, workdir=str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_online_iq_learn_needs_the_environment(cartpole):
   env, demos = cartpole
   iq = imitation.make_iq_learn(imitation.IQLearnConfig(
       online=True, hidden=(16,), batch_size=16, num_steps=2, num_envs=2, replay_size=64,
       warmup_env_steps=8), env.spec)
-  with pytest.raises(ValueError, match=r"online=True: .* needs the env .*functools\.partial"):
+  match = r"online=True: .* needs the env .*functools\.partial"
+  with pytest.raises(ValueError, match=match):
     iq.start(jax.random.key(0), demos)
+  with pytest.raises(ValueError, match=match):
+    iq.train(jax.random.key(0), demos)
+  carry, keys = iq.start(jax.random.key(0), demos, env)
+  with pytest.raises(ValueError, match=match):
+    iq.body(carry, keys[0], demos)
 
 
 def test_reward_model_iql_has_no_single_scan():
