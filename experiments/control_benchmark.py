@@ -80,12 +80,19 @@ def check_config(config) -> None:
     if m not in LABELS:
       raise ValueError(f"config.methods: unknown method {m!r}; known: {sorted(LABELS)}.")
   for name in config.envs:
-    if name not in experts.EXPERT_CONFIGS:
+    if name not in experts.EXPERT_CONFIGS and name not in experts.SCRIPTED:
       raise ValueError(f"config.envs: no expert settings for {name!r} (known: "
-                       f"{sorted(experts.EXPERT_CONFIGS)}).")
+                       f"{sorted(experts.EXPERT_CONFIGS)}; scripted: "
+                       f"{sorted(experts.SCRIPTED)}).")
     if short(name) not in config.env_steps:
       raise ValueError(f"config.env_steps has no budget for {name!r}.")
     env_options(config, name)
+  # Entries for known environments outside config.envs may stay (a run on fewer of them).
+  known = {short(n) for n in (*config.envs, *experts.EXPERT_CONFIGS, *experts.SCRIPTED)}
+  stray = sorted(set(config.get("generator_ppo") or {}) - known)
+  if stray:
+    raise ValueError(f"config.generator_ppo: {stray} name no known environment "
+                     f"(config.envs: {tuple(config.envs)}).")
   stray = sorted(set(config.get("env_options") or {}) - {short(n) for n in config.envs})
   if stray:
     raise ValueError(f"config.env_options: {stray} name no environment of config.envs "
@@ -93,6 +100,10 @@ def check_config(config) -> None:
   if config.transfer.enabled and config.transfer.env not in config.envs:
     raise ValueError(f"config.transfer.env {config.transfer.env!r} is not one of config.envs "
                      f"{tuple(config.envs)}.")
+  if config.transfer.enabled and config.transfer.env not in experts.EXPERT_CONFIGS:
+    raise ValueError(f"config.transfer.env {config.transfer.env!r} has no PPO expert settings "
+                     "(the transfer trains an expert on the changed dynamics); known: "
+                     f"{sorted(experts.EXPERT_CONFIGS)}.")
   if config.transfer.enabled and not 1 <= config.transfer.num_demos <= max(config.num_demos):
     raise ValueError(f"config.transfer.num_demos must be in [1, {max(config.num_demos)}] "
                      f"(the demonstrations collected), got {config.transfer.num_demos}.")
@@ -101,11 +112,55 @@ def check_config(config) -> None:
             "gail": "adversarial", "airl": "adversarial"}
   for name in config.envs:
     env = make_env(config, name)
+    inner = None
     for m in config.methods:
+      if m in ("gail", "airl") and inner is None:
+        inner = generator_ppo(config, name)
       try:
-        make_method(m, config, env, experts.EXPERT_CONFIGS[name])
+        make_method(m, config, env, inner)
       except (TypeError, ValueError) as e:
         raise ValueError(f"config.{fields[m]}: {e}") from e
+
+
+def generator_ppo(config, env_name: str) -> ppo.PPOConfig:
+  """GAIL's and AIRL's PPO settings on `env_name`: the expert's (`experts.EXPERT_CONFIGS`),
+  with `config.generator_ppo.<short name>` (PPOConfig fields) on top; where the expert is
+  scripted, that entry gives them all. The budget is `config.env_steps`."""
+  field = f"config.generator_ppo.{short(env_name)}"
+  override = (config.get("generator_ppo") or {}).get(short(env_name), {})
+  if hasattr(override, "to_dict"):
+    override = override.to_dict()
+  if not isinstance(override, dict):
+    raise ValueError(f"{field} must map PPOConfig fields to values, got {override!r}.")
+  base = experts.EXPERT_CONFIGS.get(env_name)
+  if base is None and not override:
+    raise ValueError(f"{field}: GAIL and AIRL need PPO settings for {env_name!r}, whose "
+                     "expert is scripted (no EXPERT_CONFIGS entry to start from).")
+  steps = int(config.env_steps[short(env_name)])
+  override = {**override, "total_timesteps": steps}
+  try:
+    inner = dataclasses.replace(base, **override) if base else ppo.PPOConfig(**override)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{field}: {e}") from e
+  try:
+    ppo.check_config(inner)
+  except ValueError as e:
+    # total_timesteps is the budget, config.env_steps; the rest are this entry's.
+    budget = str(e).startswith("PPOConfig.total_timesteps")
+    raise ValueError(f"{f'config.env_steps.{short(env_name)}' if budget else field}: "
+                     f"{e}") from e
+  return inner
+
+
+def make_expert(config, env: envs.Env, key) -> experts.Expert:
+  """The library's PPO on the true reward (`experts.EXPERT_CONFIGS`, its budget scaled by
+  `config.expert_steps_scale`), or the scripted controller where PPO has no settings."""
+  if env.name not in experts.EXPERT_CONFIGS:
+    return experts.scripted_expert(env, key, eval_episodes=config.eval_episodes)
+  ppo_config = experts.EXPERT_CONFIGS[env.name]
+  ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
+      ppo_config.total_timesteps * config.expert_steps_scale))
+  return experts.train_expert(env, key, ppo_config, eval_episodes=config.eval_episodes)
 
 
 def make_env(config, env_name: str, params: dict | None = None) -> envs.Env:
@@ -114,7 +169,8 @@ def make_env(config, env_name: str, params: dict | None = None) -> envs.Env:
 
 def make_method(method: str, config, env, expert_ppo):
   """`(train(key, demos) -> (params, metrics), mode(params, obs), env_steps,
-  curve(metrics) -> (steps, returns))` for one method."""
+  curve(metrics) -> (steps, returns))` for one method; `expert_ppo` is GAIL's and AIRL's
+  PPO (`generator_ppo`), its budget replaced by `config.env_steps`."""
   spec = env.spec
   steps = int(config.env_steps[short(env.name)])
   if method == "bc":
@@ -155,12 +211,11 @@ def make_method(method: str, config, env, expert_ppo):
 def run_env(config, env_name: str, key, log=print) -> dict:
   env = make_env(config, env_name)
   k_expert, k_demos, k_runs, k_eval = jax.random.split(key, 4)
-  ppo_config = experts.EXPERT_CONFIGS[env_name]
-  ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
-      ppo_config.total_timesteps * config.expert_steps_scale))
+  inner = generator_ppo(config, env_name) if {"gail", "airl"} & set(config.methods) else None
   t0 = time.perf_counter()
-  expert = experts.train_expert(env, k_expert, ppo_config, eval_episodes=config.eval_episodes)
-  log(f"{env_name}: expert return {expert.mean_return:.1f} (random "
+  expert = make_expert(config, env, k_expert)
+  kind = "scripted" if expert.params is None else "PPO"
+  log(f"{env_name}: {kind} expert return {expert.mean_return:.1f} (random "
       f"{expert.random_return:.1f}) in {time.perf_counter() - t0:.0f} s")
   counts = [int(n) for n in config.num_demos]
   episodes = experts.demonstrations(env, expert, k_demos, max(counts))
@@ -169,11 +224,12 @@ def run_env(config, env_name: str, key, log=print) -> dict:
                for n in counts]
   demos = jax.tree.map(lambda *x: jnp.stack(x), *demo_sets)  # [D, size, ...]
   seeds = jax.random.split(k_runs, config.num_seeds)
-  out = {"expert_return": expert.mean_return, "random_return": expert.random_return,
+  out = {"expert": kind, "expert_return": expert.mean_return,
+         "random_return": expert.random_return,
          "demo_returns": data.episode_returns(episodes).tolist(),
          "demo_steps": [int(d.weight.sum()) for d in demo_sets], "methods": {}}
   for method in config.methods:
-    train, mode, env_steps, curve = make_method(method, config, env, ppo_config)
+    train, mode, env_steps, curve = make_method(method, config, env, inner)
     # All (demonstration count, seed) runs in one program: [D, S].
     run_all = jax.jit(jax.vmap(jax.vmap(train, in_axes=(0, None)), in_axes=(None, 0)))
     t0 = time.perf_counter()
@@ -234,8 +290,7 @@ def run_transfer(config, env_name: str, expert, episodes, key, log=print) -> dic
       f"(random {target_expert.random_return:.1f}); source expert {expert.mean_return:.1f}")
   demos = data.to_transitions(data.take_episodes(episodes, int(t.num_demos)))
   seeds = jax.random.split(k_runs, config.num_seeds)
-  steps = int(config.env_steps[short(env_name)])
-  inner = dataclasses.replace(ppo_config, total_timesteps=steps)
+  inner = generator_ppo(config, env_name)
   out = {"params": t.params.to_dict(), "num_demos": int(t.num_demos),
          "target_expert_return": target_expert.mean_return,
          "target_random_return": target_expert.random_return, "methods": {}}
@@ -338,7 +393,8 @@ def results_table(results, config=None) -> str:
            f"over seeds. CPU: {results['cpu']}.", ""]
   for env_name, r in results["envs"].items():
     counts = list(next(iter(r["methods"].values()))["by_demos"])
-    lines += [f"### {env_name} (expert {r['expert_return']:.1f}, random "
+    kind = "scripted expert" if r.get("expert") == "scripted" else "expert"
+    lines += [f"### {env_name} ({kind} {r['expert_return']:.1f}, random "
               f"{r['random_return']:.1f})", "",
               "| method | " + " | ".join(f"{n} demo(s)" for n in counts)
               + " | run s (compile s) | env steps/s |",

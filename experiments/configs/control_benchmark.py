@@ -3,8 +3,10 @@
     python -m experiments.control_benchmark --workdir=/tmp/control_benchmark
     python -m experiments.control_benchmark --workdir=/tmp/control_benchmark --config.quick=True
 
-For each environment: a PPO expert trained by the library (`irl_jax.control.experts`),
-25 of its episodes as demonstrations, and every method trained on the first 1, 5 and 25
+For each environment: a PPO expert trained by the library (`irl_jax.control.experts`;
+on MountainCarContinuous, where the library's PPO and SAC do not solve the task, the
+scripted energy-pumping controller with action noise 0.3), 25 of its episodes as
+demonstrations, and every method trained on the first 1, 5 and 25
 of them with 5 seeds; all (demonstration count, seed) runs of a method are one vmapped,
 compiled program. Reported: expert-normalised return (0 random play, 1 the expert) of the
 final deterministic policy, curves against environment steps for the methods that act,
@@ -23,9 +25,10 @@ def get_config():
   c.quick = False
   c.seed = 0
   c.num_seeds = 5
-  # MountainCarContinuous-v0 is left out: the library's PPO ends at the do-nothing policy
-  # (return ≈ 0 after 500k steps), and a degenerate expert measures nothing.
-  c.envs = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1", "gymnax/Pendulum-v1")
+  # MountainCarContinuous-v0's expert is scripted (`experts.SCRIPTED`: energy pumping with
+  # action noise 0.3): the library's PPO and SAC end at the do-nothing policy there.
+  c.envs = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1", "gymnax/Pendulum-v1",
+            "gymnax/MountainCarContinuous-v0")
   c.num_demos = (1, 5, 25)
   c.methods = ("bc", "gail", "airl", "iq_offline", "iq_online")
   c.eval_episodes = 16
@@ -37,6 +40,12 @@ def get_config():
   # `envs.make` options per environment (short name -> backend, episode_length): Brax
   # only (`control_benchmark_brax.py`).
   c.env_options = ml_collections.ConfigDict()
+  # GAIL's and AIRL's PPO per environment (short name -> PPOConfig fields) on top of the
+  # expert's settings; required where the expert is scripted. MountainCar: Pendulum's
+  # expert settings with γ = 0.99 (episodes of up to 999 steps) and no reward scale.
+  c.generator_ppo = ml_collections.ConfigDict({
+      "MountainCarContinuous-v0": dict(num_envs=16, num_steps=128, update_epochs=10,
+                                       num_minibatches=8, lr=1e-3, gamma=0.99, ent_coef=0.0)})
   c.expert_steps_scale = 1.0  # multiplies the experts' PPO budgets (quick: smaller)
   c.bc = ml_collections.ConfigDict(dict(num_steps=2000, batch_size=256, learning_rate=1e-3))
   c.iq_offline = ml_collections.ConfigDict(dict(num_steps=3000, batch_size=256,

@@ -35,6 +35,7 @@ def get_config():
   c.env_options = ml_collections.ConfigDict({
       "inverted_pendulum": {"backend": "positional", "episode_length": 1000}})
   c.iq_online_env_steps = 100_000
+  c.generator_ppo = ml_collections.ConfigDict()  # GAIL's and AIRL's PPO: the expert's
   c.transfer.enabled = False
   c.quick_settings = ml_collections.ConfigDict(dict(
       methods=("bc", "gail", "iq_offline"), num_demos=(1, 5), num_seeds=2, eval_episodes=4,

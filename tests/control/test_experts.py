@@ -89,6 +89,88 @@ def test_control_benchmark_transfer_config_errors(tmp_path):
     control_benchmark.run(config, str(tmp_path))
 
 
+def test_control_benchmark_on_mountaincar_uses_the_scripted_expert(tmp_path):
+  """MountainCarContinuous has no PPO expert settings: the benchmark takes the scripted
+  controller as the expert, and GAIL's PPO comes from `config.generator_ppo`."""
+  from experiments import control_benchmark
+  from experiments.configs import control_benchmark as cfg
+  config = cfg.get_config()
+  config.envs = ("gymnax/MountainCarContinuous-v0",)
+  config.transfer.enabled = False
+  config.methods = ("bc", "gail")
+  config.num_demos, config.num_seeds, config.eval_episodes = (1, 2), 2, 2
+  config.env_steps["MountainCarContinuous-v0"] = 4096
+  config.bc.num_steps = 200
+  config.generator_ppo["MountainCarContinuous-v0"].num_envs = 4
+  results = control_benchmark.run(config, str(tmp_path), log=lambda line: None)
+  r = results["envs"]["gymnax/MountainCarContinuous-v0"]
+  table = (tmp_path / "results.md").read_text()
+  assert r["expert"] == "scripted" and "(scripted expert " in table
+  # Energy pumping reaches the flag (about 80-90); uniform actions only pay for fuel.
+  assert r["expert_return"] > 70 and r["random_return"] < -20
+  # GAIL ran with the configured generator: 4 environments x 128 steps per round.
+  assert r["methods"]["gail"]["env_steps_per_run"] == 4096
+  assert len(r["methods"]["gail"]["curve_steps"]) == 4096 // (4 * 128)
+  # BC clones the bang-bang controller from one noisy demonstration.
+  assert np.mean(r["methods"]["bc"]["normalised"][0]) > 0.8
+  assert results["verdicts"][0]["finding"].startswith("MountainCarContinuous-v0: IRL ≥ BC")
+
+
+def test_control_benchmark_generator_ppo_config_errors(tmp_path, monkeypatch):
+  from experiments import control_benchmark
+  from experiments.configs import control_benchmark as cfg
+
+  def no_expert(*args, **kwargs):
+    raise AssertionError("an expert was made before the config was checked")
+
+  monkeypatch.setattr(control_benchmark.experts, "train_expert", no_expert)
+  monkeypatch.setattr(control_benchmark.experts, "scripted_expert", no_expert)
+
+  def mountaincar():
+    config = cfg.get_config()
+    config.envs = ("gymnax/CartPole-v1", "gymnax/MountainCarContinuous-v0")
+    config.transfer.enabled = False
+    return config
+
+  def fails(config, match):
+    with pytest.raises(ValueError, match=match):
+      control_benchmark.run(config, str(tmp_path))
+
+  config = mountaincar()
+  del config.generator_ppo["MountainCarContinuous-v0"]
+  fails(config, r"config\.generator_ppo\.MountainCarContinuous-v0: GAIL and AIRL need PPO "
+                "settings for 'gymnax/MountainCarContinuous-v0', whose expert is scripted")
+  config = mountaincar()
+  config.generator_ppo["MountainCarContinuous-v0"].momentum = 0.9
+  fails(config, r"config\.generator_ppo\.MountainCarContinuous-v0: .*unexpected keyword "
+                "argument 'momentum'")
+  config = mountaincar()
+  config.generator_ppo["MountainCarContinuous-v0"].num_envs = 0
+  fails(config, r"config\.generator_ppo\.MountainCarContinuous-v0: .*num_envs")
+  config = mountaincar()
+  config.env_steps["MountainCarContinuous-v0"] = 1000
+  fails(config, r"config\.env_steps\.MountainCarContinuous-v0: PPOConfig\.total_timesteps: "
+                r"must be at least num_envs·num_steps = 2048 \(got 1000\)")
+  config = mountaincar()
+  config.generator_ppo.MountainCar = {"gamma": 0.99}
+  fails(config, r"config\.generator_ppo: \['MountainCar'\] name no known environment")
+  config = mountaincar()
+  config.generator_ppo = ml_collections.ConfigDict({"CartPole-v1": 0.99})
+  fails(config, r"config\.generator_ppo\.CartPole-v1 must map PPOConfig fields")
+  # The transfer trains a PPO expert on the changed dynamics: a scripted one will not do.
+  config = mountaincar()
+  config.transfer = ml_collections.ConfigDict(dict(
+      enabled=True, env="gymnax/MountainCarContinuous-v0", params=dict(power=0.001),
+      num_demos=5))
+  fails(config, r"config\.transfer\.env 'gymnax/MountainCarContinuous-v0' has no PPO expert "
+                "settings")
+  # Without GAIL and AIRL no generator settings are needed.
+  config = mountaincar()
+  del config.generator_ppo["MountainCarContinuous-v0"]
+  config.methods = ("bc",)
+  control_benchmark.check_config(config)
+
+
 def test_control_benchmark_brax_quick(tmp_path):
   pytest.importorskip("brax")
   from experiments.configs import control_benchmark_brax as cfg
@@ -137,7 +219,7 @@ def test_control_benchmark_config_errors_come_before_any_training(tmp_path, monk
   def two_envs():  # the bad field is on the second environment
     config = cfg.get_config()
     config.envs = ("gymnax/CartPole-v1", "brax/inverted_pendulum")
-    config.env_steps["CartPole-v1"] = 1000
+    config.env_steps["CartPole-v1"] = 4096
     return config
 
   config = two_envs()
