@@ -100,10 +100,11 @@ def check_config(config) -> None:
   if config.transfer.enabled and config.transfer.env not in config.envs:
     raise ValueError(f"config.transfer.env {config.transfer.env!r} is not one of config.envs "
                      f"{tuple(config.envs)}.")
-  if config.transfer.enabled and config.transfer.env not in experts.EXPERT_CONFIGS:
+  with_ppo = sorted(n for n, c in experts.EXPERT_CONFIGS.items() if isinstance(c, ppo.PPOConfig))
+  if config.transfer.enabled and config.transfer.env not in with_ppo:
     raise ValueError(f"config.transfer.env {config.transfer.env!r} has no PPO expert settings "
-                     "(the transfer trains an expert on the changed dynamics); known: "
-                     f"{sorted(experts.EXPERT_CONFIGS)}.")
+                     f"(the transfer trains a PPO expert on the changed dynamics); known: "
+                     f"{with_ppo}.")
   if config.transfer.enabled and not 1 <= config.transfer.num_demos <= max(config.num_demos):
     raise ValueError(f"config.transfer.num_demos must be in [1, {max(config.num_demos)}] "
                      f"(the demonstrations collected), got {config.transfer.num_demos}.")
@@ -125,7 +126,7 @@ def check_config(config) -> None:
 def generator_ppo(config, env_name: str) -> ppo.PPOConfig:
   """GAIL's and AIRL's PPO settings on `env_name`: the expert's (`experts.EXPERT_CONFIGS`),
   with `config.generator_ppo.<short name>` (PPOConfig fields) on top; where the expert is
-  scripted, that entry gives them all. The budget is `config.env_steps`."""
+  scripted (or SAC), that entry gives them all. The budget is `config.env_steps`."""
   field = f"config.generator_ppo.{short(env_name)}"
   override = (config.get("generator_ppo") or {}).get(short(env_name), {})
   if hasattr(override, "to_dict"):
@@ -133,9 +134,11 @@ def generator_ppo(config, env_name: str) -> ppo.PPOConfig:
   if not isinstance(override, dict):
     raise ValueError(f"{field} must map PPOConfig fields to values, got {override!r}.")
   base = experts.EXPERT_CONFIGS.get(env_name)
-  if base is None and not override:
-    raise ValueError(f"{field}: GAIL and AIRL need PPO settings for {env_name!r}, whose "
-                     "expert is scripted (no EXPERT_CONFIGS entry to start from).")
+  if not isinstance(base, ppo.PPOConfig):
+    base = None
+    if not override:
+      raise ValueError(f"{field}: GAIL and AIRL need PPO settings for {env_name!r}, whose "
+                       "expert is scripted or SAC (no PPO expert settings to start from).")
   steps = int(config.env_steps[short(env_name)])
   override = {**override, "total_timesteps": steps}
   try:
@@ -153,14 +156,15 @@ def generator_ppo(config, env_name: str) -> ppo.PPOConfig:
 
 
 def make_expert(config, env: envs.Env, key) -> experts.Expert:
-  """The library's PPO on the true reward (`experts.EXPERT_CONFIGS`, its budget scaled by
-  `config.expert_steps_scale`), or the scripted controller where PPO has no settings."""
+  """The library's PPO or SAC on the true reward (`experts.EXPERT_CONFIGS`, its budget
+  scaled by `config.expert_steps_scale`), or the scripted controller where there are no
+  settings."""
   if env.name not in experts.EXPERT_CONFIGS:
     return experts.scripted_expert(env, key, eval_episodes=config.eval_episodes)
-  ppo_config = experts.EXPERT_CONFIGS[env.name]
-  ppo_config = dataclasses.replace(ppo_config, total_timesteps=int(
-      ppo_config.total_timesteps * config.expert_steps_scale))
-  return experts.train_expert(env, key, ppo_config, eval_episodes=config.eval_episodes)
+  rl_config = experts.EXPERT_CONFIGS[env.name]
+  rl_config = dataclasses.replace(rl_config, total_timesteps=int(
+      rl_config.total_timesteps * config.expert_steps_scale))
+  return experts.train_expert(env, key, rl_config, eval_episodes=config.eval_episodes)
 
 
 def make_env(config, env_name: str, params: dict | None = None) -> envs.Env:
@@ -214,7 +218,7 @@ def run_env(config, env_name: str, key, log=print) -> dict:
   inner = generator_ppo(config, env_name) if {"gail", "airl"} & set(config.methods) else None
   t0 = time.perf_counter()
   expert = make_expert(config, env, k_expert)
-  kind = "scripted" if expert.params is None else "PPO"
+  kind = expert.kind
   log(f"{env_name}: {kind} expert return {expert.mean_return:.1f} (random "
       f"{expert.random_return:.1f}) in {time.perf_counter() - t0:.0f} s")
   counts = [int(n) for n in config.num_demos]
@@ -393,7 +397,7 @@ def results_table(results, config=None) -> str:
            f"over seeds. CPU: {results['cpu']}.", ""]
   for env_name, r in results["envs"].items():
     counts = list(next(iter(r["methods"].values()))["by_demos"])
-    kind = "scripted expert" if r.get("expert") == "scripted" else "expert"
+    kind = f"{r['expert']} expert" if r.get("expert", "PPO") != "PPO" else "expert"
     lines += [f"### {env_name} ({kind} {r['expert_return']:.1f}, random "
               f"{r['random_return']:.1f})", "",
               "| method | " + " | ".join(f"{n} demo(s)" for n in counts)

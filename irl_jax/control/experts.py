@@ -7,7 +7,11 @@
 `EXPERT_CONFIGS` holds the PPO settings used for the laptop suite and for Brax's
 inverted pendulum (measured on a 2-core AMD EPYC CPU: CartPole and Acrobot in about
 5 s, Pendulum in about 20 s, Brax's inverted pendulum, `positional` physics, in about
-35 s).
+35 s). `train_expert` also takes a `sac.SACConfig`, for a SAC expert:
+
+    expert = experts.train_expert(envs.make("gymnax/Pendulum-v1"), key,
+                                  sac.SACConfig(total_timesteps=20_000, hidden=(64, 64)))
+
 Demonstrations are sampled from the expert's stochastic policy, with
 `log π(a|s)` stored, into an `irl_jax.control.data.Episodes` dataset.
 """
@@ -20,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from irl_jax.control import data, envs, ppo
+from irl_jax.control import data, envs, ppo, sac
 
 EXPERT_CONFIGS = {
     "gymnax/CartPole-v1": ppo.PPOConfig(total_timesteps=200_000),
@@ -43,13 +47,14 @@ class Expert(NamedTuple):
   """A trained policy. `act(key, obs) -> (action, log_prob)` samples it; `mode(obs)`
   is its deterministic action. `mean_return` and `random_return` are the mean
   undiscounted returns of the deterministic expert and of uniformly random actions
-  (the ends of the expert-normalised scale)."""
+  (the ends of the expert-normalised scale). `kind`: "PPO", "SAC" or "scripted"."""
   params: Any
   act: Callable
   mode: Callable
   mean_return: float
   random_return: float
   metrics: dict
+  kind: str = "PPO"
 
 
 def uniform_policy(spec: envs.EnvSpec) -> Callable:
@@ -63,15 +68,22 @@ def uniform_policy(spec: envs.EnvSpec) -> Callable:
   return act
 
 
-def train_expert(env: envs.Env, key, config: ppo.PPOConfig | None = None, *,
-                 eval_episodes: int = 32) -> Expert:
-  """PPO on the environment's own reward (`EXPERT_CONFIGS[env.name]` unless `config`)."""
+def train_expert(env: envs.Env, key, config: ppo.PPOConfig | sac.SACConfig | None = None,
+                 *, eval_episodes: int = 32) -> Expert:
+  """PPO (a `PPOConfig`) or SAC (a `SACConfig`) on the environment's own reward
+  (`EXPERT_CONFIGS[env.name]` unless `config`)."""
   if config is None:
     if env.name not in EXPERT_CONFIGS:
-      raise ValueError(f"no expert settings for {env.name!r}; pass a PPOConfig "
-                       f"(known: {sorted(EXPERT_CONFIGS)}).")
+      raise ValueError(f"no expert settings for {env.name!r}; pass a PPOConfig or a "
+                       f"SACConfig (known: {sorted(EXPERT_CONFIGS)}).")
     config = EXPERT_CONFIGS[env.name]
-  learner = ppo.make_ppo(config, env)
+  if isinstance(config, ppo.PPOConfig):
+    kind, learner = "PPO", ppo.make_ppo(config, env)
+  elif isinstance(config, sac.SACConfig):
+    kind, learner = "SAC", sac.make_sac(config, env)
+  else:
+    raise TypeError(f"train_expert: config must be a ppo.PPOConfig or a sac.SACConfig, got "
+                    f"{type(config).__name__}.")
   k_train, k_eval, k_rand = jax.random.split(key, 3)
   state, metrics = jax.jit(learner.train)(k_train)
   params = state.params
@@ -85,7 +97,7 @@ def train_expert(env: envs.Env, key, config: ppo.PPOConfig | None = None, *,
   def mode(obs):
     return learner.mode(params, obs)
 
-  return Expert(params, act, mode, mean_return, random_return, metrics)
+  return Expert(params, act, mode, mean_return, random_return, metrics, kind)
 
 
 def _energy_pumping(obs):
@@ -125,14 +137,14 @@ def scripted_expert(env: envs.Env, key, *, noise: float = 0.3,
   random_return = float(envs.episode_returns(env, uniform_policy(env.spec), k_rand,
                                              eval_episodes).mean())
   return Expert(None, act, mode, mean_return, random_return,
-                {"controller": controller.__name__.lstrip("_"), "noise": noise})
+                {"controller": controller.__name__.lstrip("_"), "noise": noise}, "scripted")
 
 
 def demonstrations(env: envs.Env, expert: Expert, key, num_episodes: int, *,
                    num_envs: int = 8) -> data.Episodes:
   """`num_episodes` complete episodes of the expert's stochastic policy."""
   return data.collect_episodes(env, expert.act, key, num_episodes, num_envs=num_envs,
-                               metadata={"policy": "irl_jax.control.experts (PPO)",
+                               metadata={"policy": f"irl_jax.control.experts ({expert.kind})",
                                          "expert_return": expert.mean_return,
                                          "random_return": expert.random_return})
 

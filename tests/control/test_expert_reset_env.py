@@ -25,7 +25,7 @@ def test_scripted_expert_pumps_energy_and_reaches_the_flag(mountain_car):
   obs = jnp.array([[-0.5, 0.01], [-0.5, -0.01], [-0.5, 0.0]])
   np.testing.assert_array_equal(np.asarray(expert.mode(obs)), [[1.0], [-1.0], [1.0]])
   # Reaching the flag pays +100; the action cost is 0.1·a² per step.
-  assert expert.mean_return > 50 and expert.random_return < 0
+  assert expert.mean_return > 50 and expert.random_return < 0 and expert.kind == "scripted"
   assert episodes.terminated[episodes.episode_starts[1] - 1]  # the first episode ends at the flag
   assert np.all(data.episode_returns(episodes) > 50)
   assert np.isnan(episodes.log_prob).all()

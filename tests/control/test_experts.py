@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from irl_jax.control import data, envs, experts, ppo
+from irl_jax.control import data, envs, experts, ppo, sac
 
 
 def test_cartpole_expert_and_its_demonstrations():
@@ -21,16 +21,35 @@ def test_cartpole_expert_and_its_demonstrations():
   assert demos.num_episodes == 3
   assert np.isfinite(demos.log_prob).all() and (demos.log_prob <= 0).all()
   assert demos.metadata["expert_return"] == expert.mean_return
+  assert expert.kind == "PPO" and demos.metadata["policy"] == "irl_jax.control.experts (PPO)"
   np.testing.assert_allclose(experts.normalised_return(np.array([expert.random_return,
                                                                  expert.mean_return]), expert),
                              [0.0, 1.0], atol=1e-6)
   assert data.episode_returns(demos).mean() > 150
 
 
+def test_sac_expert_and_its_demonstrations():
+  """A SACConfig gives a SAC expert: 6k steps solve most of Pendulum (random play is
+  about −1200, a solved pendulum about −150)."""
+  env = envs.make("gymnax/Pendulum-v1")
+  config = sac.SACConfig(total_timesteps=6_000, learning_starts=500, batch_size=128,
+                         hidden=(64, 64), actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
+  expert = experts.train_expert(env, jax.random.key(0), config, eval_episodes=8)
+  assert expert.kind == "SAC" and expert.mean_return > -400 and expert.random_return < -900
+  assert "alpha" in expert.metrics
+  demos = experts.demonstrations(env, expert, jax.random.key(1), 2, num_envs=2)
+  assert demos.num_episodes == 2 and demos.metadata["policy"] == "irl_jax.control.experts (SAC)"
+  assert np.isfinite(demos.log_prob).all()
+  assert data.episode_returns(demos).mean() > -600
+
+
 def test_unknown_environments_need_a_config():
   env = envs.make("gymnax/MountainCarContinuous-v0")
   with pytest.raises(ValueError, match="no expert settings"):
     experts.train_expert(env, jax.random.key(0))
+  with pytest.raises(TypeError, match=r"config must be a ppo\.PPOConfig or a "
+                                      r"sac\.SACConfig, got dict"):
+    experts.train_expert(env, jax.random.key(0), {"total_timesteps": 1000})
 
 
 def run_quick(cfg, tmp_path):
