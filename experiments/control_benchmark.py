@@ -109,8 +109,6 @@ def check_config(config) -> None:
     raise ValueError(f"config.transfer.num_demos must be in [1, {max(config.num_demos)}] "
                      f"(the demonstrations collected), got {config.transfer.num_demos}.")
   # The methods' own settings: build each learner once (cheap, nothing trains).
-  fields = {"bc": "bc", "iq_offline": "iq_offline", "iq_online": "iq_online",
-            "gail": "adversarial", "airl": "adversarial"}
   for name in config.envs:
     env = make_env(config, name)
     inner = None
@@ -120,7 +118,27 @@ def check_config(config) -> None:
       try:
         make_method(m, config, env, inner)
       except (TypeError, ValueError) as e:
-        raise ValueError(f"config.{fields[m]}: {e}") from e
+        raise ValueError(f"{method_fields(m, name, e)}: {e}") from e
+  if config.transfer.enabled:  # its GAIL and AIRL run whatever config.methods holds
+    inner = generator_ppo(config, config.transfer.env)
+    for m in ("airl", "gail"):
+      try:
+        adversarial.check_config(adversarial.AdversarialConfig(
+            method=m, ppo=inner, state_only=m == "airl", **config.adversarial))
+      except (TypeError, ValueError) as e:
+        raise ValueError(f"{method_fields(m, config.transfer.env, e)} (the transfer): "
+                         f"{e}") from e
+
+
+def method_fields(method: str, env_name: str, error: Exception) -> str:
+  """The config field(s) to blame for `method`'s settings error on `env_name`: GAIL's and
+  AIRL's messages about `ppo.` settings may come from `config.generator_ppo` too."""
+  fields = {"bc": "bc", "iq_offline": "iq_offline", "iq_online": "iq_online",
+            "gail": "adversarial", "airl": "adversarial"}
+  field = f"config.{fields[method]}"
+  if method in ("gail", "airl") and "ppo." in str(error):
+    field += f" or config.generator_ppo.{short(env_name)}"
+  return field
 
 
 def generator_ppo(config, env_name: str) -> ppo.PPOConfig:
@@ -133,6 +151,9 @@ def generator_ppo(config, env_name: str) -> ppo.PPOConfig:
     override = override.to_dict()
   if not isinstance(override, dict):
     raise ValueError(f"{field} must map PPOConfig fields to values, got {override!r}.")
+  if "total_timesteps" in override:
+    raise ValueError(f"{field}.total_timesteps: the budget is config.env_steps"
+                     f"[{short(env_name)!r}], not a generator setting.")
   base = experts.EXPERT_CONFIGS.get(env_name)
   if not isinstance(base, ppo.PPOConfig):
     base = None
@@ -142,16 +163,14 @@ def generator_ppo(config, env_name: str) -> ppo.PPOConfig:
   steps = int(config.env_steps[short(env_name)])
   override = {**override, "total_timesteps": steps}
   try:
-    inner = dataclasses.replace(base, **override) if base else ppo.PPOConfig(**override)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{field}: {e}") from e
-  try:
+    inner = (dataclasses.replace(base, **override) if base is not None
+             else ppo.PPOConfig(**override))
     ppo.check_config(inner)
-  except ValueError as e:
-    # total_timesteps is the budget, config.env_steps; the rest are this entry's.
+  except (TypeError, ValueError) as e:
+    # A budget below one round: config.env_steps, or this entry's num_envs·num_steps.
     budget = str(e).startswith("PPOConfig.total_timesteps")
-    raise ValueError(f"{f'config.env_steps.{short(env_name)}' if budget else field}: "
-                     f"{e}") from e
+    where = f"config.env_steps.{short(env_name)} or {field}" if budget else field
+    raise ValueError(f"{where}: {e}") from e
   return inner
 
 

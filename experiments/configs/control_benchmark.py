@@ -33,7 +33,7 @@ def get_config():
   c.methods = ("bc", "gail", "airl", "iq_offline", "iq_online")
   c.eval_episodes = 16
   # Environment steps of the methods that act (GAIL, AIRL, online IQ-Learn), per
-  # environment; their PPO uses the expert's settings (`experts.EXPERT_CONFIGS`).
+  # environment; GAIL's and AIRL's PPO is `generator_ppo` below.
   c.env_steps = ml_collections.ConfigDict({
       "CartPole-v1": 200_000, "Acrobot-v1": 300_000, "Pendulum-v1": 500_000,
       "MountainCarContinuous-v0": 300_000})
@@ -41,8 +41,12 @@ def get_config():
   # only (`control_benchmark_brax.py`).
   c.env_options = ml_collections.ConfigDict()
   # GAIL's and AIRL's PPO per environment (short name -> PPOConfig fields) on top of the
-  # expert's settings; required where the expert is scripted. MountainCar: Pendulum's
-  # expert settings with γ = 0.99 (episodes of up to 999 steps) and no reward scale.
+  # expert's settings (`experts.EXPERT_CONFIGS`); required where the expert is scripted.
+  # MountainCar: Pendulum's expert settings with γ = 0.99 (episodes of up to 999 steps)
+  # and no reward scale. From the command line, names with a hyphen take brackets:
+  # --config.generator_ppo['MountainCarContinuous-v0'].gamma=0.999, and a new entry or
+  # field takes the whole dict, which replaces every entry:
+  # --config.generator_ppo="{'Pendulum-v1': {'lr': 3e-4}}".
   c.generator_ppo = ml_collections.ConfigDict({
       "MountainCarContinuous-v0": dict(num_envs=16, num_steps=128, update_epochs=10,
                                        num_minibatches=8, lr=1e-3, gamma=0.99, ent_coef=0.0)})

@@ -117,7 +117,7 @@ def test_control_benchmark_on_mountaincar_uses_the_scripted_expert(tmp_path):
   config.envs = ("gymnax/MountainCarContinuous-v0",)
   config.transfer.enabled = False
   config.methods = ("bc", "gail")
-  config.num_demos, config.num_seeds, config.eval_episodes = (1, 2), 2, 2
+  config.num_demos, config.num_seeds, config.eval_episodes = (1,), 2, 2
   config.env_steps["MountainCarContinuous-v0"] = 4096
   config.bc.num_steps = 200
   config.generator_ppo["MountainCarContinuous-v0"].num_envs = 4
@@ -168,8 +168,18 @@ def test_control_benchmark_generator_ppo_config_errors(tmp_path, monkeypatch):
   fails(config, r"config\.generator_ppo\.MountainCarContinuous-v0: .*num_envs")
   config = mountaincar()
   config.env_steps["MountainCarContinuous-v0"] = 1000
-  fails(config, r"config\.env_steps\.MountainCarContinuous-v0: PPOConfig\.total_timesteps: "
-                r"must be at least num_envs·num_steps = 2048 \(got 1000\)")
+  fails(config, r"config\.env_steps\.MountainCarContinuous-v0 or config\.generator_ppo\."
+                r"MountainCarContinuous-v0: PPOConfig\.total_timesteps: must be at least "
+                r"num_envs·num_steps = 2048 \(got 1000\)")
+  config = mountaincar()
+  config.generator_ppo["MountainCarContinuous-v0"].total_timesteps = 10_000
+  fails(config, r"config\.generator_ppo\.MountainCarContinuous-v0\.total_timesteps: the "
+                r"budget is config\.env_steps\['MountainCarContinuous-v0'\]")
+  # A generator setting that AdversarialConfig refuses names both fields.
+  config = mountaincar()
+  config.generator_ppo["MountainCarContinuous-v0"].gamma = 1.0
+  fails(config, r"config\.adversarial or config\.generator_ppo\.MountainCarContinuous-v0: "
+                r"AdversarialConfig\.absorbing")
   config = mountaincar()
   config.generator_ppo.MountainCar = {"gamma": 0.99}
   fails(config, r"config\.generator_ppo: \['MountainCar'\] name no known environment")
@@ -183,11 +193,45 @@ def test_control_benchmark_generator_ppo_config_errors(tmp_path, monkeypatch):
       num_demos=5))
   fails(config, r"config\.transfer\.env 'gymnax/MountainCarContinuous-v0' has no PPO expert "
                 "settings")
-  # Without GAIL and AIRL no generator settings are needed.
+  # The transfer runs GAIL and AIRL whatever config.methods holds: their settings are
+  # checked too.
+  config = cfg.get_config()
+  config.methods = ("bc",)
+  config.generator_ppo["Pendulum-v1"] = {"momentum": 0.9}
+  fails(config, r"config\.generator_ppo\.Pendulum-v1: .*unexpected keyword argument "
+                "'momentum'")
+  config = cfg.get_config()
+  config.methods = ("bc",)
+  config.adversarial.disc_lr = -1.0
+  fails(config, r"config\.adversarial \(the transfer\): .*disc_lr")
+  # Without GAIL, AIRL and the transfer no generator settings are needed, and an entry
+  # for a known environment outside config.envs stays unchecked (a run on fewer of them).
   config = mountaincar()
   del config.generator_ppo["MountainCarContinuous-v0"]
   config.methods = ("bc",)
+  config.generator_ppo["Acrobot-v1"] = {"momentum": 0.9}
   control_benchmark.check_config(config)
+
+
+def test_generator_ppo_is_the_experts_ppo_where_the_expert_is_ppo():
+  """CartPole, Acrobot, Pendulum and Brax's inverted pendulum: GAIL's and AIRL's PPO is
+  the expert's settings with the benchmark's budget, as before `generator_ppo` existed."""
+  import dataclasses
+
+  from experiments import control_benchmark
+  from experiments.configs import control_benchmark as cfg
+  from experiments.configs import control_benchmark_brax as cfg_brax
+  for module in (cfg, cfg_brax):
+    config = module.get_config()
+    for name in config.envs:
+      if name in experts.EXPERT_CONFIGS:
+        steps = config.env_steps[name.split("/", 1)[1]]
+        assert control_benchmark.generator_ppo(config, name) == dataclasses.replace(
+            experts.EXPERT_CONFIGS[name], total_timesteps=steps), name
+  config = cfg.get_config()
+  inner = control_benchmark.generator_ppo(config, "gymnax/MountainCarContinuous-v0")
+  assert (inner.gamma, inner.num_envs, inner.reward_scale, inner.total_timesteps) == (
+      0.99, 16, 1.0, 300_000)
 
 
 def test_control_benchmark_brax_quick(tmp_path):
