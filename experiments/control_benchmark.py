@@ -190,10 +190,10 @@ def make_env(config, env_name: str, params: dict | None = None) -> envs.Env:
   return envs.make(env_name, params=params, **env_options(config, env_name))
 
 
-def make_method(method: str, config, env, expert_ppo):
+def make_method(method: str, config, env, inner: ppo.PPOConfig | None):
   """`(train(key, demos) -> (params, metrics), mode(params, obs), env_steps,
-  curve(metrics) -> (steps, returns))` for one method; `expert_ppo` is GAIL's and AIRL's
-  PPO (`generator_ppo`), its budget replaced by `config.env_steps`."""
+  curve(metrics) -> (steps, returns))` for one method; `inner` is GAIL's and AIRL's
+  PPO, budget included (`generator_ppo`; unused by the other methods)."""
   spec = env.spec
   steps = int(config.env_steps[short(env.name)])
   if method == "bc":
@@ -219,7 +219,6 @@ def make_method(method: str, config, env, expert_ppo):
 
     return train, iq.mode, warm + n * iq_config.num_steps, curve
   if method in ("gail", "airl"):
-    inner = dataclasses.replace(expert_ppo, total_timesteps=steps)
     adv = adversarial.make_adversarial(adversarial.AdversarialConfig(
         method=method, ppo=inner, **config.adversarial), env)
 

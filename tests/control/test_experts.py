@@ -225,7 +225,7 @@ def test_generator_ppo_is_the_experts_ppo_where_the_expert_is_ppo():
     config = module.get_config()
     for name in config.envs:
       if name in experts.EXPERT_CONFIGS:
-        steps = config.env_steps[name.split("/", 1)[1]]
+        steps = config.env_steps[control_benchmark.short(name)]
         assert control_benchmark.generator_ppo(config, name) == dataclasses.replace(
             experts.EXPERT_CONFIGS[name], total_timesteps=steps), name
   config = cfg.get_config()
